@@ -1,0 +1,1 @@
+//! Detector-frame algorithms: peakfinder8, radial maps, hit decision.

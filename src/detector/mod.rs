@@ -1,0 +1,1 @@
+//! Detectors: raw decoding (ePix10ka, Jungfrau), calibration constants, common mode, masks, geometry.

@@ -1,0 +1,1 @@
+//! Output: batch assembly and in-memory HDF5 file images (CXI and LCLStreamer layouts), filters.

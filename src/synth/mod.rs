@@ -1,0 +1,1 @@
+//! Synthetic runs: detector frames, calibration constants, geometry and ground truth.

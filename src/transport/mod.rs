@@ -1,0 +1,1 @@
+//! Transport: NNG push sinks, file and spill sinks, and the `pull` consumer.

@@ -1,0 +1,1 @@
+//! XTC2: datagrams, the self-describing Names/ShapesData layer, writer, small data, runs, event building.
