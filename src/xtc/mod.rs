@@ -5,10 +5,15 @@ pub mod bytes;
 pub mod container;
 pub mod dgram;
 pub mod error;
+pub mod eventbuild;
 pub mod header;
+pub mod index;
 pub mod names;
 pub mod reader;
+pub mod run;
 pub mod shapes_data;
+pub mod smalldata;
+pub mod stream_writer;
 pub mod writer;
 
 pub use container::XtcNode;

@@ -30,6 +30,7 @@ pub struct DgramReader {
     pos: u64,
     len: u64,
     truncation: Option<Truncation>,
+    peeked: Option<DgramHeader>,
 }
 
 impl DgramReader {
@@ -43,6 +44,7 @@ impl DgramReader {
             pos: 0,
             len,
             truncation: None,
+            peeked: None,
         })
     }
 
@@ -61,7 +63,27 @@ impl DgramReader {
         self.truncation
     }
 
-    /// Reads the next header; `Ok(None)` at a clean end of file or a truncated last datagram.
+    /// The header of the next datagram without consuming it; `Ok(None)` at a clean end of file
+    /// or a truncated last datagram.
+    pub fn peek_header(&mut self) -> Result<Option<DgramHeader>, XtcError> {
+        if self.peeked.is_none() {
+            self.peeked = self.read_header()?;
+        }
+        Ok(self.peeked)
+    }
+
+    /// The transition id of the next datagram, if any.
+    pub fn peek_service(&mut self) -> Result<Option<super::header::TransitionId>, XtcError> {
+        Ok(self.peek_header()?.map(|h| h.service()))
+    }
+
+    fn take_header(&mut self) -> Result<Option<DgramHeader>, XtcError> {
+        match self.peeked.take() {
+            Some(h) => Ok(Some(h)),
+            None => self.read_header(),
+        }
+    }
+
     fn read_header(&mut self) -> Result<Option<DgramHeader>, XtcError> {
         if self.truncation.is_some() || self.pos >= self.len {
             return Ok(None);
@@ -94,7 +116,7 @@ impl DgramReader {
 
     /// Reads the next whole datagram into `buf` (reused) and returns a view of it.
     pub fn next_into<'b>(&mut self, buf: &'b mut Vec<u8>) -> Result<Option<Dgram<'b>>, XtcError> {
-        let Some(header) = self.read_header()? else {
+        let Some(header) = self.take_header()? else {
             return Ok(None);
         };
         let size = header.size() as usize;
@@ -116,7 +138,7 @@ impl DgramReader {
 
     /// Reads the next header and skips its payload; returns (offset, header).
     pub fn next_header(&mut self) -> Result<Option<(u64, DgramHeader)>, XtcError> {
-        let Some(header) = self.read_header()? else {
+        let Some(header) = self.take_header()? else {
             return Ok(None);
         };
         let skip = header.size() - DGRAM_HEADER_SIZE as u64;
