@@ -12,12 +12,21 @@ use std::borrow::Cow;
 /// Bytes of one Shapes entry (`u32[5]`).
 pub const SHAPE_ENTRY_SIZE: usize = 20;
 
-/// The dimensions of one variable (only the first `rank` are meaningful).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The dimensions of one variable. Only the first `rank` are meaningful; the rest are kept as
+/// read (the DAQ does not always zero them) so re-encoding reproduces the bytes.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Shape {
     pub dims: [u32; 5],
     pub rank: u8,
 }
+
+impl PartialEq for Shape {
+    fn eq(&self, other: &Self) -> bool {
+        self.dims() == other.dims()
+    }
+}
+
+impl Eq for Shape {}
 
 impl Shape {
     /// A shape from its meaningful dimensions (at most 5).
@@ -319,7 +328,7 @@ pub fn decode_with<'a, 's>(
             Shape::scalar()
         } else {
             let mut dims = [0u32; 5];
-            for (j, d) in dims.iter_mut().enumerate().take(desc.rank as usize) {
+            for (j, d) in dims.iter_mut().enumerate() {
                 *d = u32_at(shape_bytes, k * SHAPE_ENTRY_SIZE + 4 * j).unwrap_or(0);
             }
             k += 1;

@@ -89,7 +89,12 @@ fn push_field(out: &mut Vec<u8>, s: &str) {
 pub fn encode_names(id: NamesId, schema: &Schema, out: &mut Vec<u8>) -> FormatResult<()> {
     check_name(&schema.det_name, "detName", b"")?;
     for v in &schema.vars {
-        check_name(&v.name, "variable name", b".:")?;
+        if v.name.is_empty() || v.name.len() >= STR_FIELD || v.name.bytes().any(|c| !c.is_ascii_graphic()) {
+            return Err(FormatError::new(
+                0,
+                format!("variable name {:?} must be 1..255 printable ASCII characters", v.name),
+            ));
+        }
         if v.rank > 4 || (v.dtype == DataType::CHARSTR && v.rank != 1) {
             return Err(FormatError::new(
                 0,

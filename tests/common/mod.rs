@@ -53,3 +53,18 @@ pub fn first_lookup(dgrams: &[Owned]) -> NamesLookup {
         .expect("a Configure");
     NamesLookup::from_configure(&c.view().root()).unwrap()
 }
+
+/// Asserts two byte strings are equal, reporting the first differing offset (not the bytes).
+pub fn assert_same_bytes(got: &[u8], want: &[u8], ctx: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        let lo = at.saturating_sub(4);
+        panic!(
+            "{ctx}: lengths {} vs {}, first difference at byte {at}: got {:?} want {:?}",
+            got.len(),
+            want.len(),
+            &got[lo..(at + 8).min(got.len())],
+            &want[lo..(at + 8).min(want.len())]
+        );
+    }
+}
