@@ -133,7 +133,10 @@ fn detector_summary(s: &Schema) -> DetectorSummary {
     }
 }
 
-fn runinfo_of(d: &Dgram<'_>, lookup: &NamesLookup) -> Result<Option<RunInfo>, crate::xtc::FormatError> {
+fn runinfo_of(
+    d: &Dgram<'_>,
+    lookup: &NamesLookup,
+) -> Result<Option<RunInfo>, crate::xtc::FormatError> {
     for b in d.blocks(lookup)? {
         if b.schema.det_name == "runinfo" {
             return Ok(Some(RunInfo {
@@ -182,10 +185,10 @@ pub fn summarize_file(path: &Path, into: &mut Collect) -> Result<FileSummary, Xt
             continue;
         }
         d.blocks(&lookup).map_err(fmt)?;
-        if d.service() == TransitionId::BeginRun {
-            if let Some(r) = runinfo_of(&d, &lookup).map_err(fmt)? {
-                into.runs.push(r);
-            }
+        if d.service() == TransitionId::BeginRun
+            && let Some(r) = runinfo_of(&d, &lookup).map_err(fmt)?
+        {
+            into.runs.push(r);
         }
     }
     let truncation = reader.truncation().map(TruncationInfo::from);
@@ -205,7 +208,11 @@ pub fn summarize_file(path: &Path, into: &mut Collect) -> Result<FileSummary, Xt
 
 /// Summarizes `files`; when `events > 0`, also decodes the first `events` L1Accept events of
 /// `run` (built across its streams).
-pub fn summarize(files: &[PathBuf], run: Option<&RunFiles>, events: usize) -> Result<Summary, XtcError> {
+pub fn summarize(
+    files: &[PathBuf],
+    run: Option<&RunFiles>,
+    events: usize,
+) -> Result<Summary, XtcError> {
     let mut collect = Collect::default();
     let mut out = Vec::new();
     for f in files {
@@ -258,15 +265,23 @@ pub fn first_events(run: &RunFiles, n: usize) -> Result<Vec<serde_json::Value>, 
                 continue;
             };
             let ix = builder.stream(part.stream).expect("stream exists");
-            let path = ix.chunk_path(loc.chunk).map(Path::to_path_buf).ok_or_else(|| {
-                XtcError::Layout(format!("chunk {} of stream {} unknown", loc.chunk, part.stream))
-            })?;
+            let path = ix
+                .chunk_path(loc.chunk)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| {
+                    XtcError::Layout(format!(
+                        "chunk {} of stream {} unknown",
+                        loc.chunk, part.stream
+                    ))
+                })?;
             if !files.contains_key(&path) {
                 let f = File::open(&path).map_err(|e| XtcError::io(&path, 0, e))?;
                 files.insert(path.clone(), f);
             }
             let d = read_dgram_at(&files[&path], &path, loc.offset, loc.size, &mut buf)?;
-            let blocks = d.blocks(ix.lookup()).map_err(|e| XtcError::format(&path, e))?;
+            let blocks = d
+                .blocks(ix.lookup())
+                .map_err(|e| XtcError::format(&path, e))?;
             let dets: Vec<serde_json::Value> = blocks
                 .iter()
                 .map(|b| {
@@ -444,7 +459,18 @@ pub fn render_text(s: &Summary) -> String {
             .vars
             .iter()
             .take(8)
-            .map(|v| format!("{} {}{}", v.name, v.dtype, if v.rank > 0 { format!("[{}]", v.rank) } else { String::new() }))
+            .map(|v| {
+                format!(
+                    "{} {}{}",
+                    v.name,
+                    v.dtype,
+                    if v.rank > 0 {
+                        format!("[{}]", v.rank)
+                    } else {
+                        String::new()
+                    }
+                )
+            })
             .collect();
         let more = d.vars.len().saturating_sub(8);
         let _ = writeln!(
@@ -456,7 +482,11 @@ pub fn render_text(s: &Summary) -> String {
             d.version,
             d.segments,
             vars.join(", "),
-            if more > 0 { format!(" … +{more} more") } else { String::new() }
+            if more > 0 {
+                format!(" … +{more} more")
+            } else {
+                String::new()
+            }
         );
     }
     if let Some(evs) = &s.events {

@@ -11,7 +11,11 @@ fn inspect(args: &[&str]) -> Value {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -25,7 +29,10 @@ fn epixquad_file_summary() {
     assert_eq!(f["truncated"], false);
     assert_eq!(f["damaged"], 0);
     let t = f["transitions"].as_object().unwrap();
-    let mut counts: Vec<(String, u64)> = t.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
+    let mut counts: Vec<(String, u64)> = t
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect();
     counts.sort();
     assert_eq!(
         counts,
@@ -56,7 +63,13 @@ fn epixquad_file_summary() {
     );
     let hw = dets.iter().find(|d| d["name"] == "epixquadhw").unwrap();
     assert_eq!(hw["vars"].as_array().unwrap().len(), 1190);
-    assert!(hw["vars"].as_array().unwrap().iter().any(|v| v["type"] == "ENUMDICT"));
+    assert!(
+        hw["vars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["type"] == "ENUMDICT")
+    );
 }
 
 #[test]
@@ -75,7 +88,10 @@ fn run_directory_with_events() {
     let vars = det["vars"].as_array().unwrap();
     let a0 = vars.iter().find(|v| v["name"] == "array0Pgp").unwrap();
     assert_eq!(a0["shape"], serde_json::json!([3, 3]));
-    assert_eq!(a0["value"], serde_json::json!([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0], [0.0, 2.0, 4.0]]));
+    assert_eq!(
+        a0["value"],
+        serde_json::json!([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0], [0.0, 2.0, 4.0]])
+    );
 }
 
 #[test]
@@ -83,23 +99,59 @@ fn exp_run_under_an_s3df_root() {
     let tmp = tempfile::tempdir().unwrap();
     let xtc = tmp.path().join("xpp/xpptut15/xtc");
     std::fs::create_dir_all(xtc.join("smalldata")).unwrap();
-    for f in ["xpptut15-r0014-s000-c000.xtc2", "xpptut15-r0014-s001-c000.xtc2"] {
+    for f in [
+        "xpptut15-r0014-s000-c000.xtc2",
+        "xpptut15-r0014-s001-c000.xtc2",
+    ] {
         std::fs::copy(samples().join("fakesteps").join(f), xtc.join(f)).unwrap();
         let smd = f.replace(".xtc2", ".smd.xtc2");
-        std::fs::copy(samples().join("fakesteps/smalldata").join(&smd), xtc.join("smalldata").join(&smd)).unwrap();
+        std::fs::copy(
+            samples().join("fakesteps/smalldata").join(&smd),
+            xtc.join("smalldata").join(&smd),
+        )
+        .unwrap();
     }
     // A second run and a file still being written are told apart.
-    std::fs::copy(samples().join("intg_det/xpptut15-r0014-s000-c000.xtc2"), xtc.join("xpptut15-r0015-s000-c000.xtc2.inprogress")).unwrap();
-    let j = inspect(&["--json", "--root", tmp.path().to_str().unwrap(), "--events", "100", "xpptut15:14"]);
+    std::fs::copy(
+        samples().join("intg_det/xpptut15-r0014-s000-c000.xtc2"),
+        xtc.join("xpptut15-r0015-s000-c000.xtc2.inprogress"),
+    )
+    .unwrap();
+    let j = inspect(&[
+        "--json",
+        "--root",
+        tmp.path().to_str().unwrap(),
+        "--events",
+        "100",
+        "xpptut15:14",
+    ]);
     assert_eq!(j["files"].as_array().unwrap().len(), 4);
     assert_eq!(j["events"].as_array().unwrap().len(), 10);
-    let j = inspect(&["--json", "--root", tmp.path().to_str().unwrap(), "xpptut15:15"]);
+    let j = inspect(&[
+        "--json",
+        "--root",
+        tmp.path().to_str().unwrap(),
+        "xpptut15:15",
+    ]);
     assert_eq!(j["files"].as_array().unwrap().len(), 1);
-    assert!(j["files"][0]["path"].as_str().unwrap().ends_with(".inprogress"));
+    assert!(
+        j["files"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(".inprogress")
+    );
     let text = Command::new(env!("CARGO_BIN_EXE_lclstreamer"))
-        .args(["inspect", "--root", tmp.path().to_str().unwrap(), "xpptut15:14"])
+        .args([
+            "inspect",
+            "--root",
+            tmp.path().to_str().unwrap(),
+            "xpptut15:14",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.contains("L1Accept 10") && text.contains("run: expt xpptut15 run 1"), "{text}");
+    assert!(
+        text.contains("L1Accept 10") && text.contains("run: expt xpptut15 run 1"),
+        "{text}"
+    );
 }

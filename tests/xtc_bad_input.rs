@@ -41,7 +41,10 @@ fn truncated_last_datagram_is_reported_not_an_error() {
         assert!(s.truncated, "keep {keep}");
         assert_eq!(s.dgrams, idx as u64, "keep {keep}");
         assert_eq!(s.truncation.unwrap().offset, l as u64);
-        assert_eq!(s.truncation.unwrap().expected, if keep < 24 { 0 } else { size as u64 });
+        assert_eq!(
+            s.truncation.unwrap().expected,
+            if keep < 24 { 0 } else { size as u64 }
+        );
         let t = s.truncation.unwrap();
         assert_eq!(t.available + t.offset, (l + keep) as u64);
     }
@@ -53,7 +56,10 @@ fn root_extent_smaller_than_twelve() {
     let mut b = mixed();
     b[FIRST_L1 + 20..FIRST_L1 + 24].copy_from_slice(&5u32.to_le_bytes());
     let e = err_of(&write(tmp.path(), "x.xtc2", &b));
-    assert!(e.contains("x.xtc2") && e.contains(&format!("byte {}", FIRST_L1 + 12)), "{e}");
+    assert!(
+        e.contains("x.xtc2") && e.contains(&format!("byte {}", FIRST_L1 + 12)),
+        "{e}"
+    );
     assert!(e.contains("smaller than its 12-byte header"), "{e}");
 }
 
@@ -64,11 +70,17 @@ fn child_extent_past_its_parent() {
     let sd = FIRST_L1 + 24; // first ShapesData of the L1Accept
     b[sd + 8..sd + 12].copy_from_slice(&100_000u32.to_le_bytes());
     let e = err_of(&write(tmp.path(), "x.xtc2", &b));
-    assert!(e.contains(&format!("byte {sd}")) && e.contains("past the end of its parent"), "{e}");
+    assert!(
+        e.contains(&format!("byte {sd}")) && e.contains("past the end of its parent"),
+        "{e}"
+    );
     let mut b = mixed();
     b[sd + 8..sd + 12].copy_from_slice(&3u32.to_le_bytes());
     let e = err_of(&write(tmp.path(), "x.xtc2", &b));
-    assert!(e.contains(&format!("byte {sd}")) && e.contains("smaller than"), "{e}");
+    assert!(
+        e.contains(&format!("byte {sd}")) && e.contains("smaller than"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -78,7 +90,10 @@ fn unknown_names_id() {
     let sd = FIRST_L1 + 24;
     b[sd..sd + 4].copy_from_slice(&0x0001_0077u32.to_le_bytes());
     let e = err_of(&write(tmp.path(), "x.xtc2", &b));
-    assert!(e.contains(&format!("byte {sd}")) && e.contains("no Configure declared"), "{e}");
+    assert!(
+        e.contains(&format!("byte {sd}")) && e.contains("no Configure declared"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -94,7 +109,10 @@ fn names_size_that_does_not_divide() {
     g[20..24].copy_from_slice(&root.to_le_bytes());
     g[32..36].copy_from_slice(&(names_ext as u32 + 4).to_le_bytes());
     let e = err_of(&write(tmp.path(), "x.xtc2", &g));
-    assert!(e.contains("byte 24") && e.contains("not a multiple of 524"), "{e}");
+    assert!(
+        e.contains("byte 24") && e.contains("not a multiple of 524"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -103,7 +121,10 @@ fn bad_transition_id_and_non_parent_root() {
     let mut b = mixed();
     b[FIRST_L1 + 11] = 0x0E;
     let e = err_of(&write(tmp.path(), "x.xtc2", &b));
-    assert!(e.contains(&format!("byte {}", FIRST_L1 + 8)) && e.contains("not a transition id"), "{e}");
+    assert!(
+        e.contains(&format!("byte {}", FIRST_L1 + 8)) && e.contains("not a transition id"),
+        "{e}"
+    );
     let mut b = mixed();
     b[FIRST_L1 + 18] = 3;
     let e = err_of(&write(tmp.path(), "x.xtc2", &b));
@@ -116,8 +137,16 @@ fn cli_exit_status_and_messages() {
     let exe = env!("CARGO_BIN_EXE_lclstreamer");
     let b = mixed();
     let t = write(tmp.path(), "trunc.xtc2", &b[..b.len() - 7]);
-    let out = Command::new(exe).args(["inspect", "--json"]).arg(&t).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(exe)
+        .args(["inspect", "--json"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["files"][0]["truncated"], true);
     let mut c = b.clone();
@@ -126,7 +155,10 @@ fn cli_exit_status_and_messages() {
     let out = Command::new(exe).arg("inspect").arg(&bad).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.xtc2") && err.contains(&format!("byte {}", FIRST_L1 + 12)), "{err}");
+    assert!(
+        err.contains("bad.xtc2") && err.contains(&format!("byte {}", FIRST_L1 + 12)),
+        "{err}"
+    );
 }
 
 fn check_never_panics(bytes: &[u8]) {

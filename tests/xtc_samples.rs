@@ -25,26 +25,70 @@ fn dgram_and_l1accept_counts_match_the_readme() {
         ("intg_det/xpptut15-r0014-s000-c000.xtc2", 24, 17),
         ("intg_det/xpptut15-r0014-s001-c000.xtc2", 12, 5),
         ("intg_det/xpptut15-r0014-s002-c000.xtc2", 9, 2),
-        ("intg_det/smalldata/xpptut15-r0014-s000-c000.smd.xtc2", 24, 17),
-        ("intg_det/smalldata/xpptut15-r0014-s001-c000.smd.xtc2", 12, 5),
+        (
+            "intg_det/smalldata/xpptut15-r0014-s000-c000.smd.xtc2",
+            24,
+            17,
+        ),
+        (
+            "intg_det/smalldata/xpptut15-r0014-s001-c000.smd.xtc2",
+            12,
+            5,
+        ),
         ("intg_det/smalldata/xpptut15-r0014-s002-c000.smd.xtc2", 9, 2),
         ("fakesteps/xpptut15-r0014-s000-c000.xtc2", 21, 10),
         ("fakesteps/xpptut15-r0014-s001-c000.xtc2", 15, 4),
-        ("fakesteps/smalldata/xpptut15-r0014-s000-c000.smd.xtc2", 21, 10),
-        ("fakesteps/smalldata/xpptut15-r0014-s001-c000.smd.xtc2", 15, 4),
+        (
+            "fakesteps/smalldata/xpptut15-r0014-s000-c000.smd.xtc2",
+            21,
+            10,
+        ),
+        (
+            "fakesteps/smalldata/xpptut15-r0014-s001-c000.smd.xtc2",
+            15,
+            4,
+        ),
         ("mixed_rate/xpptut15-r0014-s000-c000.xtc2", 110, 100),
         ("mixed_rate/xpptut15-r0014-s001-c000.xtc2", 20, 10),
-        ("mixed_rate/smalldata/xpptut15-r0014-s000-c000.smd.xtc2", 110, 100),
-        ("mixed_rate/smalldata/xpptut15-r0014-s001-c000.smd.xtc2", 20, 10),
+        (
+            "mixed_rate/smalldata/xpptut15-r0014-s000-c000.smd.xtc2",
+            110,
+            100,
+        ),
+        (
+            "mixed_rate/smalldata/xpptut15-r0014-s001-c000.smd.xtc2",
+            20,
+            10,
+        ),
         ("multi-seg-epics/xpptut15-r0014-s000-c000.xtc2", 24, 15),
         ("multi-seg-epics/xpptut15-r0014-s001-c000.xtc2", 24, 15),
-        ("multi-seg-epics/smalldata/xpptut15-r0014-s000-c000.smd.xtc2", 24, 15),
-        ("multi-seg-epics/smalldata/xpptut15-r0014-s001-c000.smd.xtc2", 24, 15),
-        ("multirun_w_new_config/xpptut15-r0014-s000-c000.xtc2", 36, 15),
-        ("multirun_w_new_config/smalldata/xpptut15-r0014-s000-c000.smd.xtc2", 36, 15),
+        (
+            "multi-seg-epics/smalldata/xpptut15-r0014-s000-c000.smd.xtc2",
+            24,
+            15,
+        ),
+        (
+            "multi-seg-epics/smalldata/xpptut15-r0014-s001-c000.smd.xtc2",
+            24,
+            15,
+        ),
+        (
+            "multirun_w_new_config/xpptut15-r0014-s000-c000.xtc2",
+            36,
+            15,
+        ),
+        (
+            "multirun_w_new_config/smalldata/xpptut15-r0014-s000-c000.smd.xtc2",
+            36,
+            15,
+        ),
         ("chunking/xpptut15-r0014-s000-c000.xtc2", 15, 10),
         ("chunking/data-r0001-s000-c001.xtc2", 9, 5),
-        ("chunking/smalldata/xpptut15-r0014-s000-c000.smd.xtc2", 24, 15),
+        (
+            "chunking/smalldata/xpptut15-r0014-s000-c000.smd.xtc2",
+            24,
+            15,
+        ),
     ];
     for (f, dgrams, l1) in table {
         assert_eq!(counts(f), (dgrams, l1), "{f}");
@@ -70,10 +114,17 @@ fn every_block_of_every_file_decodes_and_fills_its_data_exactly() {
         if let Ok(rd) = std::fs::read_dir(samples().join(dir).join("smalldata")) {
             files.extend(rd.map(|e| e.unwrap().path()));
         }
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "xtc2")) {
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "xtc2"))
+        {
             let dgrams = read_all(f);
             let end = dgrams.last().map(|d| d.offset + d.bytes.len() as u64);
-            assert_eq!(end, Some(std::fs::metadata(f).unwrap().len()), "walk ends at EOF");
+            assert_eq!(
+                end,
+                Some(std::fs::metadata(f).unwrap().len()),
+                "walk ends at EOF"
+            );
             // c001 has no Configure: decode it with the small data's.
             let mut lookup = if f.ends_with("data-r0001-s000-c001.xtc2") {
                 first_lookup(&read_all(&sample(
@@ -124,11 +175,16 @@ fn epixquad_header_layout_and_first_raw_words() {
     );
     let d = read_all(&path);
     let offsets: Vec<u64> = d.iter().map(|d| d.offset).collect();
-    assert_eq!(offsets, [0, 1_734_050, 1_734_146, 1_734_170, 1_734_194, 2_828_154]);
+    assert_eq!(
+        offsets,
+        [0, 1_734_050, 1_734_146, 1_734_170, 1_734_194, 2_828_154]
+    );
     let envs: Vec<u32> = d.iter().map(|d| d.view().header.env).collect();
     assert_eq!(
         envs,
-        [0x02020001, 0x04020001, 0x06040001, 0x08060001, 0x0C090001, 0x0C0B0001]
+        [
+            0x02020001, 0x04020001, 0x06040001, 0x08060001, 0x0C090001, 0x0C0B0001
+        ]
     );
     let keys: Vec<u64> = d.iter().map(|d| d.view().header.timestamp).collect();
     assert_eq!(keys[0], 0x3A96C94C246D7C74);
@@ -138,7 +194,10 @@ fn epixquad_header_layout_and_first_raw_words() {
 
     let lookup = first_lookup(&d);
     let raw = lookup.get(NamesId::new(0, 10)).unwrap();
-    assert_eq!((raw.det_name.as_str(), raw.det_type.as_str()), ("epixquad", "epix10ka"));
+    assert_eq!(
+        (raw.det_name.as_str(), raw.det_type.as_str()),
+        ("epixquad", "epix10ka")
+    );
     assert_eq!(raw.alg.version_string(), "2.0.1");
     assert!(raw.det_id.starts_with("3926196238-0175152897-1157627926-"));
     assert_eq!(lookup.get(NamesId::new(0, 0)).unwrap().vars.len(), 1190);
@@ -198,7 +257,14 @@ fn epixquad_header_layout_and_first_raw_words() {
             let apc = b.var("asicPixelConfig").unwrap();
             assert_eq!(apc.shape.dims(), [4, 176, 192]);
             assert!(apc.elements::<u8>().unwrap().iter().all(|&x| x == 8));
-            assert!(b.var("trbit").unwrap().elements::<u8>().unwrap().iter().all(|&x| x == 0));
+            assert!(
+                b.var("trbit")
+                    .unwrap()
+                    .elements::<u8>()
+                    .unwrap()
+                    .iter()
+                    .all(|&x| x == 0)
+            );
         }
     }
 }
@@ -230,7 +296,9 @@ fn runinfo_values() {
         [("ueddaq02".into(), 109)]
     );
     assert_eq!(
-        runinfo(&read_all(&sample("mixed_rate/xpptut15-r0014-s000-c000.xtc2"))),
+        runinfo(&read_all(&sample(
+            "mixed_rate/xpptut15-r0014-s000-c000.xtc2"
+        ))),
         [("xpptut15".into(), 14)]
     );
     assert_eq!(
@@ -241,7 +309,9 @@ fn runinfo_values() {
 
 #[test]
 fn multirun_file_resets_lookup_at_each_configure() {
-    let d = read_all(&sample("multirun_w_new_config/xpptut15-r0014-s000-c000.xtc2"));
+    let d = read_all(&sample(
+        "multirun_w_new_config/xpptut15-r0014-s000-c000.xtc2",
+    ));
     assert_eq!(
         runinfo(&d),
         [
@@ -261,7 +331,11 @@ fn multirun_file_resets_lookup_at_each_configure() {
         if v.service() == TransitionId::L1Accept {
             let b = &v.blocks(&lookup).unwrap()[0];
             let calib = b.var("calib").unwrap().elements::<f32>().unwrap();
-            seen.push((b.schema.det_name.clone(), calib[0], (v.header.timestamp & 0xFFFF_FFFF) as u32));
+            seen.push((
+                b.schema.det_name.clone(),
+                calib[0],
+                (v.header.timestamp & 0xFFFF_FFFF) as u32,
+            ));
         }
     }
     assert_eq!(seen.len(), 15);
@@ -269,9 +343,15 @@ fn multirun_file_resets_lookup_at_each_configure() {
     assert_eq!(names[..5], ["hsd"; 5]);
     assert_eq!(names[5..], ["andor"; 10]);
     let values: Vec<f32> = seen.iter().map(|s| s.1).collect();
-    assert_eq!(values, [0., 1., 2., 3., 4., 0., 1., 2., 3., 4., 0., 1., 2., 3., 4.]);
+    assert_eq!(
+        values,
+        [0., 1., 2., 3., 4., 0., 1., 2., 3., 4., 0., 1., 2., 3., 4.]
+    );
     let keys: Vec<u32> = seen.iter().map(|s| s.2).collect();
-    assert_eq!(keys, [4, 5, 6, 7, 8, 17, 18, 19, 20, 21, 28, 29, 30, 31, 32]);
+    assert_eq!(
+        keys,
+        [4, 5, 6, 7, 8, 17, 18, 19, 20, 21, 28, 29, 30, 31, 32]
+    );
     // After the second Configure, hsd's NamesId (1, 0) no longer exists.
     assert!(lookup.get(NamesId::new(1, 0)).is_none());
     assert_eq!(lookup.get(NamesId::new(1, 3)).unwrap().det_name, "andor");
@@ -283,8 +363,14 @@ fn per_stream_lookups_decode_colliding_names_ids() {
     let s1 = read_all(&sample("multi-seg-epics/xpptut15-r0014-s001-c000.xtc2"));
     let (l0, l1) = (first_lookup(&s0), first_lookup(&s1));
     let id = NamesId::new(1, 5);
-    let su0: Vec<_> = s0.iter().filter(|d| d.service() == TransitionId::SlowUpdate).collect();
-    let su1: Vec<_> = s1.iter().filter(|d| d.service() == TransitionId::SlowUpdate).collect();
+    let su0: Vec<_> = s0
+        .iter()
+        .filter(|d| d.service() == TransitionId::SlowUpdate)
+        .collect();
+    let su1: Vec<_> = s1
+        .iter()
+        .filter(|d| d.service() == TransitionId::SlowUpdate)
+        .collect();
     assert_eq!((su0.len(), su1.len()), (2, 2));
     for d in su0 {
         assert_eq!(d.bytes.len(), 116);
@@ -310,7 +396,10 @@ fn per_stream_lookups_decode_colliding_names_ids() {
 fn mixed_rate_enums_strings_unaligned_scalars_and_child_order() {
     let d = read_all(&sample("mixed_rate/xpptut15-r0014-s000-c000.xtc2"));
     let lookup = first_lookup(&d);
-    let l1 = d.iter().find(|d| d.service() == TransitionId::L1Accept).unwrap();
+    let l1 = d
+        .iter()
+        .find(|d| d.service() == TransitionId::L1Accept)
+        .unwrap();
     assert_eq!(l1.bytes.len(), 848);
     let v = l1.view();
     let blocks = v.blocks(&lookup).unwrap();
@@ -325,7 +414,10 @@ fn mixed_rate_enums_strings_unaligned_scalars_and_child_order() {
     let data_start = raw.var("floatPgp").unwrap().offset;
     assert_eq!(int_pgp.offset - data_start, 44);
     assert_eq!(raw.var("array1Pgp").unwrap().offset - data_start, 52);
-    assert_eq!(raw.var("floatPgp").unwrap().scalar(), Some(Scalar::F64(1.0)));
+    assert_eq!(
+        raw.var("floatPgp").unwrap().scalar(),
+        Some(Scalar::F64(1.0))
+    );
     let a0 = raw.var("array0Pgp").unwrap().elements::<f32>().unwrap();
     let a1 = raw.var("array1Pgp").unwrap().elements::<f32>().unwrap();
     for i in 0..3 {
@@ -337,18 +429,32 @@ fn mixed_rate_enums_strings_unaligned_scalars_and_child_order() {
     let fex = blocks.iter().find(|b| b.schema.alg.name == "fex").unwrap();
     assert!(!fex.data_first);
     assert_eq!(fex.schema.alg.version_string(), "4.5.6");
-    assert_eq!(fex.var("floatFex").unwrap().scalar(), Some(Scalar::F64(41.0)));
+    assert_eq!(
+        fex.var("floatFex").unwrap().scalar(),
+        Some(Scalar::F64(41.0))
+    );
     assert_eq!(fex.var("intFex").unwrap().scalar(), Some(Scalar::I64(42)));
-    assert_eq!(fex.var("charStrFex").unwrap().string().unwrap(), "Test String");
+    assert_eq!(
+        fex.var("charStrFex").unwrap().string().unwrap(),
+        "Test String"
+    );
     assert_eq!(fex.var("charStrFex").unwrap().shape.dims(), [12]);
-    let arr: Vec<f32> = fex.var("arrayFex").unwrap().elements::<f32>().unwrap().to_vec();
+    let arr: Vec<f32> = fex
+        .var("arrayFex")
+        .unwrap()
+        .elements::<f32>()
+        .unwrap()
+        .to_vec();
     assert_eq!(arr, [142., 143., 144., 145., 146., 147.]);
     let ev = |n: &str| fex.var(n).unwrap().scalar().unwrap();
     assert_eq!(ev("enumFex1:MyEnumName"), Scalar::EnumVal(-2));
     assert_eq!(ev("enumFex2:MyEnumName"), Scalar::EnumVal(5));
     assert_eq!(ev("enumFex3:MyEnumName2"), Scalar::EnumVal(12));
     assert_eq!(ev("On:MyEnumName2"), Scalar::EnumDict(-7));
-    assert_eq!(fex.var("enumFex1:MyEnumName").unwrap().desc.enum_type(), Some("MyEnumName"));
+    assert_eq!(
+        fex.var("enumFex1:MyEnumName").unwrap().desc.enum_type(),
+        Some("MyEnumName")
+    );
     assert_eq!(
         fex.enum_dicts(),
         [
@@ -362,24 +468,44 @@ fn mixed_rate_enums_strings_unaligned_scalars_and_child_order() {
             )
         ]
     );
-    let cspad = blocks.iter().find(|b| b.schema.det_name == "xppcspad").unwrap();
+    let cspad = blocks
+        .iter()
+        .find(|b| b.schema.det_name == "xppcspad")
+        .unwrap();
     assert!(cspad.data_first);
-    let r: Vec<u16> = cspad.var("arrayRaw").unwrap().elements::<u16>().unwrap().to_vec();
+    let r: Vec<u16> = cspad
+        .var("arrayRaw")
+        .unwrap()
+        .elements::<u16>()
+        .unwrap()
+        .to_vec();
     assert_eq!(r, (0..18).collect::<Vec<u16>>());
     // SlowUpdates carry epics values.
     for su in d.iter().filter(|d| d.service() == TransitionId::SlowUpdate) {
         let v = su.view();
         let b = v.blocks(&lookup).unwrap();
         let e = b.iter().find(|b| b.schema.det_name == "epics").unwrap();
-        assert_eq!(e.var("HX2:DVD:GCC:01:PMON").unwrap().scalar(), Some(Scalar::F64(41.0)));
-        assert_eq!(e.var("HX2:DVD:GPI:01:PMON").unwrap().string().unwrap(), "Test String");
+        assert_eq!(
+            e.var("HX2:DVD:GCC:01:PMON").unwrap().scalar(),
+            Some(Scalar::F64(41.0))
+        );
+        assert_eq!(
+            e.var("HX2:DVD:GPI:01:PMON").unwrap().string().unwrap(),
+            "Test String"
+        );
     }
 }
 
 #[test]
 fn smd_index_points_at_bigdata_l1accepts_with_the_same_key() {
     let mut checked = 0;
-    for dir in ["intg_det", "fakesteps", "mixed_rate", "multi-seg-epics", "multirun_w_new_config"] {
+    for dir in [
+        "intg_det",
+        "fakesteps",
+        "mixed_rate",
+        "multi-seg-epics",
+        "multirun_w_new_config",
+    ] {
         let run = discover_in_dir(&samples().join(dir), "xpptut15", 14).unwrap();
         for s in &run.streams {
             let big = read_all(&s.chunks[0].path);
@@ -438,8 +564,9 @@ fn chunking_follows_chunkinfo_from_small_data_and_from_bigdata() {
                 (l.chunk, l.offset, (e.header.timestamp & 0xFFFF_FFFF) as u32)
             })
             .collect();
-        let mut want: Vec<(u32, u64, u32)> =
-            (0..10).map(|i| (0, 43_072 + 848 * i as u64, 4 + i)).collect();
+        let mut want: Vec<(u32, u64, u32)> = (0..10)
+            .map(|i| (0, 43_072 + 848 * i as u64, 4 + i))
+            .collect();
         want.extend((0..5).map(|i| (1, 100 + 848 * i as u64, 16 + i)));
         assert_eq!(l1, want, "use_smd={use_smd}");
     }
@@ -457,8 +584,12 @@ fn build(dir: &str, use_smd: bool) -> (Vec<lclstreamer::xtc::eventbuild::BuiltEv
     (b.map(|e| e.unwrap()).collect(), n)
 }
 
-fn l1(evs: &[lclstreamer::xtc::eventbuild::BuiltEvent]) -> Vec<&lclstreamer::xtc::eventbuild::BuiltEvent> {
-    evs.iter().filter(|e| e.service == TransitionId::L1Accept).collect()
+fn l1(
+    evs: &[lclstreamer::xtc::eventbuild::BuiltEvent],
+) -> Vec<&lclstreamer::xtc::eventbuild::BuiltEvent> {
+    evs.iter()
+        .filter(|e| e.service == TransitionId::L1Accept)
+        .collect()
 }
 
 #[test]
@@ -470,7 +601,11 @@ fn event_building_across_streams() {
         assert_eq!(l.len(), 17);
         assert_eq!(l.iter().filter(|e| e.part(1).is_some()).count(), 5);
         assert_eq!(l.iter().filter(|e| e.part(2).is_some()).count(), 2);
-        let all3: Vec<u64> = l.iter().filter(|e| e.parts.len() == 3).map(|e| e.timestamp).collect();
+        let all3: Vec<u64> = l
+            .iter()
+            .filter(|e| e.parts.len() == 3)
+            .map(|e| e.timestamp)
+            .collect();
         assert_eq!(all3, [10]);
         assert!(evs.iter().all(|e| e.complete()));
 
@@ -478,7 +613,10 @@ fn event_building_across_streams() {
         let l = l1(&evs);
         assert_eq!(l.len(), 10);
         assert_eq!(l.iter().filter(|e| e.parts.len() == 2).count(), 4);
-        let steps = evs.iter().filter(|e| e.service == TransitionId::BeginStep).count();
+        let steps = evs
+            .iter()
+            .filter(|e| e.service == TransitionId::BeginStep)
+            .count();
         assert_eq!(steps, 2);
         // 5 events in each step.
         let mut per_step = Vec::new();
@@ -500,8 +638,17 @@ fn event_building_across_streams() {
             .map(|e| e.timestamp as u32)
             .collect();
         assert_eq!(both, [4, 14, 24, 35, 45, 56, 66, 76, 87, 97]);
-        assert_eq!(evs.iter().filter(|e| e.service == TransitionId::SlowUpdate).count(), 3);
-        assert!(evs.iter().filter(|e| e.service.is_transition()).all(|e| e.parts.len() == 2));
+        assert_eq!(
+            evs.iter()
+                .filter(|e| e.service == TransitionId::SlowUpdate)
+                .count(),
+            3
+        );
+        assert!(
+            evs.iter()
+                .filter(|e| e.service.is_transition())
+                .all(|e| e.parts.len() == 2)
+        );
 
         let (evs, _) = build("multi-seg-epics", use_smd);
         let l = l1(&evs);
@@ -513,7 +660,11 @@ fn event_building_across_streams() {
 #[test]
 fn missing_expected_stream_is_flagged_not_dropped() {
     let run = discover_in_dir(&samples().join("intg_det"), "xpptut15", 14).unwrap();
-    let ix: Vec<_> = run.streams.iter().map(|s| StreamIndexer::open(s, true).unwrap()).collect();
+    let ix: Vec<_> = run
+        .streams
+        .iter()
+        .map(|s| StreamIndexer::open(s, true).unwrap())
+        .collect();
     let mut b = EventBuilder::new(ix, vec![true, true, false]);
     let evs: Vec<_> = b.by_ref().map(|e| e.unwrap()).collect();
     let l = l1(&evs);
@@ -521,7 +672,10 @@ fn missing_expected_stream_is_flagged_not_dropped() {
     assert_eq!(l.iter().filter(|e| !e.complete()).count(), 12);
     assert!(l.iter().filter(|e| !e.complete()).all(|e| e.missing == [1]));
     let st = b.stats();
-    assert_eq!((st.events, st.incomplete_events, st.incomplete_transitions), (17, 12, 0));
+    assert_eq!(
+        (st.events, st.incomplete_events, st.incomplete_transitions),
+        (17, 12, 0)
+    );
 }
 
 #[test]

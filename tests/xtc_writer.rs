@@ -5,7 +5,9 @@ use common::*;
 use lclstreamer::xtc::eventbuild::EventBuilder;
 use lclstreamer::xtc::index::StreamIndexer;
 use lclstreamer::xtc::run::discover_in_dir;
-use lclstreamer::xtc::smalldata::{SMDINFO_NAMES_ID, chunkinfo_schema, runinfo_schema, smd_dgram_for};
+use lclstreamer::xtc::smalldata::{
+    SMDINFO_NAMES_ID, chunkinfo_schema, runinfo_schema, smd_dgram_for,
+};
 use lclstreamer::xtc::stream_writer::StreamWriter;
 use lclstreamer::xtc::writer::{ChildOrder, DgramBuilder, VarData};
 use lclstreamer::xtc::*;
@@ -31,8 +33,13 @@ fn reencode(d: &Dgram<'_>, lookup: &NamesLookup) -> Vec<u8> {
                         bytes: v.bytes.into(),
                     })
                     .collect();
-                let order = if block.data_first { ChildOrder::DataFirst } else { ChildOrder::ShapesFirst };
-                b.add_data_ordered(id, block.schema, &values, order).unwrap();
+                let order = if block.data_first {
+                    ChildOrder::DataFirst
+                } else {
+                    ChildOrder::ShapesFirst
+                };
+                b.add_data_ordered(id, block.schema, &values, order)
+                    .unwrap();
             }
             other => panic!("unexpected leaf type {other}"),
         }
@@ -59,7 +66,11 @@ fn reencoding_the_samples_gives_the_same_bytes() {
             if v.service() == TransitionId::Configure {
                 lookup = NamesLookup::from_configure(&v.root()).unwrap();
             }
-            assert_same_bytes(&reencode(&v, &lookup), &canonical(&d.bytes), &format!("{f} at {}", d.offset));
+            assert_same_bytes(
+                &reencode(&v, &lookup),
+                &canonical(&d.bytes),
+                &format!("{f} at {}", d.offset),
+            );
             n += 1;
         }
     }
@@ -95,14 +106,24 @@ fn canonical(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn small_data_writer_reproduces_smdwriter_output() {
-    for dir in ["intg_det", "fakesteps", "mixed_rate", "multi-seg-epics", "multirun_w_new_config"] {
+    for dir in [
+        "intg_det",
+        "fakesteps",
+        "mixed_rate",
+        "multi-seg-epics",
+        "multirun_w_new_config",
+    ] {
         let run = discover_in_dir(&samples().join(dir), "xpptut15", 14).unwrap();
         for s in &run.streams {
             let big = read_all(&s.chunks[0].path);
             let smd = read_all(s.smd.as_ref().unwrap());
             for (b, m) in big.iter().zip(&smd) {
                 let out = canonical(&smd_dgram_for(&b.view(), b.offset, SMDINFO_NAMES_ID).unwrap());
-                assert_same_bytes(&out, &canonical(&m.bytes), &format!("{dir} s{} at {}", s.stream, b.offset));
+                assert_same_bytes(
+                    &out,
+                    &canonical(&m.bytes),
+                    &format!("{dir} s{} at {}", s.stream, b.offset),
+                );
             }
         }
     }
@@ -124,7 +145,11 @@ fn stream_writer_chunks_and_small_data_read_back() {
         segment: 3,
         vars: vec![VarDesc::new("raw", DataType::UINT16, 2)],
     };
-    let (raw_id, run_id, chunk_id) = (NamesId::new(0, 10), NamesId::new(0, 255), NamesId::new(0, 252));
+    let (raw_id, run_id, chunk_id) = (
+        NamesId::new(0, 10),
+        NamesId::new(0, 255),
+        NamesId::new(0, 252),
+    );
     let mut w = StreamWriter::create(&dir, "mfxl1234", 7, 2, true).unwrap();
     let mut c = DgramBuilder::new(ts(0), TransitionId::Configure, 1, 2);
     c.add_names(raw_id, &raw_schema).unwrap();
@@ -132,23 +157,31 @@ fn stream_writer_chunks_and_small_data_read_back() {
     c.add_names(chunk_id, &chunkinfo_schema(0)).unwrap();
     w.write(c.bytes()).unwrap();
     let mut br = DgramBuilder::new(ts(1), TransitionId::BeginRun, 1, 2);
-    br.add_data(run_id, &runinfo_schema(0), &[VarData::string("mfxl1234"), VarData::scalar(7u32)])
-        .unwrap();
+    br.add_data(
+        run_id,
+        &runinfo_schema(0),
+        &[VarData::string("mfxl1234"), VarData::scalar(7u32)],
+    )
+    .unwrap();
     w.write(br.bytes()).unwrap();
-    w.write(DgramBuilder::new(ts(2), TransitionId::BeginStep, 1, 2).bytes()).unwrap();
-    w.write(DgramBuilder::new(ts(3), TransitionId::Enable, 1, 2).bytes()).unwrap();
+    w.write(DgramBuilder::new(ts(2), TransitionId::BeginStep, 1, 2).bytes())
+        .unwrap();
+    w.write(DgramBuilder::new(ts(3), TransitionId::Enable, 1, 2).bytes())
+        .unwrap();
     let mut t = 4;
     let mut written = Vec::new();
     for step in 0..3 {
         for _ in 0..5 {
             let px: Vec<u16> = (0..12).map(|i| (t * 100 + i) as u16).collect();
             let mut l1 = DgramBuilder::new(ts(t), TransitionId::L1Accept, 1, 2);
-            l1.add_data(raw_id, &raw_schema, &[VarData::array(&[3, 4], &px)]).unwrap();
+            l1.add_data(raw_id, &raw_schema, &[VarData::array(&[3, 4], &px)])
+                .unwrap();
             written.push((ts(t), px));
             w.write(l1.bytes()).unwrap();
             t += 1;
         }
-        w.write(DgramBuilder::new(ts(t), TransitionId::Disable, 1, 2).bytes()).unwrap();
+        w.write(DgramBuilder::new(ts(t), TransitionId::Disable, 1, 2).bytes())
+            .unwrap();
         t += 1;
         if step < 2 {
             let en = DgramBuilder::new(ts(t), TransitionId::Enable, 1, 2);
@@ -156,12 +189,19 @@ fn stream_writer_chunks_and_small_data_read_back() {
             t += 1;
         }
     }
-    w.write(DgramBuilder::new(ts(t), TransitionId::EndStep, 1, 2).bytes()).unwrap();
-    w.write(DgramBuilder::new(ts(t + 1), TransitionId::EndRun, 1, 2).bytes()).unwrap();
+    w.write(DgramBuilder::new(ts(t), TransitionId::EndStep, 1, 2).bytes())
+        .unwrap();
+    w.write(DgramBuilder::new(ts(t + 1), TransitionId::EndRun, 1, 2).bytes())
+        .unwrap();
     let files = w.finish().unwrap();
     assert_eq!(files.len(), 4);
     assert!(files.iter().all(|f| f.is_file()));
-    assert!(!std::fs::read_dir(&dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".inprogress")));
+    assert!(!std::fs::read_dir(&dir).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".inprogress")
+    }));
 
     let run = discover_in_dir(&dir, "mfxl1234", 7).unwrap();
     assert_eq!(run.streams.len(), 1);
@@ -169,7 +209,9 @@ fn stream_writer_chunks_and_small_data_read_back() {
     assert_eq!(run.streams[0].chunks.len(), 3);
     for use_smd in [true, false] {
         let ix = StreamIndexer::open(&run.streams[0], use_smd).unwrap();
-        let evs: Vec<_> = EventBuilder::new(vec![ix], vec![true]).map(|e| e.unwrap()).collect();
+        let evs: Vec<_> = EventBuilder::new(vec![ix], vec![true])
+            .map(|e| e.unwrap())
+            .collect();
         let mut got = Vec::new();
         let mut chunks = Vec::new();
         for e in evs.iter().filter(|e| e.service == TransitionId::L1Accept) {
@@ -181,7 +223,10 @@ fn stream_writer_chunks_and_small_data_read_back() {
             let d = read_dgram_at(&f, path, loc.offset, loc.size, &mut buf).unwrap();
             let lookup = first_lookup(&read_all(&run.streams[0].chunks[0].path));
             let b = d.blocks(&lookup).unwrap();
-            got.push((d.header.timestamp, b[0].var("raw").unwrap().elements::<u16>().unwrap().to_vec()));
+            got.push((
+                d.header.timestamp,
+                b[0].var("raw").unwrap().elements::<u16>().unwrap().to_vec(),
+            ));
         }
         assert_eq!(got, written);
         assert_eq!(chunks, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
@@ -196,16 +241,47 @@ fn writer_rejects_values_that_do_not_fit_the_schema() {
         det_id: String::new(),
         alg: Alg::new("raw", 0, 0, 1),
         segment: 0,
-        vars: vec![VarDesc::new("a", DataType::UINT16, 2), VarDesc::new("b", DataType::DOUBLE, 0)],
+        vars: vec![
+            VarDesc::new("a", DataType::UINT16, 2),
+            VarDesc::new("b", DataType::DOUBLE, 0),
+        ],
     };
     let mut b = DgramBuilder::new(1, TransitionId::L1Accept, 0, 0);
     let px = [1u16; 6];
     let before = b.bytes().to_vec();
-    assert!(b.add_data(NamesId(1), &s, &[VarData::array(&[2, 4], &px), VarData::scalar(1.0f64)]).is_err());
-    assert!(b.add_data(NamesId(1), &s, &[VarData::array(&[6], &px), VarData::scalar(1.0f64)]).is_err());
-    assert!(b.add_data(NamesId(1), &s, &[VarData::array(&[2, 3], &px), VarData::scalar(1.0f32)]).is_err());
-    assert!(b.add_data(NamesId(1), &s, &[VarData::array(&[2, 3], &px)]).is_err());
-    assert_eq!(b.bytes(), before, "a failed add leaves the datagram unchanged");
+    assert!(
+        b.add_data(
+            NamesId(1),
+            &s,
+            &[VarData::array(&[2, 4], &px), VarData::scalar(1.0f64)]
+        )
+        .is_err()
+    );
+    assert!(
+        b.add_data(
+            NamesId(1),
+            &s,
+            &[VarData::array(&[6], &px), VarData::scalar(1.0f64)]
+        )
+        .is_err()
+    );
+    assert!(
+        b.add_data(
+            NamesId(1),
+            &s,
+            &[VarData::array(&[2, 3], &px), VarData::scalar(1.0f32)]
+        )
+        .is_err()
+    );
+    assert!(
+        b.add_data(NamesId(1), &s, &[VarData::array(&[2, 3], &px)])
+            .is_err()
+    );
+    assert_eq!(
+        b.bytes(),
+        before,
+        "a failed add leaves the datagram unchanged"
+    );
     let mut bad = s.clone();
     bad.det_name = "has space".into();
     assert!(b.add_names(NamesId(1), &bad).is_err());
@@ -216,7 +292,12 @@ fn dtype_strategy() -> impl Strategy<Value = DataType> {
 }
 
 fn var_strategy() -> impl Strategy<Value = (DataType, Vec<u32>, Vec<u8>, String)> {
-    (dtype_strategy(), prop::collection::vec(1u32..5, 0..=4), any::<u64>(), "[a-z][a-z0-9_.]{0,12}")
+    (
+        dtype_strategy(),
+        prop::collection::vec(1u32..5, 0..=4),
+        any::<u64>(),
+        "[a-z][a-z0-9_.]{0,12}",
+    )
         .prop_map(|(dt, mut shape, seed, name)| {
             if dt == DataType::CHARSTR {
                 shape = vec![((seed % 20) as u32 + 1).div_ceil(4) * 4];

@@ -105,9 +105,10 @@ impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
         let mut parts = Vec::new();
         let mut service = TransitionId::L1Accept;
         for (i, head) in self.heads.iter_mut().enumerate() {
-            if head.as_ref().is_some_and(|e| {
-                e.header.timestamp == ts && e.service().is_transition() != is_l1
-            }) {
+            if head
+                .as_ref()
+                .is_some_and(|e| e.header.timestamp == ts && e.service().is_transition() != is_l1)
+            {
                 let entry = head.take().expect("checked above");
                 service = entry.service();
                 parts.push(EventPart { stream: i, entry });

@@ -122,16 +122,16 @@ impl StreamIndexer {
                 self.smd_id = find_smdinfo(&self.lookup);
             }
             TransitionId::Enable => {
-                if let Some(info) = chunk_info(dgram, &self.lookup).map_err(fmt)? {
-                    if info.chunk_id > self.chunk {
-                        let dir = self
-                            .chunk_path(self.chunk)
-                            .and_then(Path::parent)
-                            .unwrap_or(Path::new("."))
-                            .to_path_buf();
-                        self.set_chunk_path(info.chunk_id, dir.join(&info.filename));
-                        self.pending_switch = Some(info.chunk_id);
-                    }
+                if let Some(info) = chunk_info(dgram, &self.lookup).map_err(fmt)?
+                    && info.chunk_id > self.chunk
+                {
+                    let dir = self
+                        .chunk_path(self.chunk)
+                        .and_then(Path::parent)
+                        .unwrap_or(Path::new("."))
+                        .to_path_buf();
+                    self.set_chunk_path(info.chunk_id, dir.join(&info.filename));
+                    self.pending_switch = Some(info.chunk_id);
                 }
             }
             _ => {}
@@ -151,9 +151,12 @@ impl StreamIndexer {
         let Some(next) = next else {
             return Ok(false);
         };
-        let path = self.chunk_path(next).map(Path::to_path_buf).ok_or_else(|| {
-            XtcError::Layout(format!("chunk {next} announced but its file is unknown"))
-        })?;
+        let path = self
+            .chunk_path(next)
+            .map(Path::to_path_buf)
+            .ok_or_else(|| {
+                XtcError::Layout(format!("chunk {next} announced but its file is unknown"))
+            })?;
         if !path.is_file() {
             return Err(XtcError::Layout(format!(
                 "{}: chunk {next} announced by chunkinfo is missing",
@@ -277,7 +280,9 @@ impl StreamIndexer {
     }
 
     fn peek_is_l1(&mut self) -> Result<bool, XtcError> {
-        self.reader.peek_service().map(|s| s == Some(TransitionId::L1Accept))
+        self.reader
+            .peek_service()
+            .map(|s| s == Some(TransitionId::L1Accept))
     }
 }
 

@@ -191,7 +191,7 @@ impl Schema {
             ));
         }
         let rest = p.len() - NAME_INFO_SIZE;
-        if rest % NAME_SIZE != 0 {
+        if !rest.is_multiple_of(NAME_SIZE) {
             return Err(FormatError::new(
                 node.offset,
                 format!(

@@ -163,7 +163,10 @@ pub fn read_dgram_at<'b>(
     if size < DGRAM_HEADER_SIZE as u64 || size > u64::from(u32::MAX) + 12 {
         return Err(XtcError::format(
             path,
-            FormatError::new(offset, format!("index gives an impossible datagram size {size}")),
+            FormatError::new(
+                offset,
+                format!("index gives an impossible datagram size {size}"),
+            ),
         ));
     }
     buf.clear();

@@ -212,7 +212,10 @@ pub fn from_files(paths: &[PathBuf]) -> Result<RunFiles, XtcError> {
             )));
         }
         if !path.is_file() {
-            return Err(XtcError::Layout(format!("{}: no such file", path.display())));
+            return Err(XtcError::Layout(format!(
+                "{}: no such file",
+                path.display()
+            )));
         }
         let stem = name.strip_suffix(IN_PROGRESS).unwrap_or(name);
         let stem = stem.strip_suffix(".xtc2").unwrap_or(stem);

@@ -192,14 +192,19 @@ impl<'a> VarView<'a, '_> {
             return s.into();
         }
         if self.desc.rank == 0 {
-            return self.scalar().map_or(serde_json::Value::Null, Scalar::to_json);
+            return self
+                .scalar()
+                .map_or(serde_json::Value::Null, Scalar::to_json);
         }
         let n = self.shape.count().unwrap_or(usize::MAX);
         if n > max_elems {
             return serde_json::Value::Null;
         }
         let flat: Vec<serde_json::Value> = (0..n)
-            .map(|i| self.element(i).map_or(serde_json::Value::Null, Scalar::to_json))
+            .map(|i| {
+                self.element(i)
+                    .map_or(serde_json::Value::Null, Scalar::to_json)
+            })
             .collect();
         nest(&flat, self.shape.dims())
     }
@@ -260,10 +265,7 @@ impl<'a, 's> Block<'a, 's> {
 }
 
 /// Decodes the ShapesData `node` with the schema its `src` selects in `lookup`.
-pub fn decode<'a, 's>(
-    node: &XtcNode<'a>,
-    lookup: &'s NamesLookup,
-) -> FormatResult<Block<'a, 's>> {
+pub fn decode<'a, 's>(node: &XtcNode<'a>, lookup: &'s NamesLookup) -> FormatResult<Block<'a, 's>> {
     let id = NamesId(node.header.src);
     let schema = lookup.get(id).ok_or_else(|| {
         FormatError::new(
@@ -343,7 +345,11 @@ pub fn decode_with<'a, 's>(
             .ok_or_else(|| {
                 FormatError::new(
                     node.offset,
-                    format!("variable {:?}: shape {:?} overflows", desc.name, shape.dims()),
+                    format!(
+                        "variable {:?}: shape {:?} overflows",
+                        desc.name,
+                        shape.dims()
+                    ),
                 )
             })?;
         let end = pos.checked_add(size).filter(|&e| e <= payload.len());

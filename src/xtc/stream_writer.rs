@@ -160,7 +160,11 @@ impl StreamWriter {
             .get(id)
             .map_or_else(|| chunkinfo_schema(0), |s| s.as_ref().clone());
         enable
-            .add_data(id, &schema, &[VarData::scalar(next), VarData::string(&name)])
+            .add_data(
+                id,
+                &schema,
+                &[VarData::scalar(next), VarData::string(&name)],
+            )
             .map_err(|e| XtcError::format(&self.big.tmp, e))?;
         let bytes = enable.finish();
         self.write(&bytes)?;

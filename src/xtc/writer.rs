@@ -73,7 +73,10 @@ fn check_name(s: &str, what: &str, extra: &[u8]) -> FormatResult<()> {
     {
         return Err(FormatError::new(
             0,
-            format!("{what} {s:?} contains {:?}, not allowed by the DAQ", c as char),
+            format!(
+                "{what} {s:?} contains {:?}, not allowed by the DAQ",
+                c as char
+            ),
         ));
     }
     Ok(())
@@ -89,10 +92,16 @@ fn push_field(out: &mut Vec<u8>, s: &str) {
 pub fn encode_names(id: NamesId, schema: &Schema, out: &mut Vec<u8>) -> FormatResult<()> {
     check_name(&schema.det_name, "detName", b"")?;
     for v in &schema.vars {
-        if v.name.is_empty() || v.name.len() >= STR_FIELD || v.name.bytes().any(|c| !c.is_ascii_graphic()) {
+        if v.name.is_empty()
+            || v.name.len() >= STR_FIELD
+            || v.name.bytes().any(|c| !c.is_ascii_graphic())
+        {
             return Err(FormatError::new(
                 0,
-                format!("variable name {:?} must be 1..255 printable ASCII characters", v.name),
+                format!(
+                    "variable name {:?} must be 1..255 printable ASCII characters",
+                    v.name
+                ),
             ));
         }
         if v.rank > 4 || (v.dtype == DataType::CHARSTR && v.rank != 1) {
@@ -317,8 +326,8 @@ impl DgramBuilder {
 
     fn fix_root(&mut self) -> FormatResult<()> {
         let extent = self.buf.len() - DGRAM_HEADER_SIZE + XTC_HEADER_SIZE;
-        let extent = u32::try_from(extent)
-            .map_err(|_| FormatError::new(0, "datagram larger than 4 GiB"))?;
+        let extent =
+            u32::try_from(extent).map_err(|_| FormatError::new(0, "datagram larger than 4 GiB"))?;
         self.buf[20..24].copy_from_slice(&extent.to_le_bytes());
         Ok(())
     }

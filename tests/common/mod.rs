@@ -57,7 +57,11 @@ pub fn first_lookup(dgrams: &[Owned]) -> NamesLookup {
 /// Asserts two byte strings are equal, reporting the first differing offset (not the bytes).
 pub fn assert_same_bytes(got: &[u8], want: &[u8], ctx: &str) {
     if got != want {
-        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
         let lo = at.saturating_sub(4);
         panic!(
             "{ctx}: lengths {} vs {}, first difference at byte {at}: got {:?} want {:?}",
