@@ -1,1 +1,15 @@
 //! Detectors: raw decoding (ePix10ka, Jungfrau), calibration constants, common mode, masks, geometry.
+
+pub mod calib;
+pub mod common_mode;
+pub mod constants;
+pub mod epix10ka;
+pub mod geometry;
+pub mod jungfrau;
+pub mod mask;
+pub mod synthetic;
+
+pub use calib::{CalibError, Calibrator, DetectorKind};
+pub use common_mode::CommonModeParams;
+pub use constants::{ConstantFiles, ConstantsError, GainConstants};
+pub use geometry::{Geometry, GeometryError, SlabLayout};

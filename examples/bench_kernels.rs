@@ -1,0 +1,163 @@
+//! Times calibration and peakfinder8 on synthetic ePix10k2M frames (release build, one core),
+//! and scores peakfinder8 against the synthetic truth.
+//!
+//! `cargo run --release --example bench_kernels -- [--frames N] [--reps N] [--threads N] [--dump DIR]`
+//!
+//! With `--dump DIR` it also writes `frames.npy` (f32, N×5632×384), `pix_r.npy`, `mask.npy`
+//! (i8, radius window folded in), `params.json` and `rust_peaks.json` for `scripts/bench-kernels`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use lclstreamer::algo::spots::{SplitMix64, SpotRecipe, TrueSpot, score, synth_frame};
+use lclstreamer::algo::{PeakFinder8, PeakList, Pf8Params};
+use lclstreamer::detector::CommonModeParams;
+use lclstreamer::detector::synthetic::epix10k2m_case;
+use lclstreamer::detector::{Geometry, SlabLayout};
+use ndarray::{Array1, Array2, Array3};
+use ndarray_npy::WriteNpyExt as _;
+
+struct Args {
+    frames: usize,
+    reps: usize,
+    dump: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        frames: 8,
+        reps: 5,
+        dump: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--frames" => a.frames = val()?.parse()?,
+            "--reps" => a.reps = val()?.parse()?,
+            "--dump" => a.dump = Some(PathBuf::from(val()?)),
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let layout = SlabLayout::EPIX10K2M;
+    let geom = Geometry::synthetic_epix10k2m(0.37, -0.61);
+    let pix_r = geom.radius_map();
+    let (h, w) = (layout.height(), layout.width());
+    let n = layout.len();
+    let params = Pf8Params::default();
+
+    // Calibration: raw ePix10ka frames from synthetic constants.
+    let mut out = vec![0.0f32; n];
+    let mut cal_ms = Vec::new();
+    for (label, cm) in [
+        ("no common mode", None),
+        ("cm (7,1,100,10) rows", Some([7.0, 1.0, 100.0, 10.0])),
+        ("cm (7,2,100,10) columns", Some([7.0, 2.0, 100.0, 10.0])),
+        ("cm (7,4,100,10) banks", Some([7.0, 4.0, 100.0, 10.0])),
+        ("cm (7,7,100,10) all", Some([7.0, 7.0, 100.0, 10.0])),
+    ] {
+        let cm = cm.and_then(|c| CommonModeParams::from_psana(&c));
+        let mut case = epix10k2m_case(args.frames.min(4), 7, cm)?;
+        let mut times = Vec::new();
+        for rep in 0..args.reps + 1 {
+            for raw in &case.raw_frames {
+                let t = Instant::now();
+                case.calibrator.calibrate_slab(raw, &mut out)?;
+                if rep > 0 {
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        cal_ms.push((label, median(&mut times)));
+    }
+
+    // peakfinder8 on spot frames.
+    let mut rng = SplitMix64::new(20260101);
+    let recipe = SpotRecipe::default();
+    let mut frames = Vec::new();
+    let mut truth: Vec<Vec<TrueSpot>> = Vec::new();
+    for _ in 0..args.frames {
+        let mut f = vec![0.0f32; n];
+        truth.push(synth_frame(layout, &pix_r, &recipe, &mut rng, &mut f));
+        frames.push(f);
+    }
+    let mut pf = PeakFinder8::new(params, layout, &pix_r, None)?;
+    let mut peaks = PeakList::with_capacity(params.max_num_peaks);
+    let mut pf_times = Vec::new();
+    let mut all_peaks: Vec<PeakList> = Vec::new();
+    for rep in 0..args.reps + 1 {
+        for f in &frames {
+            let t = Instant::now();
+            pf.find(f, &mut peaks)?;
+            if rep > 0 {
+                pf_times.push(t.elapsed().as_secs_f64() * 1e3);
+            } else {
+                all_peaks.push(peaks.clone());
+            }
+        }
+    }
+    let pf_ms = median(&mut pf_times);
+    let (mut found, mut matched, mut total) = (0usize, 0usize, 0usize);
+    for (p, t) in all_peaks.iter().zip(&truth) {
+        let pos: Vec<(f32, f32)> = p.peaks.iter().map(|q| (q.fs, q.ss)).collect();
+        let (_, _, m) = score(&pos, t, 1.5);
+        found += pos.len();
+        matched += m;
+        total += t.len();
+    }
+    println!(
+        "frames {} x reps {} on {}x{} ePix10k2M slab",
+        args.frames, args.reps, h, w
+    );
+    for (label, ms) in &cal_ms {
+        println!("calibration_ms_per_frame {ms:.3}  [{label}]");
+    }
+    println!("peakfinder8_ms_per_frame {pf_ms:.3}");
+    println!(
+        "radial: gathered_bins {:.3} candidates {}",
+        pf.radial_stats().gathered_fraction(),
+        pf.radial_stats().num_candidates()
+    );
+    println!(
+        "synthetic_truth precision {:.4} recall {:.4} (found {found}, matched {matched}, true {total}, match <= 1.5 px)",
+        matched as f64 / found.max(1) as f64,
+        matched as f64 / total.max(1) as f64
+    );
+
+    if let Some(dir) = args.dump {
+        std::fs::create_dir_all(&dir)?;
+        let mut fr = Array3::<f32>::zeros((frames.len(), h, w));
+        for (i, f) in frames.iter().enumerate() {
+            fr.index_axis_mut(ndarray::Axis(0), i)
+                .assign(&ndarray::ArrayView2::from_shape((h, w), f)?);
+        }
+        fr.write_npy(std::fs::File::create(dir.join("frames.npy"))?)?;
+        Array2::from_shape_vec((h, w), pix_r.clone())?
+            .write_npy(std::fs::File::create(dir.join("pix_r.npy"))?)?;
+        let mask: Vec<i8> = pf.effective_mask().iter().map(|&m| m as i8).collect();
+        Array1::from(mask)
+            .into_shape_with_order((h, w))?
+            .write_npy(std::fs::File::create(dir.join("mask.npy"))?)?;
+        std::fs::write(
+            dir.join("params.json"),
+            serde_json::to_string_pretty(&params)?,
+        )?;
+        let peaks_json: Vec<_> = all_peaks.iter().map(|p| &p.peaks).collect();
+        let mut f = std::fs::File::create(dir.join("rust_peaks.json"))?;
+        f.write_all(serde_json::to_string(&peaks_json)?.as_bytes())?;
+        println!("dumped to {}", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! Raw → calibrated f32 frames for ePix10ka and Jungfrau, psana's recipe:
+//! `calib = ((raw & 0x3FFF) − ped[gr]) → common mode → × (1/pixel_gain[gr]) × mask`.
+//!
+//! Everything that depends only on constants and configuration is precomputed per pixel: for each
+//! value of the raw gain bits a table of pedestal, gain factor with the mask folded in, and
+//! common-mode eligibility. The hot loop then reads the raw word, picks the table by its gain bits
+//! and does one subtraction and one multiplication.
+
+use super::common_mode::{self, CmScratch, CommonModeParams};
+use super::constants::GainConstants;
+use super::epix10ka::{self, PanelConfig};
+use super::jungfrau;
+use super::mask;
+
+/// Detector family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectorKind {
+    Epix10ka,
+    Jungfrau,
+}
+
+/// Errors building or running a calibrator.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibError {
+    #[error("{what}: got {actual} values, expected {expected}")]
+    Size {
+        what: String,
+        actual: usize,
+        expected: usize,
+    },
+    #[error(
+        "constants are ({ngr}, {nsegs}, {rows}, {cols}), {kind:?} needs ({e_ngr}, nsegs, {e_rows}, {e_cols})"
+    )]
+    ConstantsShape {
+        kind: DetectorKind,
+        ngr: usize,
+        nsegs: usize,
+        rows: usize,
+        cols: usize,
+        e_ngr: usize,
+        e_rows: usize,
+        e_cols: usize,
+    },
+    #[error(
+        "ePix10ka needs one configuration per segment: got {actual}, constants have {expected}"
+    )]
+    Configs { actual: usize, expected: usize },
+}
+
+#[derive(Debug, Clone)]
+struct Table {
+    ped: Vec<f32>,
+    gfac: Vec<f32>,
+    cm_ok: Vec<u8>,
+}
+
+/// A calibrator for one detector; reuse it for every frame.
+#[derive(Debug, Clone)]
+pub struct Calibrator {
+    kind: DetectorKind,
+    nsegs: usize,
+    rows: usize,
+    cols: usize,
+    code_mask: u16,
+    /// Table index per raw gain code (`raw >> 14 & code_mask`).
+    code_table: [usize; 4],
+    tables: Vec<Table>,
+    cm: Option<CommonModeParams>,
+    nbanks: usize,
+    mask: Vec<u8>,
+    ok: Vec<u8>,
+    scratch: CmScratch,
+}
+
+fn gain_factor(gain: f32) -> f32 {
+    if gain == 0.0 { 0.0 } else { 1.0 / gain }
+}
+
+impl Calibrator {
+    /// ePix10ka: `configs` one per segment; `user_mask` optional `(nsegs·352·384)`, non-zero = good.
+    pub fn epix10ka(
+        constants: &GainConstants,
+        configs: &[PanelConfig],
+        user_mask: Option<&[u8]>,
+        cm: Option<CommonModeParams>,
+    ) -> Result<Calibrator, CalibError> {
+        let c = constants;
+        if c.ngr != epix10ka::NUM_GAIN_RANGES
+            || c.rows != epix10ka::ROWS
+            || c.cols != epix10ka::COLS
+        {
+            return Err(CalibError::ConstantsShape {
+                kind: DetectorKind::Epix10ka,
+                ngr: c.ngr,
+                nsegs: c.nsegs,
+                rows: c.rows,
+                cols: c.cols,
+                e_ngr: epix10ka::NUM_GAIN_RANGES,
+                e_rows: epix10ka::ROWS,
+                e_cols: epix10ka::COLS,
+            });
+        }
+        if configs.len() != c.nsegs {
+            return Err(CalibError::Configs {
+                actual: configs.len(),
+                expected: c.nsegs,
+            });
+        }
+        let n = c.frame_len();
+        let seg = c.rows * c.cols;
+        let pmask = Self::merged_mask(c, &[0, 1, 2, 3, 4], user_mask)?;
+        let alg7 = cm.is_some_and(|p| p.alg == 7);
+        let mut per_bit: [Vec<Option<epix10ka::GainRange>>; 2] = [vec![None; n], vec![None; n]];
+        for (s, cfg) in configs.iter().enumerate() {
+            let [g0, g1] = cfg.gain_ranges();
+            per_bit[0][s * seg..(s + 1) * seg].copy_from_slice(&g0);
+            per_bit[1][s * seg..(s + 1) * seg].copy_from_slice(&g1);
+        }
+        let build = |grs: &[Option<epix10ka::GainRange>]| {
+            let mut t = Table {
+                ped: vec![0.0; n],
+                gfac: vec![0.0; n],
+                cm_ok: vec![0; n],
+            };
+            for (i, gr) in grs.iter().enumerate() {
+                if let Some(gr) = gr {
+                    let k = *gr as usize * n + i;
+                    t.ped[i] = c.pedestals[k];
+                    t.gfac[i] = gain_factor(c.pixel_gain[k]) * f32::from(pmask[i]);
+                    t.cm_ok[i] = u8::from(pmask[i] != 0 && (!alg7 || gr.in_common_mode()));
+                }
+            }
+            t
+        };
+        let mut tables = vec![build(&per_bit[0])];
+        let second = if per_bit[1] == per_bit[0] {
+            0
+        } else {
+            tables.push(build(&per_bit[1]));
+            1
+        };
+        Ok(Calibrator {
+            kind: DetectorKind::Epix10ka,
+            nsegs: c.nsegs,
+            rows: c.rows,
+            cols: c.cols,
+            code_mask: 1,
+            code_table: [0, second, 0, second],
+            tables,
+            cm: cm.filter(|p| p.enabled()),
+            nbanks: 8,
+            mask: pmask,
+            ok: vec![0; seg],
+            scratch: CmScratch::default(),
+        })
+    }
+
+    /// Jungfrau: constants `(3, nsegs, 512, 1024)` with `pixel_offset` already added to the
+    /// pedestals; common mode over gain-0 pixels; the bad gain code gives 0.
+    pub fn jungfrau(
+        constants: &GainConstants,
+        user_mask: Option<&[u8]>,
+        cm: Option<CommonModeParams>,
+    ) -> Result<Calibrator, CalibError> {
+        let c = constants;
+        if c.ngr != jungfrau::NUM_GAIN_RANGES
+            || c.rows != jungfrau::ROWS
+            || c.cols != jungfrau::COLS
+        {
+            return Err(CalibError::ConstantsShape {
+                kind: DetectorKind::Jungfrau,
+                ngr: c.ngr,
+                nsegs: c.nsegs,
+                rows: c.rows,
+                cols: c.cols,
+                e_ngr: jungfrau::NUM_GAIN_RANGES,
+                e_rows: jungfrau::ROWS,
+                e_cols: jungfrau::COLS,
+            });
+        }
+        let n = c.frame_len();
+        let pmask = Self::merged_mask(c, &[0, 1, 2], user_mask)?;
+        let mut tables = Vec::new();
+        for gr in 0..3 {
+            let mut t = Table {
+                ped: c.pedestals[gr * n..(gr + 1) * n].to_vec(),
+                gfac: vec![0.0; n],
+                cm_ok: vec![0; n],
+            };
+            for i in 0..n {
+                t.gfac[i] = gain_factor(c.pixel_gain[gr * n + i]) * f32::from(pmask[i]);
+                t.cm_ok[i] = u8::from(gr == 0 && pmask[i] != 0);
+            }
+            tables.push(t);
+        }
+        tables.push(Table {
+            ped: vec![0.0; n],
+            gfac: vec![0.0; n],
+            cm_ok: vec![0; n],
+        });
+        Ok(Calibrator {
+            kind: DetectorKind::Jungfrau,
+            nsegs: c.nsegs,
+            rows: c.rows,
+            cols: c.cols,
+            code_mask: 3,
+            code_table: [0, 1, 3, 2],
+            tables,
+            cm: cm.filter(|p| p.enabled()),
+            nbanks: 16,
+            mask: pmask,
+            ok: vec![0; c.rows * c.cols],
+            scratch: CmScratch::default(),
+        })
+    }
+
+    fn merged_mask(
+        c: &GainConstants,
+        grinds: &[usize],
+        user_mask: Option<&[u8]>,
+    ) -> Result<Vec<u8>, CalibError> {
+        let n = c.frame_len();
+        let mut m = mask::status_mask(&c.pixel_status, n, grinds, mask::DEFAULT_STATUS_BITS);
+        if let Some(pm) = &c.pixel_mask {
+            mask::and_into(&mut m, pm);
+        }
+        if let Some(um) = user_mask {
+            if um.len() != n {
+                return Err(CalibError::Size {
+                    what: "user mask".into(),
+                    actual: um.len(),
+                    expected: n,
+                });
+            }
+            mask::and_into(&mut m, um);
+        }
+        Ok(m)
+    }
+
+    /// Detector family.
+    pub fn kind(&self) -> DetectorKind {
+        self.kind
+    }
+
+    /// Pixels per frame (`nsegs·rows·cols`), also the slab size.
+    pub fn frame_len(&self) -> usize {
+        self.nsegs * self.rows * self.cols
+    }
+
+    /// Segment shape `(rows, cols)`.
+    pub fn segment_shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The merged pixel mask (status, pixel_mask constant, user mask), 1 = good.
+    pub fn mask(&self) -> &[u8] {
+        &self.mask
+    }
+
+    /// Calibrates a whole frame given as the slab (segments stacked, psana order).
+    pub fn calibrate_slab(&mut self, raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
+        let n = self.frame_len();
+        if raw.len() != n || out.len() != n {
+            return Err(CalibError::Size {
+                what: "raw frame / output".into(),
+                actual: raw.len().min(out.len()),
+                expected: n,
+            });
+        }
+        let seg = self.rows * self.cols;
+        for s in 0..self.nsegs {
+            self.calibrate_segment(
+                s,
+                &raw[s * seg..(s + 1) * seg],
+                &mut out[s * seg..(s + 1) * seg],
+            );
+        }
+        Ok(())
+    }
+
+    /// Calibrates a frame given as one raw slice per segment (e.g. straight from the XTC data).
+    pub fn calibrate(
+        &mut self,
+        raw_segments: &[&[u16]],
+        out: &mut [f32],
+    ) -> Result<(), CalibError> {
+        let seg = self.rows * self.cols;
+        if raw_segments.len() != self.nsegs || out.len() != self.frame_len() {
+            return Err(CalibError::Size {
+                what: "segments / output".into(),
+                actual: raw_segments.len(),
+                expected: self.nsegs,
+            });
+        }
+        for (s, r) in raw_segments.iter().enumerate() {
+            if r.len() != seg {
+                return Err(CalibError::Size {
+                    what: format!("raw segment {s}"),
+                    actual: r.len(),
+                    expected: seg,
+                });
+            }
+            self.calibrate_segment(s, r, &mut out[s * seg..(s + 1) * seg]);
+        }
+        Ok(())
+    }
+
+    fn calibrate_segment(&mut self, s: usize, raw: &[u16], out: &mut [f32]) {
+        let seg = self.rows * self.cols;
+        let range = s * seg..(s + 1) * seg;
+        let cm = self.cm;
+        let cmask = self.code_mask;
+        let tables = &self.tables;
+        let code_table = self.code_table;
+        let tab = |c: usize| &tables[code_table[c]];
+        let peds: [&[f32]; 4] = std::array::from_fn(|c| &tab(c).ped[range.clone()]);
+        let gfacs: [&[f32]; 4] = std::array::from_fn(|c| &tab(c).gfac[range.clone()]);
+        match cm {
+            None => {
+                if tables.len() == 1 {
+                    let (ped, g) = (peds[0], gfacs[0]);
+                    for (((o, &r), &p), &g) in out.iter_mut().zip(raw).zip(ped).zip(g) {
+                        *o = (f32::from(r & 0x3FFF) - p) * g;
+                    }
+                } else {
+                    for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
+                        let c = ((r >> 14) & cmask) as usize;
+                        *o = (f32::from(r & 0x3FFF) - peds[c][i]) * gfacs[c][i];
+                    }
+                }
+            }
+            Some(p) => {
+                let oks: [&[u8]; 4] = std::array::from_fn(|c| &tab(c).cm_ok[range.clone()]);
+                let ok = &mut self.ok;
+                for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
+                    let c = ((r >> 14) & cmask) as usize;
+                    *o = f32::from(r & 0x3FFF) - peds[c][i];
+                    ok[i] = oks[c][i];
+                }
+                common_mode::apply_segment(
+                    out,
+                    &self.ok,
+                    self.rows,
+                    self.cols,
+                    self.nbanks,
+                    &p,
+                    &mut self.scratch,
+                );
+                for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
+                    let c = ((r >> 14) & cmask) as usize;
+                    *o *= gfacs[c][i];
+                }
+            }
+        }
+    }
+}
