@@ -13,6 +13,7 @@ pub struct ImageInfo {
     pub writer_rank: u32,
     pub seq: u64,
     pub n_events: u64,
+    pub run: u32,
 }
 
 fn attr<T: hdf5::H5Type>(file: &File, name: &str) -> Result<T, OutputError> {
@@ -32,6 +33,7 @@ pub fn image_info(bytes: &[u8]) -> Result<ImageInfo, OutputError> {
         writer_rank: attr(&file, "writer_rank")?,
         seq: attr(&file, "seq")?,
         n_events: attr(&file, "n_events")?,
+        run: attr(&file, "run")?,
     })
 }
 
