@@ -134,3 +134,86 @@ pub struct Batch {
     pub seq: u64,
     pub events: Vec<EventRecord>,
 }
+
+/// Pixel type of [`example_batch`] frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ExampleKind {
+    /// Calibrated float32 (noise around 0 plus Bragg spots), optionally rounded to `quantum`.
+    Calib { quantum: Option<f32> },
+    /// Raw uint16 ADU (pedestal around 1500 plus noise and spots).
+    Raw,
+    /// No frames (peaks and scalars only).
+    NoFrame,
+}
+
+/// A deterministic batch of `n` events with `(ss, fs)` frames, a few peaks per event and two
+/// scalars, for tests, benchmarks and demos.
+pub fn example_batch(n: usize, ss: usize, fs: usize, kind: ExampleKind, seed: u64) -> Batch {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let gauss = move |next: &mut dyn FnMut() -> u64| {
+        let u: f32 = (0..4).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32).sum();
+        (u - 2.0) * 1.73
+    };
+    let events = (0..n)
+        .map(|i| {
+            let npeaks = (next() % 12) as usize;
+            let mut peaks = Peaks::default();
+            let mut spots = Vec::new();
+            for _ in 0..npeaks {
+                let (y, x) = ((next() % ss as u64) as usize, (next() % fs as u64) as usize);
+                let amp = 50.0 + (next() % 500) as f32;
+                spots.push((y, x, amp));
+                let snr = amp / 3.0;
+                peaks.push(x as f32 + 0.25, y as f32 - 0.5, amp * 2.5, amp, 4.0 + (next() % 6) as f32, snr, 3.0);
+            }
+            let frame = match kind {
+                ExampleKind::NoFrame => None,
+                ExampleKind::Calib { quantum } => {
+                    let mut a = Array2::<f32>::from_shape_fn((ss, fs), |_| 3.0 * gauss(&mut next));
+                    for &(y, x, amp) in &spots {
+                        a[(y, x)] += amp;
+                    }
+                    if let Some(q) = quantum {
+                        a.mapv_inplace(|v| (v / q).round() * q);
+                    }
+                    Some(Frame::F32(a))
+                }
+                ExampleKind::Raw => {
+                    let mut a = Array2::<u16>::from_shape_fn((ss, fs), |_| (1500.0 + 8.0 * gauss(&mut next)) as u16);
+                    for &(y, x, amp) in &spots {
+                        a[(y, x)] = a[(y, x)].saturating_add(amp as u16);
+                    }
+                    Some(Frame::U16(a))
+                }
+            };
+            EventRecord {
+                timestamp: ((1_700_000_000 + i as u64) << 32) | (next() % 1_000_000_000),
+                event_index: seed * 100_000 + i as u64,
+                frame,
+                peaks,
+                scalars: vec![
+                    ("photon_energy_eV".into(), 9500.0 + (next() % 100) as f64 / 10.0),
+                    ("pulse_energy_mJ".into(), (next() % 1000) as f64 / 1000.0),
+                ],
+            }
+        })
+        .collect();
+    Batch {
+        meta: RunMeta {
+            experiment: "mfxp1001121".into(),
+            run: 12,
+            source: "epix10k2M".into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+            parameters: vec![("adc_threshold".into(), "10".into()), ("min_snr".into(), "5".into())],
+        },
+        writer_rank: 0,
+        seq: seed,
+        events,
+    }
+}
