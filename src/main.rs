@@ -28,6 +28,30 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         events: usize,
     },
+    /// Run the SPMD job (under mpirun/srun, or alone): read, calibrate, find peaks, stream.
+    Run {
+        /// The YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Experiment (overrides source.exp).
+        #[arg(long)]
+        exp: Option<String>,
+        /// Run number (overrides source.run).
+        #[arg(long)]
+        run: Option<u32>,
+        /// Data root (overrides source.root).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Stop after this many events (overrides source.max_events).
+        #[arg(long)]
+        max_events: Option<u64>,
+        /// Write the summary as JSON here.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Receive batch images over NNG until every producer's end-of-stream arrived; verify counts.
     Pull {
         /// URL to listen on (or dial with --dial), e.g. tcp://0.0.0.0:12321 or ipc:///tmp/ls.ipc
@@ -81,6 +105,31 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", inspect::render_text(&summary));
             }
+        }
+        Command::Run {
+            config,
+            exp,
+            run,
+            root,
+            max_events,
+            summary,
+            quiet,
+        } => {
+            let mut cfg = match lclstreamer::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("lclstreamer: {e:#}");
+                    std::process::exit(1);
+                }
+            };
+            cfg.apply(&lclstreamer::config::Overrides {
+                exp,
+                run,
+                root,
+                max_events,
+            });
+            let code = lclstreamer::job::run(cfg, lclstreamer::job::RunOptions { quiet, summary });
+            std::process::exit(code);
         }
         Command::Pull {
             url,
