@@ -204,6 +204,8 @@ fn main() -> anyhow::Result<()> {
                 stats.events,
                 stats.bytes,
                 dir.display()
+            );
+        }
         Command::Synth(a) => {
             let params = SynthParams {
                 out: a.out,
