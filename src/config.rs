@@ -150,9 +150,9 @@ impl Default for Processing {
     }
 }
 
-/// One destination of the writers.
+/// One destination of the writers, chosen by its `kind` key.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkConfig {
     /// NNG Push0 to consumers.
     Nng {
@@ -237,7 +237,12 @@ impl Config {
         let de = serde_yaml::Deserializer::from_str(text);
         let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            anyhow::anyhow!("{name}: at `{path}`: {}", e.into_inner())
+            let inner = e.into_inner().to_string();
+            if inner.contains(&path) {
+                anyhow::anyhow!("{name}: {inner}")
+            } else {
+                anyhow::anyhow!("{name}: at `{path}`: {inner}")
+            }
         })?;
         cfg.resolve_paths(base);
         Ok(cfg)
