@@ -7,6 +7,7 @@
 pub mod algo;
 pub mod config;
 pub mod detector;
+pub mod eval;
 pub mod inspect;
 pub mod job;
 pub mod output;

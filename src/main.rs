@@ -53,6 +53,24 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Score received batch files against a synthetic run's ground truth (truth.jsonl).
+    Score {
+        /// The truth file written by `synth`.
+        #[arg(long)]
+        truth: PathBuf,
+        /// Directory of received .h5 batch files.
+        #[arg(long)]
+        batches: PathBuf,
+        /// Spots at least this bright (integrated keV) count as well above noise.
+        #[arg(long, default_value_t = 200.0)]
+        bright_kev: f64,
+        /// Match distance in pixels.
+        #[arg(long, default_value_t = 2.0)]
+        max_dist: f64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Receive batch images over NNG until every producer's end-of-stream arrived; verify counts.
     Pull {
         /// URL to listen on (or dial with --dial), e.g. tcp://0.0.0.0:12321 or ipc:///tmp/ls.ipc
@@ -164,6 +182,20 @@ fn main() -> anyhow::Result<()> {
             });
             let code = lclstreamer::job::run(cfg, lclstreamer::job::RunOptions { quiet, summary });
             std::process::exit(code);
+        }
+        Command::Score {
+            truth,
+            batches,
+            bright_kev,
+            max_dist,
+            json,
+        } => {
+            let s = lclstreamer::eval::score_dir(&truth, &batches, bright_kev, max_dist)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", s.render());
+            }
         }
         Command::Pull {
             url,
