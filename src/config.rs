@@ -299,3 +299,56 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::parse(text, "test.yaml", Path::new("/base"))
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        for f in ["demo.yaml", "mfx-epix10k2m.yaml", "cxi-jungfrau4m.yaml"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("configs")
+                .join(f);
+            Config::load(&p).unwrap_or_else(|e| panic!("{f}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path_and_line() {
+        let e = parse("source:\n  detector: d\ndetector:\n  kind: epix10k2M\n  constants: c\n  geometry: g\n  gain: 3\noutput:\n  sinks: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("detector") && e.contains("gain") && e.contains("line 7"),
+            "{e}"
+        );
+        let e = parse("source: {detector: d}\ndetector: {kind: pnccd, constants: c, geometry: g}\noutput: {sinks: []}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pnccd"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_and_overrides() {
+        let mut c = parse("source: {detector: d, root: data}\ndetector: {kind: jungfrau4M, constants: c, geometry: /abs/g.geom}\noutput:\n  sinks:\n    - {kind: files, dir: out}\n").unwrap();
+        assert_eq!(c.detector.constants, Path::new("/base/c"));
+        assert_eq!(c.detector.geometry, Path::new("/abs/g.geom"));
+        assert_eq!(c.processing.keep, Keep::Hits);
+        c.apply(&Overrides {
+            exp: Some("cxi1".into()),
+            run: Some(9),
+            root: None,
+            max_events: Some(5),
+        });
+        assert_eq!(
+            (c.source.exp.as_deref(), c.source.run, c.source.max_events),
+            (Some("cxi1"), Some(9), Some(5))
+        );
+        assert_eq!(c.source.root.as_deref(), Some(Path::new("/base/data")));
+    }
+}

@@ -257,3 +257,39 @@ fn missing_truncated_and_damaged_events_are_counted_and_the_rest_delivered() {
     assert_eq!(sc["false_hits"], 0);
     assert!(sc["missed_hits"].as_u64().unwrap() <= 3);
 }
+
+#[test]
+fn startup_errors_are_reported_once_and_every_rank_exits_nonzero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let cfg = root.join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{exp: {EXP}, run: 3, root: {r}, detector: epix10k2M}}\ndetector: {{kind: epix10k2M, constants: {r}/nope, geometry: {r}/nope.geom}}\noutput:\n  sinks: [{{kind: files, dir: {r}/out}}]\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("mpirun")
+        .args(["--oversubscribe", "-n", "3", EXE, "run", "--config"])
+        .arg(&cfg)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("lclstreamer:").count(), 1, "{err}");
+    assert!(err.contains(EXP), "{err}");
+
+    std::fs::write(&cfg, "source: {detector: x, bogus: 1}\n").unwrap();
+    let out = Command::new(EXE)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bogus") && err.contains("line 1"), "{err}");
+}
