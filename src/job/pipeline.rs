@@ -213,7 +213,7 @@ impl Processor {
         };
         let name = "geometry";
         let layout = st.geometry.layout(name)?;
-        let pf8 = PeakFinder8::new(st.pf8.clone(), layout, &st.radius, Some(calib.mask()))?;
+        let pf8 = PeakFinder8::new(st.pf8, layout, &st.radius, Some(calib.mask()))?;
         let n = calib.frame_len();
         Ok(Processor {
             calib,

@@ -174,7 +174,6 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     if !pending.is_empty() {
         flush(std::mem::take(&mut pending), &mut stats)?;
     }
-    drop(flush);
     for (name, s) in sinks.iter_mut() {
         let st = s.finish()?;
         stats.sinks.push((
