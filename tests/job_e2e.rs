@@ -12,6 +12,10 @@ const EXE: &str = env!("CARGO_BIN_EXE_lclstreamer");
 const EXP: &str = "mfxtest01";
 
 fn synth(root: &Path, events: u32) {
+    synth_detector(root, events, "epix10k2M", 4);
+}
+
+fn synth_detector(root: &Path, events: u32, detector: &str, streams: u32) {
     let out = Command::new(EXE)
         .args(["synth", "--out"])
         .arg(root)
@@ -21,13 +25,12 @@ fn synth(root: &Path, events: u32) {
             "--run",
             "3",
             "--detector",
-            "epix10k2M",
-            "--streams",
-            "4",
+            detector,
             "--seed",
             "11",
         ])
-        .args(["--hit-rate", "0.5", "--events", &events.to_string()])
+        .args(["--streams", &streams.to_string(), "--hit-rate", "0.5"])
+        .args(["--events", &events.to_string()])
         .output()
         .unwrap();
     assert!(
@@ -42,9 +45,13 @@ fn side(root: &Path) -> PathBuf {
 }
 
 fn config(root: &Path, sink: &str) -> PathBuf {
+    config_detector(root, sink, "epix10k2M")
+}
+
+fn config_detector(root: &Path, sink: &str, det: &str) -> PathBuf {
     let s = side(root);
     let text = format!(
-        "source:\n  exp: {EXP}\n  run: 3\n  root: {root}\n  detector: epix10k2M\ndetector:\n  kind: epix10k2M\n  constants: {c}\n  geometry: {c}/geometry.geom\n  common_mode: [7, 2, 100, 10]\nprocessing:\n  peakfinder8: {{adc_threshold: 25.0, minimum_snr: 6.0, min_pixel_count: 2, max_pixel_count: 200, local_bg_radius: 3, min_res: 0, max_res: 3000, max_num_peaks: 2048}}\n  min_num_peaks_for_hit: 10\n  max_num_peaks_for_hit: 5000\noutput:\n  batch_size: 3\n  sinks:\n{sink}\nparallel:\n  events_per_unit: 2\n",
+        "source:\n  exp: {EXP}\n  run: 3\n  root: {root}\n  detector: {det}\ndetector:\n  kind: {det}\n  constants: {c}\n  geometry: {c}/geometry.geom\n  common_mode: [7, 2, 100, 10]\nprocessing:\n  peakfinder8: {{adc_threshold: 25.0, minimum_snr: 6.0, min_pixel_count: 2, max_pixel_count: 200, local_bg_radius: 3, min_res: 0, max_res: 3000, max_num_peaks: 2048}}\n  min_num_peaks_for_hit: 10\n  max_num_peaks_for_hit: 5000\noutput:\n  batch_size: 3\n  sinks:\n{sink}\nparallel:\n  events_per_unit: 2\n",
         root = root.display(),
         c = s.display(),
     );
@@ -148,6 +155,34 @@ fn same_results_on_one_to_four_ranks_and_peaks_match_truth() {
             Some(r) => assert_eq!(&got, r, "{ranks} ranks differ from 1 rank"),
         }
     }
+}
+
+#[test]
+fn jungfrau4m_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    synth_detector(root, 6, "jungfrau4M", 2);
+    let out = root.join("out");
+    let cfg = config_detector(
+        root,
+        &format!("    - kind: files\n      dir: {}", out.display()),
+        "jungfrau4M",
+    );
+    let sum = root.join("sum.json");
+    run(1, &cfg, &sum);
+    let s = json(&sum);
+    assert_eq!(
+        (s["events_read"].as_u64(), s["processed"].as_u64()),
+        (Some(6), Some(6))
+    );
+    let sc = score(root, &out);
+    assert_eq!(
+        (sc["missed_hits"].as_u64(), sc["false_hits"].as_u64()),
+        (Some(0), Some(0)),
+        "{sc}"
+    );
+    assert!(sc["precision"].as_f64().unwrap() >= 0.98, "{sc}");
+    assert!(sc["recall_bright"].as_f64().unwrap() >= 0.95, "{sc}");
 }
 
 #[test]
