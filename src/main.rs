@@ -27,6 +27,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         events: usize,
     },
+    /// Post eLog (ARP) progress counters as a job does.
+    #[command(hide = true)]
+    ArpPost(lclstreamer::arp::cli::PostArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", inspect::render_text(&summary));
             }
         }
+        Command::ArpPost(args) => lclstreamer::arp::cli::run(&args)?,
     }
     Ok(())
 }
