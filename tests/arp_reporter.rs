@@ -206,11 +206,12 @@ fn posts_are_throttled_and_the_latest_state_wins() {
     );
     assert_eq!(stats.posted as usize, reqs.len());
     // The first update goes out at once, not after an interval.
-    assert!(reqs[0].at - start < Duration::from_millis(250));
-    // Between regular posts at least the interval passes (the final post is exempt).
+    assert!(reqs[0].at - start < Duration::from_secs(1));
+    // Regular posts are about an interval apart (the final post is exempt); the margin allows
+    // for one post's connection being slower than the next one's.
     for w in reqs[..reqs.len() - 1].windows(2) {
         assert!(
-            w[1].at - w[0].at >= interval - Duration::from_millis(20),
+            w[1].at - w[0].at >= interval / 2,
             "posts {:?} apart",
             w[1].at - w[0].at
         );
@@ -239,7 +240,7 @@ fn a_hanging_elog_never_blocks_updates_and_finish_is_bounded() {
         r.update(&[("events", json!(i))]);
     }
     assert!(
-        t.elapsed() < Duration::from_millis(200),
+        t.elapsed() < Duration::from_secs(1),
         "updates blocked for {:?}",
         t.elapsed()
     );
@@ -312,16 +313,18 @@ fn environment_selects_the_url_with_the_old_name_as_fallback() {
     let new = Elog::start(Mode::Ok);
     let old = Elog::start(Mode::Ok);
 
-    // Only the old name: it is used.
+    // Only the old name: it is used. The update may go out on its own before the final post.
     arp_post(
         &[("ARP_JOB_ID", "77"), ("JID_UPDATE_COUNTERS", &old.url)],
         &args,
     );
-    assert_eq!(old.requests().len(), 1);
+    let got = old.requests();
+    assert!((1..=2).contains(&got.len()), "{got:?}");
     assert_eq!(
-        counters(&old.requests()[0].body),
+        counters(&got.last().unwrap().body),
         kv(&[("events", json!(5)), ("<b>Last Event</b>", json!("done"))])
     );
+    let from_old = got.len();
 
     // Both names: the current one wins.
     arp_post(
@@ -332,12 +335,13 @@ fn environment_selects_the_url_with_the_old_name_as_fallback() {
         ],
         &args,
     );
-    assert_eq!(new.requests().len(), 1);
-    assert_eq!(old.requests().len(), 1);
+    let from_new = new.requests().len();
+    assert!((1..=2).contains(&from_new));
+    assert_eq!(old.requests().len(), from_old);
 
     // Without ARP_JOB_ID the job is not under the ARP: nothing is posted.
     let out = arp_post(&[("ARP_UPDATE_COUNTERS", &new.url)], &args);
-    assert_eq!(new.requests().len(), 1);
+    assert_eq!(new.requests().len(), from_new);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not under the ARP"));
 
     // An unreachable eLog does not fail the command.
