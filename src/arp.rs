@@ -157,7 +157,7 @@ fn merge(list: &mut Vec<(String, Value)>, new: &[(&str, Value)]) {
 }
 
 /// The request body the eLog expects: `[{"key": k, "value": v}, ...]`.
-pub fn body(counters: &[(String, Value)]) -> Vec<u8> {
+fn body(counters: &[(String, Value)]) -> Vec<u8> {
     let list: Vec<Value> = counters
         .iter()
         .map(|(k, v)| serde_json::json!({ "key": k, "value": v }))
