@@ -5,6 +5,7 @@
 //! `roles` ties them into the SPMD job; `synth` makes synthetic runs.
 
 pub mod algo;
+pub mod arp;
 pub mod config;
 pub mod detector;
 pub mod eval;

@@ -107,6 +107,9 @@ enum Command {
     },
     /// Write a synthetic S3DF-style run with calibration constants, geometry and ground truth.
     Synth(SynthArgs),
+    /// Post eLog (ARP) progress counters as a job does.
+    #[command(hide = true)]
+    ArpPost(lclstreamer::arp::cli::PostArgs),
 }
 
 #[derive(clap::Args)]
@@ -264,6 +267,7 @@ fn main() -> anyhow::Result<()> {
                 s.side_dir.display()
             );
         }
+        Command::ArpPost(args) => lclstreamer::arp::cli::run(&args)?,
     }
     Ok(())
 }

@@ -175,10 +175,17 @@ pub fn run(
     let mut finals: HashMap<RoleId, WorkerStats> = HashMap::new();
     let mut writers: Vec<WriterStats> = Vec::new();
     let mut last_progress = Instant::now();
+    let arp = crate::arp::Reporter::from_env();
+    let report = |read: u64, latest: &HashMap<RoleId, WorkerStats>| {
+        progress.show(read, latest, start.elapsed());
+        if let Some(a) = &arp {
+            a.update(&super::summary::arp_counters(read, latest, start.elapsed()));
+        }
+    };
     while finals.len() < layout.workers as usize || writers.len() < layout.writers as usize {
         let Some(msg) = mb.recv_timeout(Duration::from_millis(500))? else {
             if last_progress.elapsed() >= progress.period() {
-                progress.show(feed.events_seen, &latest, start.elapsed());
+                report(feed.events_seen, &latest);
                 last_progress = Instant::now();
             }
             continue;
@@ -237,7 +244,7 @@ pub fn run(
             other => anyhow::bail!("coordinator: unexpected message {other:?}"),
         }
         if last_progress.elapsed() >= progress.period() {
-            progress.show(feed.events_seen, &latest, start.elapsed());
+            report(feed.events_seen, &latest);
             last_progress = Instant::now();
         }
     }
@@ -256,7 +263,7 @@ pub fn run(
             }
         }
     }
-    Ok(Summary::gather(
+    let summary = Summary::gather(
         cfg,
         layout,
         run,
@@ -268,5 +275,9 @@ pub fn run(
         writers,
         truncated,
         start.elapsed(),
-    ))
+    );
+    if let Some(a) = arp {
+        a.finish(&summary.arp_counters());
+    }
+    Ok(summary)
 }

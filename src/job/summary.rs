@@ -114,7 +114,49 @@ pub struct Summary {
     pub stage_seconds: StageTimes,
 }
 
+/// The eLog counters shown while the job runs.
+pub fn arp_counters(
+    read: u64,
+    latest: &HashMap<RoleId, WorkerStats>,
+    elapsed: Duration,
+) -> Vec<(&'static str, serde_json::Value)> {
+    let done: u64 = latest.values().map(|s| s.processed + s.damaged).sum();
+    let hits: u64 = latest.values().map(|s| s.hits).sum();
+    vec![
+        ("<b>Events read</b>", read.into()),
+        ("<b>Events processed</b>", done.into()),
+        ("<b>Hits</b>", hits.into()),
+        (
+            "<b>Duration</b>",
+            format!("{:.1} min", elapsed.as_secs_f64() / 60.0).into(),
+        ),
+    ]
+}
+
 impl Summary {
+    /// The final eLog counters.
+    pub fn arp_counters(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![
+            ("<b>Events read</b>", self.events_read.into()),
+            ("<b>Events processed</b>", self.processed.into()),
+            ("<b>Hits</b>", self.hits.into()),
+            (
+                "<b>Hit rate</b>",
+                format!("{:.1} %", 100.0 * self.hit_rate).into(),
+            ),
+            (
+                "<b>Incomplete / damaged</b>",
+                format!("{} / {}", self.incomplete, self.damaged).into(),
+            ),
+            ("<b>Batches sent</b>", self.batches.into()),
+            (
+                "<b>Duration</b>",
+                format!("{:.1} min", self.wall_seconds / 60.0).into(),
+            ),
+            ("<b>Status</b>", "done".into()),
+        ]
+    }
+
     /// Adds up what the coordinator, workers and writers counted.
     #[allow(clippy::too_many_arguments)]
     pub fn gather(
