@@ -5,7 +5,8 @@
 
 use super::constants::{BadPixel, SynthConstants};
 use super::detector_spec::{DetectorModel, EPIX_AHL_RANGES, EPIX_SWITCH_KEV, JUNGFRAU_SWITCH_KEV};
-use super::random::{FastNormal, poisson, uniform_hi32};
+use super::random::{FastNormal, poisson, poisson_inversion, uniform_hi32};
+use super::scene::BACKGROUND_SCALE_MAX;
 use crate::algo::spots::SplitMix64;
 
 /// Which noise sources to simulate (both in real runs; none to test the encoding exactly).
@@ -33,13 +34,19 @@ impl Noise {
 /// Largest ADC value.
 pub const ADC_MAX: f32 = 16383.0;
 
-/// Encodes one segment. `bg_photons` is the mean background in photons (scaled by `bg_scale`),
+/// Encodes one segment. `bg_photons` is the mean background in photons (scaled by `bg_scale`
+/// ≤ [`BACKGROUND_SCALE_MAX`]) and `bg_p0` its zero-photon probability at the largest scale,
 /// `spots_kev` the expected spot energy of the same pixels; writes raw words to `out`.
+///
+/// Background photons are drawn at the largest scale (mostly one comparison with `bg_p0`) and
+/// each is kept with probability `bg_scale / BACKGROUND_SCALE_MAX`, which is exactly Poisson of
+/// the event's mean.
 #[allow(clippy::too_many_arguments)]
-pub fn encode_segment(
-    c: &SynthConstants,
+pub fn encode_segment<'a>(
+    c: &'a SynthConstants,
     seg: usize,
     bg_photons: &[f32],
+    bg_p0: &[f32],
     bg_scale: f32,
     spots_kev: &[f32],
     photon_kev: f32,
@@ -52,14 +59,30 @@ pub fn encode_segment(
     let len = spec.seg_len();
     let base = seg * len;
     let normal = FastNormal::new();
-    let range = |gr: usize| gr * n + base..gr * n + base + len;
-    let ped: Vec<&[f32]> = (0..spec.ngr).map(|g| &c.pedestals[range(g)]).collect();
-    let off: Vec<Option<&[f32]>> = (0..spec.ngr)
-        .map(|g| c.pixel_offset.as_ref().map(|o| &o[range(g)]))
+    let slice = |v: &'a [f32], gr: usize| &v[gr * n + base..gr * n + base + len];
+    // The constants ranges the hardware can select, in switching order, and their gain bits.
+    let (ranges, codes, switch): (&[usize], &[u16], [f32; 2]) = match spec.model {
+        DetectorModel::Epix10k2M => (
+            &EPIX_AHL_RANGES,
+            &[0, 0x4000],
+            [EPIX_SWITCH_KEV, f32::INFINITY],
+        ),
+        DetectorModel::Jungfrau4M => (&[0, 1, 2], &[0, 0x4000, 0xC000], JUNGFRAU_SWITCH_KEV),
+    };
+    let ped: Vec<&[f32]> = ranges.iter().map(|&g| slice(&c.pedestals, g)).collect();
+    let off: Vec<Option<&[f32]>> = ranges
+        .iter()
+        .map(|&g| c.pixel_offset.as_deref().map(|o| slice(o, g)))
         .collect();
-    let gain: Vec<&[f32]> = (0..spec.ngr).map(|g| &c.pixel_gain[range(g)]).collect();
-    let rms: Vec<&[f32]> = (0..spec.ngr).map(|g| &c.pixel_rms[range(g)]).collect();
+    let gain: Vec<&[f32]> = ranges.iter().map(|&g| slice(&c.pixel_gain, g)).collect();
+    let rms: Vec<&[f32]> = ranges.iter().map(|&g| slice(&c.pixel_rms, g)).collect();
     let bad = &c.bad[base..base + len];
+    let (bg_photons, bg_p0) = (&bg_photons[..len], &bg_p0[..len]);
+    let (spots_kev, out) = (&spots_kev[..len], &mut out[..len]);
+    let smax = BACKGROUND_SCALE_MAX as f32;
+    let keep = bg_scale / smax;
+    // A photon survives thinning when the top 24 bits of a draw fall below this.
+    let keep_bits = (f64::from(keep) * (1u64 << 24) as f64) as u64;
     let inv_e = 1.0 / photon_kev;
     // Bits of one u64 per pixel: 0..16 Poisson z, 16..32 electronic noise, 40..64 uniform.
     for i in 0..len {
@@ -67,7 +90,14 @@ pub fn encode_segment(
         let mu_bg = bg_photons[i] * bg_scale;
         let spot = spots_kev[i];
         let energy = if noise.photon {
-            let mut photons = poisson(mu_bg, uniform_hi32(bits), normal.from_bits(bits));
+            let u = uniform_hi32(bits);
+            let mut photons = 0.0;
+            if u > bg_p0[i] {
+                let drawn = poisson_inversion(bg_photons[i] * smax, bg_p0[i], u) as u32;
+                for _ in 0..drawn {
+                    photons += f32::from(u8::from(rng.next_u64() >> 40 < keep_bits));
+                }
+            }
             if spot > 0.0 {
                 let b2 = rng.next_u64();
                 photons += poisson(spot * inv_e, uniform_hi32(b2), normal.from_bits(b2));
@@ -76,37 +106,22 @@ pub fn encode_segment(
         } else {
             mu_bg * photon_kev + spot
         };
-        let (gr, code) = match spec.model {
-            DetectorModel::Epix10k2M => {
-                if energy <= EPIX_SWITCH_KEV {
-                    (EPIX_AHL_RANGES[0], 0u16)
-                } else {
-                    (EPIX_AHL_RANGES[1], 0x4000)
-                }
-            }
-            DetectorModel::Jungfrau4M => {
-                if energy <= JUNGFRAU_SWITCH_KEV[0] {
-                    (0, 0u16)
-                } else if energy <= JUNGFRAU_SWITCH_KEV[1] {
-                    (1, 0x4000)
-                } else {
-                    (2, 0xC000)
-                }
-            }
-        };
-        let baseline = ped[gr][i] + off[gr].map_or(0.0, |o| o[i]);
+        let k = usize::from(energy > switch[0]) + usize::from(energy > switch[1]);
+        let code = codes[k];
+        let baseline = ped[k][i] + off[k].map_or(0.0, |o| o[i]);
         let e_noise = if noise.electronic {
-            rms[gr][i] * normal.from_bits(bits >> 16)
+            rms[k][i] * normal.from_bits(bits >> 16)
         } else {
             0.0
         };
         let adc = match bad[i] {
-            BadPixel::Good => baseline + energy * gain[gr][i] + e_noise,
+            BadPixel::Good => baseline + energy * gain[k][i] + e_noise,
             BadPixel::Hot => ped[0][i] + 3000.0 + 40.0 * normal.from_bits(bits >> 24),
             BadPixel::Dead => 0.0,
             BadPixel::Stuck => ADC_MAX,
         };
         let code = if bad[i] == BadPixel::Good { code } else { 0 };
-        out[i] = (adc.round().clamp(0.0, ADC_MAX) as u16) | code;
+        // Round half up without a libm call (x86-64 baseline has no SSE4.1 `roundss`).
+        out[i] = ((adc.clamp(0.0, ADC_MAX) + 0.5) as u16) | code;
     }
 }

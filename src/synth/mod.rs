@@ -102,7 +102,9 @@ pub fn atomic_write_with(
 /// What to generate.
 #[derive(Debug, Clone, Serialize)]
 pub struct SynthParams {
-    /// Data root; the run goes to `<out>/<hutch>/<exp>/xtc`.
+    /// Data root; the run goes to `<out>/<hutch>/<exp>/xtc` (not in `synth.json`, which must not
+    /// depend on where the run was written).
+    #[serde(skip)]
     pub out: PathBuf,
     pub exp: String,
     pub run: u32,
@@ -114,6 +116,8 @@ pub struct SynthParams {
     pub hit_rate: f64,
     /// A stream starts a new chunk at the first Enable after its chunk exceeds this size.
     pub chunk_bytes: u64,
+    /// L1Accepts between Disable/Enable pairs (chunks can only rotate at an Enable).
+    pub events_per_enable: u64,
 }
 
 impl SynthParams {
@@ -129,6 +133,7 @@ impl SynthParams {
             seed: 1,
             hit_rate: 0.3,
             chunk_bytes: 2 << 30,
+            events_per_enable: run::EVENTS_PER_ENABLE,
         }
     }
 
@@ -152,6 +157,9 @@ impl SynthParams {
         }
         if self.chunk_bytes == 0 {
             return bad("--chunk-bytes must be positive".into());
+        }
+        if self.events_per_enable == 0 {
+            return bad("--events-per-enable must be positive".into());
         }
         Ok(())
     }
@@ -267,7 +275,7 @@ pub fn generate_with(
     let first_timestamp = clock.timestamp();
     use crate::xtc::TransitionId as T;
     for t in [T::Configure, T::BeginRun, T::BeginStep, T::Enable] {
-        writer.transition(clock.next(), t)?;
+        writer.transition(clock.take(), t)?;
     }
 
     let n = spec.frame_len();
@@ -279,16 +287,16 @@ pub fn generate_with(
     let mut write_batch = |raw: &[u16], scenes: &[EventScene]| -> Result<(), SynthError> {
         for (k, ev) in scenes.iter().enumerate() {
             let e = ev.event;
-            if e > 0 && e % run::EVENTS_PER_ENABLE == 0 {
-                writer.transition(clock.next(), T::Disable)?;
+            if e > 0 && e % p.events_per_enable == 0 {
+                writer.transition(clock.take(), T::Disable)?;
                 clock.tick += run::PAUSE_TICKS;
-                writer.transition(clock.next(), T::Enable)?;
+                writer.transition(clock.take(), T::Enable)?;
             }
             if e % run::EVENTS_PER_SLOW_UPDATE == run::EVENTS_PER_SLOW_UPDATE / 2 {
-                writer.transition(clock.next(), T::SlowUpdate)?;
+                writer.transition(clock.take(), T::SlowUpdate)?;
             }
             let tick = clock.tick;
-            let ts = clock.next();
+            let ts = clock.take();
             writer.event(ts, e, tick, &raw[k * n..(k + 1) * n])?;
             let line = TruthLine {
                 timestamp: ts,
@@ -327,10 +335,9 @@ pub fn generate_with(
     if let Some(prev) = pending.take() {
         write_batch(&back, &prev)?;
     }
-    drop(write_batch);
     let mut last_timestamp = first_timestamp;
     for t in [T::Disable, T::EndStep, T::EndRun] {
-        last_timestamp = clock.next();
+        last_timestamp = clock.take();
         writer.transition(last_timestamp, t)?;
     }
     let chunks = writer.chunks();
@@ -388,6 +395,7 @@ fn fill_batch(
                     constants,
                     seg,
                     scene.segment_background(seg),
+                    scene.segment_p0(seg),
                     ev.background_scale as f32,
                     spot_buf,
                     photon_kev,

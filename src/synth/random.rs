@@ -122,7 +122,14 @@ pub fn poisson(mu: f32, u: f32, z: f32) -> f32 {
     if mu >= 30.0 {
         return (mu + mu.sqrt() * z).round().max(0.0);
     }
-    let mut p = (-mu).exp();
+    poisson_inversion(mu, (-mu).exp(), u)
+}
+
+/// Poisson inversion for mean `mu` with `p0 = exp(-mu)` precomputed: the smallest k whose CDF
+/// reaches `u`.
+#[inline]
+pub fn poisson_inversion(mu: f32, p0: f32, u: f32) -> f32 {
+    let mut p = p0;
     let mut cdf = p;
     let mut k = 0.0f32;
     while u > cdf && k < 200.0 {

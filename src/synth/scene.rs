@@ -63,6 +63,9 @@ impl Default for SceneParams {
     }
 }
 
+/// Largest per-event background scale (the log-normal jitter is clipped here).
+pub const BACKGROUND_SCALE_MAX: f64 = 2.0;
+
 /// Half-width (pixels) of the window a spot is rendered in: covers ≥ 4.6 σ for σ ≤ 1.5.
 pub const SPOT_HALF_WINDOW: i64 = 7;
 
@@ -104,6 +107,9 @@ pub struct Scene {
     pub radius: Vec<f32>,
     /// Mean background photons per pixel at scale 1, slab order.
     pub bg_photons: Vec<f32>,
+    /// `exp(-BACKGROUND_SCALE_MAX · bg_photons)`: the zero-photon probability at the largest
+    /// scale, which the encoder samples and then thins to the event's scale.
+    pub bg_p0: Vec<f32>,
     /// Geometry panel index of each slab ASIC (row-major over the ASIC grid).
     asic_panel: Vec<usize>,
 }
@@ -128,7 +134,7 @@ impl Scene {
         let two_theta = 2.0 * (lambda / (2.0 * params.ring_d_angstrom)).asin();
         let ring_r = params.clen_m * two_theta.tan() * res;
         let ring_w = params.ring_width * ring_r;
-        let bg_photons = radius
+        let bg_photons: Vec<f32> = radius
             .iter()
             .map(|&r| {
                 let r = f64::from(r);
@@ -140,6 +146,10 @@ impl Scene {
                     + params.diffuse_photons * (-r / params.diffuse_r0_px).exp()
                     + params.flat_photons) as f32
             })
+            .collect();
+        let bg_p0 = bg_photons
+            .iter()
+            .map(|&b: &f32| (-(BACKGROUND_SCALE_MAX as f32) * b).exp())
             .collect();
         let l = spec.layout;
         let asic_panel = (0..l.nasics_y * l.nasics_x)
@@ -162,6 +172,7 @@ impl Scene {
             hit_rate,
             radius,
             bg_photons,
+            bg_p0,
             asic_panel,
         }
     }
@@ -170,7 +181,9 @@ impl Scene {
     pub fn event(&self, event: u64) -> EventScene {
         let p = &self.params;
         let mut rng = substream(self.seed, 3, event);
-        let background_scale = (p.background_jitter * rng.normal()).exp();
+        let background_scale = (p.background_jitter * rng.normal())
+            .exp()
+            .min(BACKGROUND_SCALE_MAX);
         let hit = rng.uniform() < self.hit_rate;
         let mut spots: Vec<TruthSpot> = Vec::new();
         if hit {
@@ -192,7 +205,7 @@ impl Scene {
                 let ss = (ay * l.asic_ny) as f64 + lss;
                 let fs = (ax * l.asic_nx) as f64 + lfs;
                 let r = f64::from(self.radius[ss.round() as usize * w + fs.round() as usize]);
-                if !(r >= p.min_radius_px) {
+                if r.is_nan() || r < p.min_radius_px {
                     continue;
                 }
                 let sep2 = p.min_separation_px * p.min_separation_px;
@@ -230,10 +243,16 @@ impl Scene {
         }
     }
 
-    /// The expected (noise-free) background of `ev` in photons for segment `seg`.
+    /// The mean background in photons at scale 1 for segment `seg`.
     pub fn segment_background(&self, seg: usize) -> &[f32] {
         let n = self.spec.seg_len();
         &self.bg_photons[seg * n..(seg + 1) * n]
+    }
+
+    /// [`Scene::bg_p0`] of segment `seg`.
+    pub fn segment_p0(&self, seg: usize) -> &[f32] {
+        let n = self.spec.seg_len();
+        &self.bg_p0[seg * n..(seg + 1) * n]
     }
 
     /// Renders the noise-free energy image of `ev` (keV per pixel, slab order): background and
