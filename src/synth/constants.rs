@@ -2,6 +2,7 @@
 //! in psana's layout, and writing them as the `.npy` files psana users save.
 
 use super::detector_spec::{DetectorModel, DetectorSpec};
+use super::encode::RMS_QUANTUM;
 use super::random::{FastNormal, substream};
 use super::{SynthError, atomic_write_with};
 use ndarray::{ArrayView, IxDyn};
@@ -47,7 +48,7 @@ pub struct SynthConstants {
     pub pixel_offset: Option<Vec<f32>>,
     /// `pixel_gain.npy` (ADU/keV).
     pub pixel_gain: Vec<f32>,
-    /// `pixel_rms.npy`: electronic noise (ADU).
+    /// `pixel_rms.npy`: electronic noise (ADU), a multiple of [`RMS_QUANTUM`].
     pub pixel_rms: Vec<f32>,
     /// Per pixel of the frame (not per range).
     pub bad: Vec<BadPixel>,
@@ -79,7 +80,8 @@ impl SynthConstants {
                     let bits = rng.next_u64();
                     *p = (spec.pedestals[gr] + asic_ped[a] + 40.0 * normal.from_bits(bits)).round();
                     *g = spec.gains[gr] * (1.0 + 0.03 * normal.from_bits(bits >> 16));
-                    *r = spec.noise[gr] * (1.0 + 0.15 * normal.from_bits(bits >> 32)).max(0.3);
+                    let rms = spec.noise[gr] * (1.0 + 0.15 * normal.from_bits(bits >> 32)).max(0.3);
+                    *r = (rms / RMS_QUANTUM).round() * RMS_QUANTUM;
                 }
                 if let Some(o) = o
                     && gr > 0
@@ -123,6 +125,12 @@ impl SynthConstants {
             pixel_rms: rms,
             bad,
         }
+    }
+
+    /// Pedestal plus offset (ADU) at flat index `j` of `(ngr, nsegs, rows, cols)`.
+    #[inline]
+    pub fn baseline(&self, j: usize) -> f32 {
+        self.pedestals[j] + self.pixel_offset.as_ref().map_or(0.0, |o| o[j])
     }
 
     /// `pixel_status`, `(ngr, nsegs, rows, cols)`: the bad-pixel code in every range.

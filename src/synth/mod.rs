@@ -15,7 +15,7 @@ pub mod scene;
 
 pub use constants::{BadPixel, SynthConstants};
 pub use detector_spec::{DetectorModel, DetectorSpec};
-pub use encode::{Noise, encode_segment};
+pub use encode::{Encoder, Noise, SegmentInput};
 pub use scene::{EventScene, Scene, SceneParams, TruthSpot};
 
 use crate::xtc::XtcError;
@@ -251,6 +251,7 @@ pub fn generate_with(
     let constants = SynthConstants::generate(p.detector, p.seed);
     let mut side_files = constants.write_npy(&side)?;
     let scene = Scene::new(spec, scene_params, p.seed, p.hit_rate);
+    let encoder = Encoder::new(&constants);
 
     let geom_path = side.join("geometry.geom");
     let text = scene.geometry.to_geom_string();
@@ -321,7 +322,7 @@ pub fn generate_with(
             .map(|e| scene.event(e))
             .collect();
         let (_, written) = rayon::join(
-            || fill_batch(&scene, &constants, noise, &scenes, &mut front),
+            || fill_batch(&scene, &encoder, noise, &scenes, &mut front),
             || match pending.take() {
                 Some(prev) => write_batch(&back, &prev),
                 None => Ok(()),
@@ -371,40 +372,30 @@ pub fn generate_with(
 
 fn fill_batch(
     scene: &Scene,
-    constants: &SynthConstants,
+    encoder: &Encoder<'_>,
     noise: Noise,
     scenes: &[EventScene],
     raw: &mut [u16],
 ) {
     let spec = scene.spec;
-    let len = spec.seg_len();
     let nsegs = spec.nsegs;
     let photon_kev = scene.params.photon_kev as f32;
     raw[..scenes.len() * spec.frame_len()]
-        .par_chunks_mut(len)
+        .par_chunks_mut(spec.seg_len())
         .enumerate()
-        .for_each_init(
-            || vec![0f32; len],
-            |spot_buf, (j, out)| {
-                let ev = &scenes[j / nsegs];
-                let seg = j % nsegs;
-                spot_buf.fill(0.0);
-                scene.add_segment_spots(ev, seg, spot_buf);
-                let mut rng = random::substream(scene.seed, 4 + ev.event, seg as u64);
-                encode_segment(
-                    constants,
-                    seg,
-                    scene.segment_background(seg),
-                    scene.segment_p0(seg),
-                    ev.background_scale as f32,
-                    spot_buf,
-                    photon_kev,
-                    noise,
-                    &mut rng,
-                    out,
-                );
-            },
-        );
+        .for_each(|(j, out)| {
+            let ev = &scenes[j / nsegs];
+            let seg = j % nsegs;
+            let input = SegmentInput {
+                background: scene.segment_background(seg),
+                background_scale: ev.background_scale as f32,
+                spots: &ev.spots,
+                photon_kev,
+                noise,
+            };
+            let mut rng = random::substream(scene.seed, 4 + ev.event, seg as u64);
+            encoder.encode_segment(seg, &input, &mut rng, out);
+        });
 }
 
 fn synth_json(p: &SynthParams, scene: &Scene, s: &SynthSummary) -> serde_json::Value {
