@@ -329,3 +329,94 @@ fn bad_parameters_are_refused_with_a_clear_message() {
             .contains("epix10k2M")
     );
 }
+
+#[test]
+fn cli_synth_then_inspect_by_exp_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_lclstreamer");
+    let out = std::process::Command::new(bin)
+        .args(["synth", "--out", root, "--exp", "cxip99999", "--run", "5"])
+        .args([
+            "--detector",
+            "jungfrau4M",
+            "--events",
+            "2",
+            "--streams",
+            "2",
+            "--seed",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 events"));
+    let out = std::process::Command::new(bin)
+        .args([
+            "inspect",
+            "--json",
+            "--root",
+            root,
+            "--events",
+            "1",
+            "cxip99999:5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["run"]["expt"], "cxip99999");
+    assert_eq!(j["run"]["runnum"], 5);
+    let big = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !f["path"].as_str().unwrap().ends_with(".smd.xtc2"))
+        .count();
+    assert_eq!(big, 2);
+    assert_eq!(j["events"].as_array().unwrap().len(), 1);
+    let side = tmp.path().join("cxi/cxip99999/synth/r0005");
+    for f in [
+        "pedestals.npy",
+        "pixel_gain.npy",
+        "pixel_offset.npy",
+        "pixel_status.npy",
+        "pixel_rms.npy",
+        "common_mode.json",
+        "geometry.geom",
+        "truth.jsonl",
+        "synth.json",
+    ] {
+        assert!(side.join(f).is_file(), "{f}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&side)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let bad = std::process::Command::new(bin)
+        .args([
+            "synth",
+            "--out",
+            root,
+            "--exp",
+            "cxip99999",
+            "--run",
+            "6",
+            "--detector",
+            "cspad",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("epix10k2M or jungfrau4M"));
+}
