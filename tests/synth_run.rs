@@ -334,44 +334,37 @@ fn bad_parameters_are_refused_with_a_clear_message() {
 fn cli_synth_then_inspect_by_exp_run() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_str().unwrap();
-    let bin = env!("CARGO_BIN_EXE_lclstreamer");
-    let out = std::process::Command::new(bin)
-        .args(["synth", "--out", root, "--exp", "cxip99999", "--run", "5"])
-        .args([
-            "--detector",
-            "jungfrau4M",
-            "--events",
-            "2",
-            "--streams",
-            "2",
-            "--seed",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lclstreamer"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let synth = ["synth", "--out", root, "--exp", "cxip99999", "--run"];
+    let out = cli(&[
+        &synth[..],
+        &["5", "--detector", "jungfrau4M", "--events", "2"],
+    ]
+    .concat());
+    ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 events"));
-    let out = std::process::Command::new(bin)
-        .args([
-            "inspect",
-            "--json",
-            "--root",
-            root,
-            "--events",
-            "1",
-            "cxip99999:5",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli(&[
+        "inspect",
+        "--json",
+        "--root",
+        root,
+        "--events",
+        "1",
+        "cxip99999:5",
+    ]);
+    ok(&out);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["run"]["expt"], "cxip99999");
     assert_eq!(j["run"]["runnum"], 5);
@@ -381,7 +374,7 @@ fn cli_synth_then_inspect_by_exp_run() {
         .iter()
         .filter(|f| !f["path"].as_str().unwrap().ends_with(".smd.xtc2"))
         .count();
-    assert_eq!(big, 2);
+    assert_eq!(big, 4, "the default --streams 4: 4 streams of 2 modules");
     assert_eq!(j["events"].as_array().unwrap().len(), 1);
     let side = tmp.path().join("cxi/cxip99999/synth/r0005");
     for f in [
@@ -403,20 +396,7 @@ fn cli_synth_then_inspect_by_exp_run() {
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let bad = std::process::Command::new(bin)
-        .args([
-            "synth",
-            "--out",
-            root,
-            "--exp",
-            "cxip99999",
-            "--run",
-            "6",
-            "--detector",
-            "cspad",
-        ])
-        .output()
-        .unwrap();
+    let bad = cli(&[&synth[..], &["6", "--detector", "cspad"]].concat());
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("epix10k2M or jungfrau4M"));
 }
