@@ -4,6 +4,8 @@
 //! ADC rounding without noise, within the modelled noise with it.
 
 mod synth_support;
+use lclstreamer::algo::spots::{TrueSpot, score};
+use lclstreamer::algo::{PeakFinder8, PeakList, Pf8Params};
 use lclstreamer::detector::constants::read_npy_any;
 use lclstreamer::detector::{Calibrator, ConstantFiles, GainConstants, Geometry};
 use lclstreamer::synth::scene::SPOT_HALF_WINDOW;
@@ -155,6 +157,7 @@ fn calibrate_run(model: DetectorModel, noise: Noise, events: u64) -> CalRun {
     assert_eq!(cm["cmpars"].as_array().unwrap().len(), 4);
     let truth = read_truth(&p);
     let mut frames = Vec::new();
+    let mut events = Vec::new();
     for (f, t) in back.frames.iter().zip(&truth) {
         let e = t["event"].as_u64().unwrap();
         let ev = scene.event(e);
@@ -175,12 +178,15 @@ fn calibrate_run(model: DetectorModel, noise: Noise, events: u64) -> CalRun {
         let mut out = vec![0f32; spec.frame_len()];
         cal.calibrate_slab(&f.raw, &mut out).unwrap();
         frames.push((f.raw.clone(), out, expected));
+        events.push(ev);
     }
     CalRun {
         mask: cal.mask().to_vec(),
         consts,
         rms: rms.iter().map(|&v| v as f32).collect(),
         frames,
+        events,
+        radius: scene.radius.clone(),
         bad_status: files.pixel_status.is_some(),
     }
 }
@@ -191,6 +197,9 @@ struct CalRun {
     rms: Vec<f32>,
     /// (raw, calibrated, noise-free expected)
     frames: Vec<(Vec<u16>, Vec<f32>, Vec<f32>)>,
+    /// The truth of each frame.
+    events: Vec<EventScene>,
+    radius: Vec<f32>,
     bad_status: bool,
 }
 
@@ -298,5 +307,79 @@ fn noisy_raw_calibrates_back_within_the_modelled_noise() {
     assert!(
         (photons - expected).abs() < 5.0 * expected.sqrt(),
         "{photons} photons counted, {expected} expected"
+    );
+}
+
+#[test]
+fn peakfinder8_on_calibrated_frames_finds_bright_spots_and_misses_faint_ones() {
+    let model = DetectorModel::Epix10k2M;
+    let r = calibrate_run(model, Noise::ALL, 2);
+    // OM-like settings in calibrated keV (one photon = 9.5 keV): a peak needs two pixels above
+    // about five photons.
+    let params = Pf8Params {
+        adc_threshold: 50.0,
+        minimum_snr: 5.0,
+        min_pixel_count: 2,
+        // Spots of thousands of photons cover well over OM's usual 30 pixels.
+        max_pixel_count: 200,
+        local_bg_radius: 4,
+        min_res: 60.0,
+        max_res: 2000.0,
+        ..Pf8Params::default()
+    };
+    let mut pf = PeakFinder8::new(params, model.spec().layout, &r.radius, Some(&r.mask)).unwrap();
+    let mut peaks = PeakList::with_capacity(params.max_num_peaks);
+    let (mut bright, mut bright_found, mut faint, mut faint_found) = (0, 0, 0, 0);
+    let (mut found_total, mut matched_total) = (0usize, 0usize);
+    for ((_, cal, _), ev) in r.frames.iter().zip(&r.events) {
+        pf.find(cal, &mut peaks).unwrap();
+        let found: Vec<(f32, f32)> = peaks.peaks.iter().map(|p| (p.fs, p.ss)).collect();
+        let truth: Vec<TrueSpot> = ev
+            .spots
+            .iter()
+            .map(|s| TrueSpot {
+                fs: s.fs,
+                ss: s.ss,
+                intensity: s.intensity_kev,
+                sigma: s.sigma,
+            })
+            .collect();
+        let (_, _, matched) = score(&found, &truth, 2.0);
+        found_total += found.len();
+        matched_total += matched;
+        for t in &truth {
+            let hit = found
+                .iter()
+                .any(|f| (f64::from(f.0) - t.fs).hypot(f64::from(f.1) - t.ss) <= 2.0);
+            let photons = t.intensity / 9.5;
+            if photons > 100.0 {
+                bright += 1;
+                bright_found += usize::from(hit);
+            } else if photons < 6.0 {
+                faint += 1;
+                faint_found += usize::from(hit);
+            }
+        }
+    }
+    let precision = matched_total as f64 / found_total.max(1) as f64;
+    eprintln!(
+        "peakfinder8: precision {precision:.3} ({matched_total}/{found_total}), bright (>100 ph) \
+         {bright_found}/{bright}, faint (<6 ph) {faint_found}/{faint}"
+    );
+    assert!(
+        precision > 0.9,
+        "precision {precision} ({matched_total}/{found_total})"
+    );
+    assert!(
+        bright > 20 && faint > 5,
+        "{bright} bright, {faint} faint spots"
+    );
+    assert!(
+        bright_found as f64 >= 0.95 * bright as f64,
+        "bright {bright_found}/{bright}"
+    );
+    assert!(
+        faint_found < faint,
+        "faint spots sit near the detection limit: {faint_found}/{faint}"
     );
 }
