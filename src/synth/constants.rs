@@ -3,7 +3,7 @@
 
 use super::detector_spec::{DetectorModel, DetectorSpec};
 use super::encode::RMS_QUANTUM;
-use super::random::{FastNormal, substream};
+use super::random::{FastNormal, round_fast, substream};
 use super::{SynthError, atomic_write_with};
 use ndarray::{ArrayView, IxDyn};
 use ndarray_npy::WriteNpyExt;
@@ -67,30 +67,32 @@ impl SynthConstants {
         let mut rms = vec![0f32; spec.ngr * n];
         let mut offset = (model == DetectorModel::Jungfrau4M).then(|| vec![0f32; spec.ngr * n]);
         let (arows, acols) = (spec.rows / spec.asics.0, spec.cols / spec.asics.1);
-        let fill =
-            |b: usize, p: &mut [f32], g: &mut [f32], r: &mut [f32], o: Option<&mut [f32]>| {
-                let gr = b / spec.nsegs;
-                let mut rng = substream(seed, 1, b as u64);
-                let asic_ped: Vec<f32> = (0..spec.asics.0 * spec.asics.1)
-                    .map(|_| 80.0 * normal.sample(&mut rng))
-                    .collect();
-                for (i, ((p, g), r)) in p.iter_mut().zip(g.iter_mut()).zip(r.iter_mut()).enumerate()
-                {
-                    let a = (i / spec.cols / arows) * spec.asics.1 + (i % spec.cols) / acols;
-                    let bits = rng.next_u64();
-                    *p = (spec.pedestals[gr] + asic_ped[a] + 40.0 * normal.from_bits(bits)).round();
-                    *g = spec.gains[gr] * (1.0 + 0.03 * normal.from_bits(bits >> 16));
-                    let rms = spec.noise[gr] * (1.0 + 0.15 * normal.from_bits(bits >> 32)).max(0.3);
-                    *r = (rms / RMS_QUANTUM).round() * RMS_QUANTUM;
+        let fill = |b: usize,
+                    p: &mut [f32],
+                    g: &mut [f32],
+                    r: &mut [f32],
+                    o: Option<&mut [f32]>| {
+            let gr = b / spec.nsegs;
+            let mut rng = substream(seed, 1, b as u64);
+            let asic_ped: Vec<f32> = (0..spec.asics.0 * spec.asics.1)
+                .map(|_| 80.0 * normal.sample(&mut rng))
+                .collect();
+            for (i, ((p, g), r)) in p.iter_mut().zip(g.iter_mut()).zip(r.iter_mut()).enumerate() {
+                let a = (i / spec.cols / arows) * spec.asics.1 + (i % spec.cols) / acols;
+                let bits = rng.next_u64();
+                *p = round_fast(spec.pedestals[gr] + asic_ped[a] + 40.0 * normal.from_bits(bits));
+                *g = spec.gains[gr] * (1.0 + 0.03 * normal.from_bits(bits >> 16));
+                let rms = spec.noise[gr] * (1.0 + 0.15 * normal.from_bits(bits >> 32)).max(0.3);
+                *r = round_fast(rms / RMS_QUANTUM) * RMS_QUANTUM;
+            }
+            if let Some(o) = o
+                && gr > 0
+            {
+                for o in o.iter_mut() {
+                    *o = round_fast(20.0 * normal.sample(&mut rng));
                 }
-                if let Some(o) = o
-                    && gr > 0
-                {
-                    for o in o.iter_mut() {
-                        *o = (20.0 * normal.sample(&mut rng)).round();
-                    }
-                }
-            };
+            }
+        };
         let work = ped
             .par_chunks_mut(seg)
             .zip(gain.par_chunks_mut(seg))

@@ -3,7 +3,7 @@
 //! energy in keV per pixel in slab order (no noise); the encoder adds photon statistics.
 
 use super::detector_spec::DetectorSpec;
-use super::random::{erf, substream};
+use super::random::{erf, round_fast, substream};
 use crate::detector::geometry::Geometry;
 use serde::Serialize;
 
@@ -70,10 +70,10 @@ pub const BACKGROUND_SCALE_MAX: f64 = 2.0;
 /// probability at the largest scale, `exp(-BACKGROUND_SCALE_MAX·λ)`, as a 16-bit fraction in
 /// the high 16 bits.
 pub fn pack_background(photons: f32) -> u32 {
-    let q = (photons * 16384.0).round().clamp(0.0, 65535.0) as u32;
+    let q = round_fast(photons * 16384.0).clamp(0.0, 65535.0) as u32;
     let lambda = q as f32 / 16384.0;
     let p0 = (-(BACKGROUND_SCALE_MAX as f32) * lambda).exp();
-    let p0q = (p0 * 65536.0).round().min(65535.0) as u32;
+    let p0q = round_fast(p0 * 65536.0).min(65535.0) as u32;
     q | (p0q << 16)
 }
 
