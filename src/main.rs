@@ -141,6 +141,9 @@ struct SynthArgs {
     /// Start a new chunk at the first Enable after a chunk exceeds this many bytes.
     #[arg(long, default_value_t = 2 << 30)]
     chunk_bytes: u64,
+    /// L1Accepts between Disable/Enable pairs.
+    #[arg(long, default_value_t = 100)]
+    events_per_enable: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -252,6 +255,7 @@ fn main() -> anyhow::Result<()> {
                 seed: a.seed,
                 hit_rate: a.hit_rate,
                 chunk_bytes: a.chunk_bytes,
+                events_per_enable: a.events_per_enable,
             };
             let t0 = std::time::Instant::now();
             let s = synth::generate(&params)?;

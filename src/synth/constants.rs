@@ -2,7 +2,8 @@
 //! in psana's layout, and writing them as the `.npy` files psana users save.
 
 use super::detector_spec::{DetectorModel, DetectorSpec};
-use super::random::{FastNormal, substream};
+use super::encode::RMS_QUANTUM;
+use super::random::{FastNormal, round_fast, substream};
 use super::{SynthError, atomic_write_with};
 use ndarray::{ArrayView, IxDyn};
 use ndarray_npy::WriteNpyExt;
@@ -47,7 +48,7 @@ pub struct SynthConstants {
     pub pixel_offset: Option<Vec<f32>>,
     /// `pixel_gain.npy` (ADU/keV).
     pub pixel_gain: Vec<f32>,
-    /// `pixel_rms.npy`: electronic noise (ADU).
+    /// `pixel_rms.npy`: electronic noise (ADU), a multiple of [`RMS_QUANTUM`].
     pub pixel_rms: Vec<f32>,
     /// Per pixel of the frame (not per range).
     pub bad: Vec<BadPixel>,
@@ -66,29 +67,32 @@ impl SynthConstants {
         let mut rms = vec![0f32; spec.ngr * n];
         let mut offset = (model == DetectorModel::Jungfrau4M).then(|| vec![0f32; spec.ngr * n]);
         let (arows, acols) = (spec.rows / spec.asics.0, spec.cols / spec.asics.1);
-        let fill =
-            |b: usize, p: &mut [f32], g: &mut [f32], r: &mut [f32], o: Option<&mut [f32]>| {
-                let gr = b / spec.nsegs;
-                let mut rng = substream(seed, 1, b as u64);
-                let asic_ped: Vec<f32> = (0..spec.asics.0 * spec.asics.1)
-                    .map(|_| 80.0 * normal.sample(&mut rng))
-                    .collect();
-                for (i, ((p, g), r)) in p.iter_mut().zip(g.iter_mut()).zip(r.iter_mut()).enumerate()
-                {
-                    let a = (i / spec.cols / arows) * spec.asics.1 + (i % spec.cols) / acols;
-                    let bits = rng.next_u64();
-                    *p = (spec.pedestals[gr] + asic_ped[a] + 40.0 * normal.from_bits(bits)).round();
-                    *g = spec.gains[gr] * (1.0 + 0.03 * normal.from_bits(bits >> 16));
-                    *r = spec.noise[gr] * (1.0 + 0.15 * normal.from_bits(bits >> 32)).max(0.3);
+        let fill = |b: usize,
+                    p: &mut [f32],
+                    g: &mut [f32],
+                    r: &mut [f32],
+                    o: Option<&mut [f32]>| {
+            let gr = b / spec.nsegs;
+            let mut rng = substream(seed, 1, b as u64);
+            let asic_ped: Vec<f32> = (0..spec.asics.0 * spec.asics.1)
+                .map(|_| 80.0 * normal.sample(&mut rng))
+                .collect();
+            for (i, ((p, g), r)) in p.iter_mut().zip(g.iter_mut()).zip(r.iter_mut()).enumerate() {
+                let a = (i / spec.cols / arows) * spec.asics.1 + (i % spec.cols) / acols;
+                let bits = rng.next_u64();
+                *p = round_fast(spec.pedestals[gr] + asic_ped[a] + 40.0 * normal.from_bits(bits));
+                *g = spec.gains[gr] * (1.0 + 0.03 * normal.from_bits(bits >> 16));
+                let rms = spec.noise[gr] * (1.0 + 0.15 * normal.from_bits(bits >> 32)).max(0.3);
+                *r = round_fast(rms / RMS_QUANTUM) * RMS_QUANTUM;
+            }
+            if let Some(o) = o
+                && gr > 0
+            {
+                for o in o.iter_mut() {
+                    *o = round_fast(20.0 * normal.sample(&mut rng));
                 }
-                if let Some(o) = o
-                    && gr > 0
-                {
-                    for o in o.iter_mut() {
-                        *o = (20.0 * normal.sample(&mut rng)).round();
-                    }
-                }
-            };
+            }
+        };
         let work = ped
             .par_chunks_mut(seg)
             .zip(gain.par_chunks_mut(seg))
@@ -123,6 +127,12 @@ impl SynthConstants {
             pixel_rms: rms,
             bad,
         }
+    }
+
+    /// Pedestal plus offset (ADU) at flat index `j` of `(ngr, nsegs, rows, cols)`.
+    #[inline]
+    pub fn baseline(&self, j: usize) -> f32 {
+        self.pedestals[j] + self.pixel_offset.as_ref().map_or(0.0, |o| o[j])
     }
 
     /// `pixel_status`, `(ngr, nsegs, rows, cols)`: the bad-pixel code in every range.

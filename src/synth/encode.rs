@@ -2,10 +2,17 @@
 //! pedestal + energy × gain + electronic noise → 14-bit ADC with the gain bits on top.
 //! ePix10ka (auto high→low): bit 14 set when the pixel switched to low gain. Jungfrau: bits 15..14
 //! `00` G0, `01` G1, `11` G2.
+//!
+//! The hot loop streams 12 bytes per pixel (packed first-range constants and the packed
+//! background); the other gain ranges are looked up only for the pixels that switch, and spot
+//! pixels are re-encoded in a second pass over the spot windows.
 
 use super::constants::{BadPixel, SynthConstants};
 use super::detector_spec::{DetectorModel, EPIX_AHL_RANGES, EPIX_SWITCH_KEV, JUNGFRAU_SWITCH_KEV};
-use super::random::{FastNormal, poisson, uniform_hi32};
+use super::random::{FastNormal, poisson, poisson_inversion, uniform_hi32};
+use super::scene::{
+    BACKGROUND_SCALE_MAX, SPOT_HALF_WINDOW, TruthSpot, add_gaussian, unpack_background,
+};
 use crate::algo::spots::SplitMix64;
 
 /// Which noise sources to simulate (both in real runs; none to test the encoding exactly).
@@ -32,81 +39,187 @@ impl Noise {
 
 /// Largest ADC value.
 pub const ADC_MAX: f32 = 16383.0;
+/// `pixel_rms` is generated on this grid (ADU) so that it packs exactly into 14 bits.
+pub const RMS_QUANTUM: f32 = 1.0 / 1024.0;
 
-/// Encodes one segment. `bg_photons` is the mean background in photons (scaled by `bg_scale`),
-/// `spots_kev` the expected spot energy of the same pixels; writes raw words to `out`.
-#[allow(clippy::too_many_arguments)]
-pub fn encode_segment(
-    c: &SynthConstants,
-    seg: usize,
-    bg_photons: &[f32],
-    bg_scale: f32,
-    spots_kev: &[f32],
-    photon_kev: f32,
-    noise: Noise,
-    rng: &mut SplitMix64,
-    out: &mut [u16],
-) {
-    let spec = c.spec;
-    let n = spec.frame_len();
-    let len = spec.seg_len();
-    let base = seg * len;
-    let normal = FastNormal::new();
-    let range = |gr: usize| gr * n + base..gr * n + base + len;
-    let ped: Vec<&[f32]> = (0..spec.ngr).map(|g| &c.pedestals[range(g)]).collect();
-    let off: Vec<Option<&[f32]>> = (0..spec.ngr)
-        .map(|g| c.pixel_offset.as_ref().map(|o| &o[range(g)]))
-        .collect();
-    let gain: Vec<&[f32]> = (0..spec.ngr).map(|g| &c.pixel_gain[range(g)]).collect();
-    let rms: Vec<&[f32]> = (0..spec.ngr).map(|g| &c.pixel_rms[range(g)]).collect();
-    let bad = &c.bad[base..base + len];
-    let inv_e = 1.0 / photon_kev;
-    // Bits of one u64 per pixel: 0..16 Poisson z, 16..32 electronic noise, 40..64 uniform.
-    for i in 0..len {
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    gain: f32,
+    ped: u16,
+    /// rms / RMS_QUANTUM in bits 0..14, the [`BadPixel`] code in bits 14..16.
+    rms_bad: u16,
+}
+
+/// Per-event inputs of one segment.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentInput<'s> {
+    /// Packed mean background at scale 1 (see [`crate::synth::Scene::segment_background`]).
+    pub background: &'s [u32],
+    /// The event's background scale (≤ [`BACKGROUND_SCALE_MAX`]).
+    pub background_scale: f32,
+    /// The event's spots (those of other segments are skipped).
+    pub spots: &'s [TruthSpot],
+    pub photon_kev: f32,
+    pub noise: Noise,
+}
+
+/// Encodes segments of one detector with its constants.
+#[derive(Debug, Clone)]
+pub struct Encoder<'a> {
+    c: &'a SynthConstants,
+    /// First gain range (ePix10ka AHL high, Jungfrau G0), frame order.
+    packed: Vec<Packed>,
+    /// Constants ranges the hardware selects from, in switching order, and their gain bits.
+    ranges: &'static [usize],
+    codes: &'static [u16],
+    switch: [f32; 2],
+    normal: FastNormal,
+}
+
+impl<'a> Encoder<'a> {
+    /// Packs the constants used on every pixel.
+    pub fn new(c: &'a SynthConstants) -> Encoder<'a> {
+        let spec = c.spec;
+        let (ranges, codes, switch): (&'static [usize], &'static [u16], [f32; 2]) = match spec.model
+        {
+            DetectorModel::Epix10k2M => (
+                &EPIX_AHL_RANGES,
+                &[0, 0x4000],
+                [EPIX_SWITCH_KEV, f32::INFINITY],
+            ),
+            DetectorModel::Jungfrau4M => (&[0, 1, 2], &[0, 0x4000, 0xC000], JUNGFRAU_SWITCH_KEV),
+        };
+        let n = spec.frame_len();
+        let g0 = ranges[0] * n;
+        let packed = (0..n)
+            .map(|i| Packed {
+                gain: c.pixel_gain[g0 + i],
+                ped: c.baseline(g0 + i) as u16,
+                rms_bad: (c.pixel_rms[g0 + i] / RMS_QUANTUM) as u16 | ((c.bad[i] as u16) << 14),
+            })
+            .collect();
+        Encoder {
+            c,
+            packed,
+            ranges,
+            codes,
+            switch,
+            normal: FastNormal::new(),
+        }
+    }
+
+    /// Encodes segment `seg` of one event into `out` (raw words), drawing noise from `rng`.
+    pub fn encode_segment(
+        &self,
+        seg: usize,
+        input: &SegmentInput<'_>,
+        rng: &mut SplitMix64,
+        out: &mut [u16],
+    ) {
+        let spec = self.c.spec;
+        let len = spec.seg_len();
+        let base = seg * len;
+        let packed = &self.packed[base..base + len];
+        let bg = &input.background[..len];
+        let out = &mut out[..len];
+        let keep = input.background_scale / BACKGROUND_SCALE_MAX as f32;
+        let keep_bits = (f64::from(keep) * (1u64 << 24) as f64) as u64;
+        for (i, ((o, &px), &b)) in out.iter_mut().zip(packed).zip(bg).enumerate() {
+            *o = self.pixel(base, px, b, 0.0, keep_bits, input, rng, i);
+        }
+        // Spot windows never overlap (spots are further apart than a window), so each pixel is
+        // re-encoded once with its background and its spot.
+        let h = SPOT_HALF_WINDOW;
+        let w = (2 * h + 1) as usize;
+        let mut win = [0f32; ((2 * SPOT_HALF_WINDOW + 1) * (2 * SPOT_HALF_WINDOW + 1)) as usize];
+        let row0 = (seg * spec.rows) as f64;
+        for s in input.spots.iter().filter(|s| s.segment == seg) {
+            win.fill(0.0);
+            let (r0, c0) = (s.ss.round() - row0, s.fs.round());
+            add_gaussian(
+                &mut win,
+                w,
+                w,
+                s.ss - row0 - r0 + h as f64,
+                s.fs - c0 + h as f64,
+                s.sigma,
+                s.intensity_kev,
+            );
+            for (k, &e) in win.iter().enumerate() {
+                let r = r0 as i64 - h + (k / w) as i64;
+                let c = c0 as i64 - h + (k % w) as i64;
+                if r < 0 || c < 0 || r >= spec.rows as i64 || c >= spec.cols as i64 {
+                    continue;
+                }
+                let i = r as usize * spec.cols + c as usize;
+                out[i] = self.pixel(base, packed[i], bg[i], e, keep_bits, input, rng, i);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn pixel(
+        &self,
+        base: usize,
+        px: Packed,
+        bgq: u32,
+        spot_kev: f32,
+        keep_bits: u64,
+        input: &SegmentInput<'_>,
+        rng: &mut SplitMix64,
+        i: usize,
+    ) -> u16 {
         let bits = rng.next_u64();
-        let mu_bg = bg_photons[i] * bg_scale;
-        let spot = spots_kev[i];
-        let energy = if noise.photon {
-            let mut photons = poisson(mu_bg, uniform_hi32(bits), normal.from_bits(bits));
-            if spot > 0.0 {
+        let photon_kev = input.photon_kev;
+        let (lambda, p0) = unpack_background(bgq);
+        let energy = if input.noise.photon {
+            let mut photons = 0.0;
+            if (bits >> 40) >= u64::from(bgq >> 16) << 8 {
+                let smax = BACKGROUND_SCALE_MAX as f32;
+                let drawn = poisson_inversion(lambda * smax, p0, uniform_hi32(bits)) as u32;
+                for _ in 0..drawn {
+                    photons += f32::from(u8::from(rng.next_u64() >> 40 < keep_bits));
+                }
+            }
+            if spot_kev > 0.0 {
                 let b2 = rng.next_u64();
-                photons += poisson(spot * inv_e, uniform_hi32(b2), normal.from_bits(b2));
+                photons += poisson(
+                    spot_kev / photon_kev,
+                    uniform_hi32(b2),
+                    self.normal.from_bits(b2),
+                );
             }
             photons * photon_kev
         } else {
-            mu_bg * photon_kev + spot
+            lambda * input.background_scale * photon_kev + spot_kev
         };
-        let (gr, code) = match spec.model {
-            DetectorModel::Epix10k2M => {
-                if energy <= EPIX_SWITCH_KEV {
-                    (EPIX_AHL_RANGES[0], 0u16)
-                } else {
-                    (EPIX_AHL_RANGES[1], 0x4000)
-                }
-            }
-            DetectorModel::Jungfrau4M => {
-                if energy <= JUNGFRAU_SWITCH_KEV[0] {
-                    (0, 0u16)
-                } else if energy <= JUNGFRAU_SWITCH_KEV[1] {
-                    (1, 0x4000)
-                } else {
-                    (2, 0xC000)
-                }
+        let bad = px.rms_bad >> 14;
+        let e_noise = |rms: f32| {
+            if input.noise.electronic {
+                rms * self.normal.from_bits(bits >> 16)
+            } else {
+                0.0
             }
         };
-        let baseline = ped[gr][i] + off[gr].map_or(0.0, |o| o[i]);
-        let e_noise = if noise.electronic {
-            rms[gr][i] * normal.from_bits(bits >> 16)
+        let k = usize::from(energy > self.switch[0]) + usize::from(energy > self.switch[1]);
+        let adc = if bad != BadPixel::Good as u16 {
+            if bad == BadPixel::Hot as u16 {
+                f32::from(px.ped) + 3000.0 + 40.0 * self.normal.from_bits(bits >> 24)
+            } else if bad == BadPixel::Dead as u16 {
+                0.0
+            } else {
+                ADC_MAX
+            }
+        } else if k == 0 {
+            let rms = f32::from(px.rms_bad & 0x3FFF) * RMS_QUANTUM;
+            f32::from(px.ped) + energy * px.gain + e_noise(rms)
         } else {
-            0.0
+            let j = self.ranges[k] * self.c.spec.frame_len() + base + i;
+            self.c.baseline(j) + energy * self.c.pixel_gain[j] + e_noise(self.c.pixel_rms[j])
         };
-        let adc = match bad[i] {
-            BadPixel::Good => baseline + energy * gain[gr][i] + e_noise,
-            BadPixel::Hot => ped[0][i] + 3000.0 + 40.0 * normal.from_bits(bits >> 24),
-            BadPixel::Dead => 0.0,
-            BadPixel::Stuck => ADC_MAX,
-        };
-        let code = if bad[i] == BadPixel::Good { code } else { 0 };
-        out[i] = (adc.round().clamp(0.0, ADC_MAX) as u16) | code;
+        let code = if bad == 0 { self.codes[k] } else { 0 };
+        // Round half up without a libm call (x86-64 baseline has no SSE4.1 `roundss`).
+        ((adc.clamp(0.0, ADC_MAX) + 0.5) as u16) | code
     }
 }

@@ -15,7 +15,7 @@ pub mod scene;
 
 pub use constants::{BadPixel, SynthConstants};
 pub use detector_spec::{DetectorModel, DetectorSpec};
-pub use encode::{Noise, encode_segment};
+pub use encode::{Encoder, Noise, SegmentInput};
 pub use scene::{EventScene, Scene, SceneParams, TruthSpot};
 
 use crate::xtc::XtcError;
@@ -102,7 +102,9 @@ pub fn atomic_write_with(
 /// What to generate.
 #[derive(Debug, Clone, Serialize)]
 pub struct SynthParams {
-    /// Data root; the run goes to `<out>/<hutch>/<exp>/xtc`.
+    /// Data root; the run goes to `<out>/<hutch>/<exp>/xtc` (not in `synth.json`, which must not
+    /// depend on where the run was written).
+    #[serde(skip)]
     pub out: PathBuf,
     pub exp: String,
     pub run: u32,
@@ -114,6 +116,8 @@ pub struct SynthParams {
     pub hit_rate: f64,
     /// A stream starts a new chunk at the first Enable after its chunk exceeds this size.
     pub chunk_bytes: u64,
+    /// L1Accepts between Disable/Enable pairs (chunks can only rotate at an Enable).
+    pub events_per_enable: u64,
 }
 
 impl SynthParams {
@@ -129,6 +133,7 @@ impl SynthParams {
             seed: 1,
             hit_rate: 0.3,
             chunk_bytes: 2 << 30,
+            events_per_enable: run::EVENTS_PER_ENABLE,
         }
     }
 
@@ -152,6 +157,9 @@ impl SynthParams {
         }
         if self.chunk_bytes == 0 {
             return bad("--chunk-bytes must be positive".into());
+        }
+        if self.events_per_enable == 0 {
+            return bad("--events-per-enable must be positive".into());
         }
         Ok(())
     }
@@ -243,6 +251,7 @@ pub fn generate_with(
     let constants = SynthConstants::generate(p.detector, p.seed);
     let mut side_files = constants.write_npy(&side)?;
     let scene = Scene::new(spec, scene_params, p.seed, p.hit_rate);
+    let encoder = Encoder::new(&constants);
 
     let geom_path = side.join("geometry.geom");
     let text = scene.geometry.to_geom_string();
@@ -267,7 +276,7 @@ pub fn generate_with(
     let first_timestamp = clock.timestamp();
     use crate::xtc::TransitionId as T;
     for t in [T::Configure, T::BeginRun, T::BeginStep, T::Enable] {
-        writer.transition(clock.next(), t)?;
+        writer.transition(clock.take(), t)?;
     }
 
     let n = spec.frame_len();
@@ -279,16 +288,16 @@ pub fn generate_with(
     let mut write_batch = |raw: &[u16], scenes: &[EventScene]| -> Result<(), SynthError> {
         for (k, ev) in scenes.iter().enumerate() {
             let e = ev.event;
-            if e > 0 && e % run::EVENTS_PER_ENABLE == 0 {
-                writer.transition(clock.next(), T::Disable)?;
+            if e > 0 && e % p.events_per_enable == 0 {
+                writer.transition(clock.take(), T::Disable)?;
                 clock.tick += run::PAUSE_TICKS;
-                writer.transition(clock.next(), T::Enable)?;
+                writer.transition(clock.take(), T::Enable)?;
             }
             if e % run::EVENTS_PER_SLOW_UPDATE == run::EVENTS_PER_SLOW_UPDATE / 2 {
-                writer.transition(clock.next(), T::SlowUpdate)?;
+                writer.transition(clock.take(), T::SlowUpdate)?;
             }
             let tick = clock.tick;
-            let ts = clock.next();
+            let ts = clock.take();
             writer.event(ts, e, tick, &raw[k * n..(k + 1) * n])?;
             let line = TruthLine {
                 timestamp: ts,
@@ -313,7 +322,7 @@ pub fn generate_with(
             .map(|e| scene.event(e))
             .collect();
         let (_, written) = rayon::join(
-            || fill_batch(&scene, &constants, noise, &scenes, &mut front),
+            || fill_batch(&scene, &encoder, noise, &scenes, &mut front),
             || match pending.take() {
                 Some(prev) => write_batch(&back, &prev),
                 None => Ok(()),
@@ -327,10 +336,9 @@ pub fn generate_with(
     if let Some(prev) = pending.take() {
         write_batch(&back, &prev)?;
     }
-    drop(write_batch);
     let mut last_timestamp = first_timestamp;
     for t in [T::Disable, T::EndStep, T::EndRun] {
-        last_timestamp = clock.next();
+        last_timestamp = clock.take();
         writer.transition(last_timestamp, t)?;
     }
     let chunks = writer.chunks();
@@ -364,39 +372,30 @@ pub fn generate_with(
 
 fn fill_batch(
     scene: &Scene,
-    constants: &SynthConstants,
+    encoder: &Encoder<'_>,
     noise: Noise,
     scenes: &[EventScene],
     raw: &mut [u16],
 ) {
     let spec = scene.spec;
-    let len = spec.seg_len();
     let nsegs = spec.nsegs;
     let photon_kev = scene.params.photon_kev as f32;
     raw[..scenes.len() * spec.frame_len()]
-        .par_chunks_mut(len)
+        .par_chunks_mut(spec.seg_len())
         .enumerate()
-        .for_each_init(
-            || vec![0f32; len],
-            |spot_buf, (j, out)| {
-                let ev = &scenes[j / nsegs];
-                let seg = j % nsegs;
-                spot_buf.fill(0.0);
-                scene.add_segment_spots(ev, seg, spot_buf);
-                let mut rng = random::substream(scene.seed, 4 + ev.event, seg as u64);
-                encode_segment(
-                    constants,
-                    seg,
-                    scene.segment_background(seg),
-                    ev.background_scale as f32,
-                    spot_buf,
-                    photon_kev,
-                    noise,
-                    &mut rng,
-                    out,
-                );
-            },
-        );
+        .for_each(|(j, out)| {
+            let ev = &scenes[j / nsegs];
+            let seg = j % nsegs;
+            let input = SegmentInput {
+                background: scene.segment_background(seg),
+                background_scale: ev.background_scale as f32,
+                spots: &ev.spots,
+                photon_kev,
+                noise,
+            };
+            let mut rng = random::substream(scene.seed, 4 + ev.event, seg as u64);
+            encoder.encode_segment(seg, &input, &mut rng, out);
+        });
 }
 
 fn synth_json(p: &SynthParams, scene: &Scene, s: &SynthSummary) -> serde_json::Value {

@@ -122,7 +122,14 @@ pub fn poisson(mu: f32, u: f32, z: f32) -> f32 {
     if mu >= 30.0 {
         return (mu + mu.sqrt() * z).round().max(0.0);
     }
-    let mut p = (-mu).exp();
+    poisson_inversion(mu, (-mu).exp(), u)
+}
+
+/// Poisson inversion for mean `mu` with `p0 = exp(-mu)` precomputed: the smallest k whose CDF
+/// reaches `u`.
+#[inline]
+pub fn poisson_inversion(mu: f32, p0: f32, u: f32) -> f32 {
+    let mut p = p0;
     let mut cdf = p;
     let mut k = 0.0f32;
     while u > cdf && k < 200.0 {
@@ -134,6 +141,14 @@ pub fn poisson(mu: f32, u: f32, z: f32) -> f32 {
         }
     }
     k
+}
+
+/// Rounds half away from zero like `x.round()` (to within the ulp at the .5 boundary) for
+/// |x| < 2^31, without a libm call: the x86-64 baseline has no SSE4.1 `roundss`, and
+/// `f32::round` becomes a function call per pixel.
+#[inline]
+pub fn round_fast(x: f32) -> f32 {
+    (x + 0.5f32.copysign(x)) as i32 as f32
 }
 
 /// `erf(x)` (Abramowitz & Stegun 7.1.26, absolute error < 1.5e-7).
@@ -185,6 +200,15 @@ mod tests {
                 "{mu}: {mean}"
             );
             assert!((var / mu - 1.0).abs() < 0.05, "{mu}: var {var}");
+        }
+    }
+
+    #[test]
+    fn round_fast_matches_round() {
+        for x in [
+            -2.5f32, -1.5, -0.5, -0.49, 0.0, 0.49, 0.5, 1.5, 2.5, 1499.5, 16382.7,
+        ] {
+            assert_eq!(round_fast(x), x.round(), "{x}");
         }
     }
 

@@ -50,7 +50,7 @@ impl Clock {
     }
 
     /// The timestamp of the current tick, then advances one tick.
-    pub fn next(&mut self) -> u64 {
+    pub fn take(&mut self) -> u64 {
         let t = self.timestamp();
         self.tick += 1;
         t

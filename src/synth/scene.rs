@@ -3,7 +3,7 @@
 //! energy in keV per pixel in slab order (no noise); the encoder adds photon statistics.
 
 use super::detector_spec::DetectorSpec;
-use super::random::{erf, substream};
+use super::random::{erf, round_fast, substream};
 use crate::detector::geometry::Geometry;
 use serde::Serialize;
 
@@ -63,6 +63,29 @@ impl Default for SceneParams {
     }
 }
 
+/// Largest per-event background scale (the log-normal jitter is clipped here).
+pub const BACKGROUND_SCALE_MAX: f64 = 2.0;
+
+/// Packs a mean photon count (< 4) as `λ·2^14` in the low 16 bits and the zero-photon
+/// probability at the largest scale, `exp(-BACKGROUND_SCALE_MAX·λ)`, as a 16-bit fraction in
+/// the high 16 bits.
+pub fn pack_background(photons: f32) -> u32 {
+    let q = round_fast(photons * 16384.0).clamp(0.0, 65535.0) as u32;
+    let lambda = q as f32 / 16384.0;
+    let p0 = (-(BACKGROUND_SCALE_MAX as f32) * lambda).exp();
+    let p0q = round_fast(p0 * 65536.0).min(65535.0) as u32;
+    q | (p0q << 16)
+}
+
+/// `(λ, p0)` from [`pack_background`].
+#[inline]
+pub fn unpack_background(packed: u32) -> (f32, f32) {
+    (
+        (packed & 0xFFFF) as f32 / 16384.0,
+        (packed >> 16) as f32 / 65536.0,
+    )
+}
+
 /// Half-width (pixels) of the window a spot is rendered in: covers ≥ 4.6 σ for σ ≤ 1.5.
 pub const SPOT_HALF_WINDOW: i64 = 7;
 
@@ -102,8 +125,11 @@ pub struct Scene {
     pub hit_rate: f64,
     /// Distance from the beam, pixels, slab order.
     pub radius: Vec<f32>,
-    /// Mean background photons per pixel at scale 1, slab order.
+    /// Mean background photons per pixel at scale 1, slab order (multiples of 2^-14).
     pub bg_photons: Vec<f32>,
+    /// The same packed for the encoder with the zero-photon probability at the largest scale,
+    /// which it samples and then thins to the event's scale (see [`unpack_background`]).
+    pub bg_packed: Vec<u32>,
     /// Geometry panel index of each slab ASIC (row-major over the ASIC grid).
     asic_panel: Vec<usize>,
 }
@@ -128,7 +154,7 @@ impl Scene {
         let two_theta = 2.0 * (lambda / (2.0 * params.ring_d_angstrom)).asin();
         let ring_r = params.clen_m * two_theta.tan() * res;
         let ring_w = params.ring_width * ring_r;
-        let bg_photons = radius
+        let bg_photons: Vec<f32> = radius
             .iter()
             .map(|&r| {
                 let r = f64::from(r);
@@ -141,6 +167,8 @@ impl Scene {
                     + params.flat_photons) as f32
             })
             .collect();
+        let bg_packed: Vec<u32> = bg_photons.iter().map(|&b| pack_background(b)).collect();
+        let bg_photons = bg_packed.iter().map(|&q| unpack_background(q).0).collect();
         let l = spec.layout;
         let asic_panel = (0..l.nasics_y * l.nasics_x)
             .map(|a| {
@@ -162,6 +190,7 @@ impl Scene {
             hit_rate,
             radius,
             bg_photons,
+            bg_packed,
             asic_panel,
         }
     }
@@ -170,7 +199,9 @@ impl Scene {
     pub fn event(&self, event: u64) -> EventScene {
         let p = &self.params;
         let mut rng = substream(self.seed, 3, event);
-        let background_scale = (p.background_jitter * rng.normal()).exp();
+        let background_scale = (p.background_jitter * rng.normal())
+            .exp()
+            .min(BACKGROUND_SCALE_MAX);
         let hit = rng.uniform() < self.hit_rate;
         let mut spots: Vec<TruthSpot> = Vec::new();
         if hit {
@@ -192,7 +223,7 @@ impl Scene {
                 let ss = (ay * l.asic_ny) as f64 + lss;
                 let fs = (ax * l.asic_nx) as f64 + lfs;
                 let r = f64::from(self.radius[ss.round() as usize * w + fs.round() as usize]);
-                if !(r >= p.min_radius_px) {
+                if r.is_nan() || r < p.min_radius_px {
                     continue;
                 }
                 let sep2 = p.min_separation_px * p.min_separation_px;
@@ -230,10 +261,10 @@ impl Scene {
         }
     }
 
-    /// The expected (noise-free) background of `ev` in photons for segment `seg`.
-    pub fn segment_background(&self, seg: usize) -> &[f32] {
+    /// The packed mean background of segment `seg` (see [`unpack_background`]).
+    pub fn segment_background(&self, seg: usize) -> &[u32] {
         let n = self.spec.seg_len();
-        &self.bg_photons[seg * n..(seg + 1) * n]
+        &self.bg_packed[seg * n..(seg + 1) * n]
     }
 
     /// Renders the noise-free energy image of `ev` (keV per pixel, slab order): background and
