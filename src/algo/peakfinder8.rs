@@ -175,8 +175,10 @@ impl PeakFinder8 {
                 params.min_pixel_count, params.max_pixel_count
             )));
         }
-        if layout.asic_nx < 3 || layout.asic_ny < 3 {
-            return Err(Pf8Error::Param("ASICs must be at least 3x3 pixels".into()));
+        if layout.asic_nx < 3 || layout.asic_ny < 3 || layout.asic_nx > 1 << 16 {
+            return Err(Pf8Error::Param(
+                "ASICs must be at least 3x3 and at most 65536 pixels wide".into(),
+            ));
         }
         let mut max_r = -1e9f32;
         for (i, &r) in pix_r.iter().enumerate() {
@@ -195,13 +197,18 @@ impl PeakFinder8 {
             .zip(&real_bins)
             .enumerate()
             .map(|(i, (&r, &b))| {
-                let good = mask.is_none_or(|m| m[i] != 0)
-                    && !(r < params.min_res)
-                    && !(r > params.max_res);
+                let good =
+                    mask.is_none_or(|m| m[i] != 0) && r >= params.min_res && r <= params.max_res;
                 if good { b } else { nbins as u16 }
             })
             .collect();
-        let stats = RadialStats::new(&bins, nbins, params.minimum_snr, params.adc_threshold);
+        let stats = RadialStats::new(
+            layout,
+            &bins,
+            nbins,
+            params.minimum_snr,
+            params.adc_threshold,
+        );
         let rw = 2 * params.local_bg_radius as i32;
         let mut ring = Vec::new();
         for dss in -rw..rw {
@@ -264,7 +271,7 @@ impl PeakFinder8 {
         }
         out.peaks.clear();
         out.num_found = 0;
-        self.stats.compute(data, &self.bins);
+        self.stats.compute(data);
 
         let SlabLayout {
             asic_nx, asic_ny, ..

@@ -187,9 +187,10 @@ impl Calibrator {
                 gfac: vec![0.0; n],
                 cm_ok: vec![0; n],
             };
-            for i in 0..n {
-                t.gfac[i] = gain_factor(c.pixel_gain[gr * n + i]) * f32::from(pmask[i]);
-                t.cm_ok[i] = u8::from(gr == 0 && pmask[i] != 0);
+            let gains = &c.pixel_gain[gr * n..(gr + 1) * n];
+            for (i, (&g, &m)) in gains.iter().zip(&pmask).enumerate() {
+                t.gfac[i] = gain_factor(g) * f32::from(m);
+                t.cm_ok[i] = u8::from(gr == 0 && m != 0);
             }
             tables.push(t);
         }
