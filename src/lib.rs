@@ -6,6 +6,7 @@
 
 pub mod algo;
 pub mod detector;
+pub mod inspect;
 pub mod output;
 pub mod synth;
 pub mod transport;

@@ -1,1 +1,288 @@
-//! Output: batch assembly and in-memory HDF5 file images (CXI and LCLStreamer layouts), filters.
+//! Output: batch records, in-memory HDF5 file images (CXI and LCLStreamer layouts) and the
+//! compression filters that `hdf5plugin` decodes.
+//!
+//! One batch becomes one complete HDF5 file image. Frames are stored chunked one frame per
+//! chunk; the chunks are compressed in parallel (rayon) by our own encoders and stored with
+//! `H5Dwrite_chunk`, while the dataset's filter pipeline names the filter so any reader decodes
+//! them. Every image carries root attributes `writer_rank`, `seq`, `n_events`, `experiment`,
+//! `run`, `source`, `software_version`, `scalar_names` (JSON list) and one `param.<name>` string per parameter.
+
+pub mod batch;
+pub mod bitshuffle;
+mod cxi;
+pub mod filters;
+pub mod h5image;
+mod lclstreamer_layout;
+pub mod read;
+
+use std::str::FromStr;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use batch::{Batch, EventRecord, Frame, Peaks, RunMeta};
+pub use filters::Compression;
+pub use read::read_batch;
+
+/// Errors building or reading an HDF5 batch image.
+#[derive(Debug, Error)]
+pub enum OutputError {
+    #[error("HDF5: {0}")]
+    Hdf5(#[from] hdf5::Error),
+    #[error("HDF5 call {0} failed")]
+    Hdf5Call(&'static str),
+    #[error("HDF5 filter registration: {0}")]
+    Filter(String),
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    #[error("message is not an HDF5 file image")]
+    NotHdf5,
+    #[error("compressing a frame chunk: {0}")]
+    Compress(#[from] std::io::Error),
+    #[error("malformed batch image: {0}")]
+    Malformed(String),
+}
+
+/// Dataset layout of a batch image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// CXI / CrystFEL: `/entry_1/data_1/data`, `/entry_1/result_1/peak*`, `/LCLS/*`.
+    #[default]
+    Cxi,
+    /// Python LCLStreamer style: one root dataset per source key.
+    Lclstreamer,
+}
+
+impl FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cxi" => Ok(Layout::Cxi),
+            "lclstreamer" => Ok(Layout::Lclstreamer),
+            _ => Err(format!("unknown layout {s:?} (cxi, lclstreamer)")),
+        }
+    }
+}
+
+/// Serialises `batch` into the bytes of an HDF5 file image.
+pub fn serialize(
+    batch: &Batch,
+    layout: Layout,
+    compression: Compression,
+) -> Result<Vec<u8>, OutputError> {
+    Serializer::default().serialize(batch, layout, compression)
+}
+
+/// Reusable serializer: keeps the per-frame compressed-chunk buffers between batches.
+#[derive(Default)]
+pub struct Serializer {
+    chunks: Vec<Vec<u8>>,
+    /// Minimum width of the peak datasets (grown to the largest peak count of a batch).
+    pub min_peak_width: usize,
+}
+
+/// What the layouts need after validation.
+pub(crate) struct Checked<'a> {
+    pub batch: &'a Batch,
+    /// `(ss, fs, elem_size, kind)` when the batch carries frames.
+    pub frames: Option<(usize, usize, usize, &'static str)>,
+    pub scalar_names: Vec<&'a str>,
+    pub peak_width: usize,
+}
+
+fn check(batch: &Batch, min_peak_width: usize) -> Result<Checked<'_>, OutputError> {
+    let bad = |m: String| Err(OutputError::InvalidBatch(m));
+    let Some(first) = batch.events.first() else {
+        return bad("batch has no events".into());
+    };
+    let frames = first
+        .frame
+        .as_ref()
+        .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
+    let scalar_names: Vec<&str> = first.scalars.iter().map(|(n, _)| n.as_str()).collect();
+    let mut peak_width = min_peak_width.max(1);
+    for (i, ev) in batch.events.iter().enumerate() {
+        let this = ev
+            .frame
+            .as_ref()
+            .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
+        if this != frames {
+            return bad(format!(
+                "event {i} (index {}) has frame {this:?}, event 0 has {frames:?}: all events of a batch \
+                 must carry frames of one shape and dtype, or none",
+                ev.event_index
+            ));
+        }
+        if let Some(f) = &ev.frame
+            && f.as_bytes().is_none()
+        {
+            return bad(format!("event {i}: frame array is not contiguous"));
+        }
+        let p = &ev.peaks;
+        if p.columns().iter().any(|(_, c)| c.len() != p.len()) {
+            return bad(format!("event {i}: peak columns have different lengths"));
+        }
+        peak_width = peak_width.max(p.len());
+        if ev.scalars.len() != scalar_names.len()
+            || ev
+                .scalars
+                .iter()
+                .zip(&scalar_names)
+                .any(|((a, _), b)| a != b)
+        {
+            return bad(format!(
+                "event {i}: scalar names differ from event 0's {scalar_names:?}"
+            ));
+        }
+    }
+    Ok(Checked {
+        batch,
+        frames,
+        scalar_names,
+        peak_width,
+    })
+}
+
+impl Serializer {
+    /// Serialises `batch` into the bytes of an HDF5 file image.
+    pub fn serialize(
+        &mut self,
+        batch: &Batch,
+        layout: Layout,
+        compression: Compression,
+    ) -> Result<Vec<u8>, OutputError> {
+        filters::register_filters().map_err(OutputError::Filter)?;
+        let checked = check(batch, self.min_peak_width)?;
+        let n = batch.events.len();
+        let mut frame_bytes = 0;
+        if let Some((_, _, es, _)) = checked.frames {
+            if self.chunks.len() < n {
+                self.chunks.resize_with(n, Vec::new);
+            }
+            self.chunks[..n]
+                .par_iter_mut()
+                .zip(&batch.events)
+                .try_for_each(|(buf, ev)| {
+                    buf.clear();
+                    let frame = ev
+                        .frame
+                        .as_ref()
+                        .and_then(|f| f.as_bytes())
+                        .expect("checked");
+                    compression.encode_chunk(frame, es, buf)
+                })?;
+            frame_bytes = self.chunks[..n].iter().map(Vec::len).sum::<usize>();
+        }
+        let file = h5image::create(frame_bytes + 256 * 1024)?;
+        write_root_attrs(&file, batch)?;
+        let chunks = &self.chunks[..if checked.frames.is_some() { n } else { 0 }];
+        match layout {
+            Layout::Cxi => cxi::write(&file, &checked, compression, chunks)?,
+            Layout::Lclstreamer => lclstreamer_layout::write(&file, &checked, compression, chunks)?,
+        }
+        let bytes = h5image::image(&file)?;
+        drop(file);
+        Ok(bytes)
+    }
+}
+
+fn write_root_attrs(file: &hdf5::File, batch: &Batch) -> Result<(), OutputError> {
+    use hdf5::types::VarLenUnicode;
+    let m = &batch.meta;
+    scalar_attr(file, "writer_rank", batch.writer_rank)?;
+    scalar_attr(file, "seq", batch.seq)?;
+    scalar_attr(file, "n_events", batch.events.len() as u64)?;
+    scalar_attr(file, "run", m.run)?;
+    let mut strs = vec![
+        ("experiment".to_string(), m.experiment.as_str()),
+        ("source".to_string(), m.source.as_str()),
+        ("software_version".to_string(), m.software_version.as_str()),
+    ];
+    let names: Vec<&str> = batch
+        .events
+        .first()
+        .map(|e| e.scalars.iter().map(|(n, _)| n.as_str()).collect())
+        .unwrap_or_default();
+    let names = serde_json::to_string(&names).expect("strings serialise");
+    strs.push(("scalar_names".to_string(), names.as_str()));
+    strs.extend(
+        m.parameters
+            .iter()
+            .map(|(k, v)| (format!("param.{k}"), v.as_str())),
+    );
+    for (name, value) in strs {
+        let v: VarLenUnicode = value
+            .parse()
+            .map_err(|e| OutputError::InvalidBatch(format!("attribute {name}: {e}")))?;
+        scalar_attr(file, &name, v)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn scalar_attr<T: hdf5::H5Type>(
+    loc: &hdf5::Location,
+    name: &str,
+    v: T,
+) -> Result<(), OutputError> {
+    loc.new_attr_builder()
+        .with_data(&ndarray::arr0(v))
+        .create(name)?;
+    Ok(())
+}
+
+/// Creates the frame dataset `(B, ss, fs)` with one frame per chunk and stores the compressed chunks.
+pub(crate) fn write_frames(
+    group: &hdf5::Group,
+    name: &str,
+    frames: (usize, usize, usize, &'static str),
+    compression: Compression,
+    chunks: &[Vec<u8>],
+) -> Result<hdf5::Dataset, OutputError> {
+    let (ss, fs, es, kind) = frames;
+    let b = chunks.len();
+    let builder = group.new_dataset_builder();
+    let mut builder = if kind == "float32" {
+        builder.empty::<f32>()
+    } else {
+        builder.empty::<u16>()
+    }
+    .shape([b, ss, fs])
+    .chunk([1, ss, fs]);
+    if let Some((id, cd)) = compression.pipeline(es) {
+        builder = builder.add_filter(id, &cd);
+    }
+    let ds = builder.create(name)?;
+    for (i, c) in chunks.iter().enumerate() {
+        h5image::write_chunk(&ds, &[i as u64, 0, 0], c)?;
+    }
+    Ok(ds)
+}
+
+/// The `(B,)` / `(B, W)` peak arrays of a batch.
+pub(crate) fn peak_arrays(
+    c: &Checked,
+) -> (
+    ndarray::Array1<i32>,
+    Vec<(&'static str, ndarray::Array2<f32>)>,
+) {
+    let b = c.batch.events.len();
+    let n = ndarray::Array1::from_iter(c.batch.events.iter().map(|e| e.peaks.len() as i32));
+    let names = c.batch.events[0].peaks.columns().map(|(name, _)| name);
+    let cols = names
+        .iter()
+        .enumerate()
+        .map(|(k, &name)| {
+            let mut a = ndarray::Array2::<f32>::zeros((b, c.peak_width));
+            for (i, ev) in c.batch.events.iter().enumerate() {
+                let col = ev.peaks.columns()[k].1;
+                a.row_mut(i)
+                    .slice_mut(ndarray::s![..col.len()])
+                    .assign(&ndarray::aview1(col));
+            }
+            (name, a)
+        })
+        .collect();
+    (n, cols)
+}

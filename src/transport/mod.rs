@@ -1,1 +1,84 @@
-//! Transport: NNG push sinks, file and spill sinks, and the `pull` consumer.
+//! Transport: sinks for serialised batches (NNG Push0, files, spill directory), the
+//! end-of-stream message, and the consumer side (`lclstreamer pull`, `lclstreamer push`).
+//!
+//! A sink receives each batch image with its [`MessageMeta`]; `finish` delivers what is queued,
+//! sends the end-of-stream message (NNG) and returns the counts.
+
+pub mod eos;
+pub mod file_sink;
+pub mod nng_sink;
+pub mod pull;
+pub mod spill;
+
+use thiserror::Error;
+
+pub use eos::EndOfStream;
+pub use file_sink::FileSink;
+pub use nng_sink::{Distribute, NngSink, NngSinkConfig, Policy, Role};
+pub use pull::{PullConfig, PullSummary, pull};
+pub use spill::push_dir;
+
+/// Identity of one message (one batch image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageMeta {
+    pub run: u32,
+    pub writer_rank: u32,
+    /// Sequence number of the batch within the writer's stream.
+    pub seq: u64,
+    /// Events in the batch.
+    pub events: u64,
+}
+
+/// What a sink did with the messages it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SinkStats {
+    /// Messages delivered (handed to a consumer connection or written as a file).
+    pub batches: u64,
+    pub events: u64,
+    pub bytes: u64,
+    /// Messages written to the spill directory instead (policy `spill`).
+    pub spilled: u64,
+    pub spilled_events: u64,
+    /// Messages dropped (policy `drop`).
+    pub dropped: u64,
+    pub dropped_events: u64,
+}
+
+/// A destination for batch images.
+pub trait Sink {
+    /// Delivers one batch image (or applies the sink's policy when nobody takes it).
+    fn send(&mut self, bytes: Vec<u8>, meta: &MessageMeta) -> Result<(), TransportError>;
+    /// Flushes, sends the end-of-stream message where the sink has one, and reports counts.
+    fn finish(&mut self) -> Result<SinkStats, TransportError>;
+}
+
+/// Transport errors.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("NNG {what} {url}: {source}")]
+    Nng {
+        what: &'static str,
+        url: String,
+        source: nng::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("sink already finished")]
+    Finished,
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+impl TransportError {
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        TransportError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

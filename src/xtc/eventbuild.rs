@@ -1,0 +1,143 @@
+//! Event building across streams on the exact `sec << 32 | nsec` key, as psana does: take the
+//! smallest key among the streams' next datagrams and join every stream whose next datagram
+//! has it. Transitions belong in every stream; L1Accepts may come from a subset (mixed rates).
+//! Nothing is dropped: a transition or event missing an expected stream is returned flagged.
+
+use super::error::XtcError;
+use super::header::TransitionId;
+use super::index::IndexEntry;
+
+/// One stream's contribution to an event.
+#[derive(Debug, Clone)]
+pub struct EventPart {
+    /// Index of the stream in the builder's list.
+    pub stream: usize,
+    pub entry: IndexEntry,
+}
+
+/// One built event (an L1Accept or a transition) with the streams that took part.
+#[derive(Debug, Clone)]
+pub struct BuiltEvent {
+    pub timestamp: u64,
+    pub service: TransitionId,
+    pub parts: Vec<EventPart>,
+    /// Streams expected here but absent (every stream for transitions).
+    pub missing: Vec<usize>,
+}
+
+impl BuiltEvent {
+    /// True when every expected stream contributed.
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// The contribution of `stream`, if any.
+    pub fn part(&self, stream: usize) -> Option<&EventPart> {
+        self.parts.iter().find(|p| p.stream == stream)
+    }
+}
+
+/// Counts kept while building.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BuildStats {
+    pub events: u64,
+    pub transitions: u64,
+    pub incomplete_events: u64,
+    pub incomplete_transitions: u64,
+}
+
+/// Merges per-stream index iterators into events in timestamp order.
+pub struct EventBuilder<I: Iterator<Item = Result<IndexEntry, XtcError>>> {
+    streams: Vec<I>,
+    heads: Vec<Option<IndexEntry>>,
+    expected: Vec<bool>,
+    stats: BuildStats,
+}
+
+impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
+    /// A builder over `streams`; `expected[i]` says whether an L1Accept without stream `i` is
+    /// incomplete (e.g. the streams carrying the segments of the detector being processed).
+    pub fn new(streams: Vec<I>, expected: Vec<bool>) -> Self {
+        let n = streams.len();
+        let mut expected = expected;
+        expected.resize(n, false);
+        Self {
+            streams,
+            heads: (0..n).map(|_| None).collect(),
+            expected,
+            stats: BuildStats::default(),
+        }
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> BuildStats {
+        self.stats
+    }
+
+    /// The underlying stream `i` (for chunk tables, lookups, truncations).
+    pub fn stream(&self, i: usize) -> Option<&I> {
+        self.streams.get(i)
+    }
+
+    /// Number of streams.
+    pub fn num_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The next event or transition, `None` when every stream is exhausted.
+    pub fn next_event(&mut self) -> Result<Option<BuiltEvent>, XtcError> {
+        let mut key: Option<(u64, bool)> = None;
+        for (s, head) in self.streams.iter_mut().zip(&mut self.heads) {
+            if head.is_none() {
+                *head = s.next().transpose()?;
+            }
+            if let Some(e) = head {
+                // Transitions sort before L1Accepts of the same key.
+                let k = (e.header.timestamp, !e.service().is_transition());
+                if key.is_none_or(|m| k < m) {
+                    key = Some(k);
+                }
+            }
+        }
+        let Some((ts, is_l1)) = key else {
+            return Ok(None);
+        };
+        let mut parts = Vec::new();
+        let mut service = TransitionId::L1Accept;
+        for (i, head) in self.heads.iter_mut().enumerate() {
+            if head
+                .as_ref()
+                .is_some_and(|e| e.header.timestamp == ts && e.service().is_transition() != is_l1)
+            {
+                let entry = head.take().expect("checked above");
+                service = entry.service();
+                parts.push(EventPart { stream: i, entry });
+            }
+        }
+        let missing: Vec<usize> = (0..self.streams.len())
+            .filter(|i| parts.iter().all(|p| p.stream != *i))
+            .filter(|i| !is_l1 || self.expected[*i])
+            .collect();
+        if is_l1 {
+            self.stats.events += 1;
+            self.stats.incomplete_events += u64::from(!missing.is_empty());
+        } else {
+            self.stats.transitions += 1;
+            self.stats.incomplete_transitions += u64::from(!missing.is_empty());
+        }
+        Ok(Some(BuiltEvent {
+            timestamp: ts,
+            service,
+            parts,
+            missing,
+        }))
+    }
+}
+
+impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> Iterator for EventBuilder<I> {
+    type Item = Result<BuiltEvent, XtcError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event().transpose()
+    }
+}
