@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use lclstreamer::algo::spots::{SplitMix64, SpotRecipe, TrueSpot, score, synth_frame};
 use lclstreamer::algo::{PeakFinder8, PeakList, Pf8Params};
-use lclstreamer::detector::CommonModeParams;
 use lclstreamer::detector::synthetic::epix10k2m_case;
+use lclstreamer::detector::{Calibrator, CommonModeParams};
 use lclstreamer::detector::{Geometry, SlabLayout};
 use ndarray::{Array1, Array2, Array3};
 use ndarray_npy::WriteNpyExt as _;
@@ -56,8 +56,34 @@ fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
+/// Single-core memory bandwidth in GB/s: (read-only sum, copy counted as read + write).
+fn bandwidth() -> (f64, f64) {
+    let n = 64 << 20; // 256 MiB of f32
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let (mut best_read, mut best_copy) = (0.0f64, 0.0f64);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut acc = [0.0f32; 16];
+        for ch in src.chunks_exact(16) {
+            for j in 0..16 {
+                acc[j] += ch[j];
+            }
+        }
+        std::hint::black_box(acc);
+        best_read = best_read.max((n * 4) as f64 / t.elapsed().as_secs_f64() / 1e9);
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&dst);
+        best_copy = best_copy.max((n * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    (best_read, best_copy)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    let (bw_read, bw_copy) = bandwidth();
+    println!("memory_bandwidth_gb_s read {bw_read:.1} copy(read+write) {bw_copy:.1}");
     let layout = SlabLayout::EPIX10K2M;
     let geom = Geometry::synthetic_epix10k2m(0.37, -0.61);
     let pix_r = geom.radius_map();
@@ -68,6 +94,7 @@ fn main() -> anyhow::Result<()> {
     // Calibration: raw ePix10ka frames from synthetic constants.
     let mut out = vec![0.0f32; n];
     let mut cal_ms = Vec::new();
+    let mut base_case = None;
     for (label, cm) in [
         ("no common mode", None),
         ("cm (7,1,100,10) rows", Some([7.0, 1.0, 100.0, 10.0])),
@@ -79,7 +106,9 @@ fn main() -> anyhow::Result<()> {
             break;
         }
         let cm = cm.and_then(|c| CommonModeParams::from_psana(&c));
-        let mut case = epix10k2m_case(args.frames.min(4), 7, cm)?;
+        let case = base_case.get_or_insert_with(|| epix10k2m_case(args.frames.min(4), 7, None));
+        let case = case.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
+        case.calibrator = Calibrator::epix10ka(&case.constants, &case.configs, None, cm)?;
         let mut times = Vec::new();
         for rep in 0..args.reps + 1 {
             for raw in &case.raw_frames {
