@@ -425,3 +425,69 @@ fn calibrator_rejects_mismatched_inputs() {
     assert!(cal.calibrate_slab(&raw[1..], &mut out).is_err());
     assert!(cal.calibrate(&[&raw[..10]], &mut out).is_err());
 }
+
+#[test]
+fn constants_from_one_hdf5_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jungfrau_constants.h5");
+    let shape = [3usize, 1, 512, 1024];
+    {
+        let f = hdf5::File::create(&path).unwrap();
+        let g = f.create_group("calib").unwrap();
+        let ped = ndarray::ArrayD::<f32>::from_elem(shape.to_vec(), 1000.5);
+        g.new_dataset_builder()
+            .with_data(&ped)
+            .create("pedestals")
+            .unwrap();
+        let off = ndarray::ArrayD::<f64>::from_elem(shape.to_vec(), 2.0);
+        g.new_dataset_builder()
+            .with_data(&off)
+            .create("pixel_offset")
+            .unwrap();
+        let gain = ndarray::ArrayD::<f32>::from_elem(vec![3, 1, 512, 1000], 40.0);
+        g.new_dataset_builder()
+            .with_data(&gain)
+            .create("pixel_gain")
+            .unwrap();
+        let status = ndarray::ArrayD::<u8>::zeros(shape.to_vec());
+        g.new_dataset_builder()
+            .with_data(&status)
+            .create("pixel_status")
+            .unwrap();
+    }
+    let err = GainConstants::load_hdf5(&path, Some("calib"), 3, 1, 512, 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("jungfrau_constants.h5:/calib/pixel_gain"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[3, 1, 512, 1024]") && err.contains("[3, 1, 512, 1000]"),
+        "{err}"
+    );
+    {
+        let f = hdf5::File::open_rw(&path).unwrap();
+        let g = f.group("calib").unwrap();
+        g.unlink("pixel_gain").unwrap();
+        let gain = ndarray::ArrayD::<f32>::from_elem(shape.to_vec(), 40.0);
+        g.new_dataset_builder()
+            .with_data(&gain)
+            .create("pixel_gain")
+            .unwrap();
+    }
+    let c = GainConstants::load_hdf5(&path, Some("calib"), 3, 1, 512, 1024).unwrap();
+    assert_eq!(c.pedestals[0], 1002.5);
+    assert_eq!(c.pixel_gain[1], 40.0);
+    let err = GainConstants::load_hdf5(&path, None, 3, 1, 512, 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("jungfrau_constants.h5:/pedestals") && err.contains("no such dataset"),
+        "{err}"
+    );
+    let err = GainConstants::load_hdf5(&dir.path().join("missing.h5"), None, 3, 1, 512, 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing.h5"), "{err}");
+}
