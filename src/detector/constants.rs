@@ -195,7 +195,12 @@ impl GainConstants {
             None => file.group("/").map_err(|e| fmt(e.to_string()))?,
         };
         let read = |name: &str| -> Result<Option<(PathBuf, ArrayD<f64>)>, ConstantsError> {
-            let label = PathBuf::from(format!("{}:{}/{name}", path.display(), root.name()));
+            let gname = root.name();
+            let label = PathBuf::from(format!(
+                "{}:{}/{name}",
+                path.display(),
+                gname.trim_end_matches('/')
+            ));
             if !root.link_exists(name) {
                 if name == "pedestals" || name == "pixel_gain" {
                     return Err(ConstantsError::Open {
