@@ -1,7 +1,8 @@
 //! Times calibration and peakfinder8 on synthetic ePix10k2M frames (release build, one core),
 //! and scores peakfinder8 against the synthetic truth.
 //!
-//! `cargo run --release --example bench_kernels -- [--frames N] [--reps N] [--threads N] [--dump DIR]`
+//! `cargo run --release --example bench_kernels -- [--frames N] [--reps N] [--dump DIR]
+//! [--skip-calib] [--om-bit-exact]`
 //!
 //! With `--dump DIR` it also writes `frames.npy` (f32, N×5632×384), `pix_r.npy`, `mask.npy`
 //! (i8, radius window folded in), `params.json` and `rust_peaks.json` for `scripts/bench-kernels`.
@@ -24,6 +25,7 @@ struct Args {
     reps: usize,
     dump: Option<PathBuf>,
     skip_calib: bool,
+    om_bit_exact: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -32,6 +34,7 @@ fn parse_args() -> anyhow::Result<Args> {
         reps: 5,
         dump: None,
         skip_calib: false,
+        om_bit_exact: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -41,6 +44,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--reps" => a.reps = val()?.parse()?,
             "--dump" => a.dump = Some(PathBuf::from(val()?)),
             "--skip-calib" => a.skip_calib = true,
+            "--om-bit-exact" => a.om_bit_exact = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -89,7 +93,10 @@ fn main() -> anyhow::Result<()> {
     let pix_r = geom.radius_map();
     let (h, w) = (layout.height(), layout.width());
     let n = layout.len();
-    let params = Pf8Params::default();
+    let params = Pf8Params {
+        om_bit_exact: args.om_bit_exact,
+        ..Pf8Params::default()
+    };
 
     // Calibration: raw ePix10ka frames from synthetic constants.
     let mut out = vec![0.0f32; n];
@@ -169,6 +176,19 @@ fn main() -> anyhow::Result<()> {
         "radial statistics: exactly gathered pixels {:.4}, candidates outside the windows {}",
         pf.radial_stats().gathered_fraction(),
         pf.radial_stats().num_candidates()
+    );
+    let unmasked = pf.effective_mask().iter().filter(|&&m| m != 0).count();
+    let pf_bytes = n * 4 + unmasked * 2;
+    let cal_bytes = n * (2 + 8 + 4 + 4) + n / 5;
+    println!(
+        "bytes_per_frame peakfinder8 {:.1} MB (frame f32 + 2 B/unmasked pixel of bin-sorted index) -> {:.1} GB/s at the median",
+        pf_bytes as f64 / 1e6,
+        pf_bytes as f64 / pf_ms / 1e6
+    );
+    println!(
+        "bytes_per_frame calibration {:.1} MB (raw u16, pedestal+gain f32, output f32 + write-allocate, ~18% of a second gain table) -> {:.1} GB/s at the no-common-mode median",
+        cal_bytes as f64 / 1e6,
+        cal_ms.first().map_or(0.0, |c| cal_bytes as f64 / c.2 / 1e6)
     );
     println!(
         "synthetic_truth precision {:.4} recall {:.4} (found {found}, matched {matched}, true {total}, match <= 1.5 px)",

@@ -29,7 +29,8 @@ pub struct Pf8Params {
     pub min_res: f32,
     /// Inclusive upper radius limit, pixels.
     pub max_res: f32,
-    /// Reproduce OM's stale list-slot read during growth (see the reference note); off = clean.
+    /// Reproduce OM bit for bit: its f32 five-pass radial statistics (slower) and its stale
+    /// list-slot read during growth (see the reference note). Off: f64 statistics, clean growth.
     #[serde(default)]
     pub om_bit_exact: bool,
 }
@@ -271,7 +272,11 @@ impl PeakFinder8 {
         }
         out.peaks.clear();
         out.num_found = 0;
-        self.stats.compute(data);
+        if self.params.om_bit_exact {
+            self.stats.compute_om_f32(data, &self.bins);
+        } else {
+            self.stats.compute(data);
+        }
 
         let SlabLayout {
             asic_nx, asic_ny, ..

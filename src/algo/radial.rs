@@ -232,6 +232,56 @@ impl RadialStats {
         self.have_window = true;
     }
 
+    /// OM's computation literally: five full passes in slab order with f32 sums, so `offset`
+    /// and the thresholds are bit-identical to OM's (several times slower than [`Self::compute`]).
+    pub fn compute_om_f32(&mut self, data: &[f32], bins: &[u16]) {
+        let nb = self.nbins;
+        let mut sum = vec![0.0f32; nb + 1];
+        let mut sum2 = vec![0.0f32; nb + 1];
+        for b in 0..nb {
+            self.lthr[b] = -1e9;
+            self.rthr[b] = 1e9;
+            self.full[b] = true;
+        }
+        self.cands.clear();
+        for _ in 0..ITERATIONS {
+            sum.iter_mut().for_each(|x| *x = 0.0);
+            sum2.iter_mut().for_each(|x| *x = 0.0);
+            self.count.iter_mut().for_each(|x| *x = 0);
+            for (&v, &b) in data.iter().zip(bins) {
+                let b = b as usize;
+                if b < nb && v < self.rthr[b] && v > self.lthr[b] {
+                    sum[b] += v;
+                    sum2[b] += v * v;
+                    self.count[b] += 1;
+                }
+            }
+            for b in 0..nb {
+                if self.count[b] == 0 {
+                    self.offset[b] = 0.0;
+                    self.sigma[b] = 0.0;
+                    self.rthr[b] = f32::MAX;
+                    self.lthr[b] = f32::MIN_POSITIVE;
+                } else {
+                    let n = self.count[b] as f32;
+                    let mu = sum[b] / n;
+                    let var = sum2[b] / n - mu * mu;
+                    let sigma = if var >= 0.0 { var.sqrt() } else { var };
+                    self.offset[b] = mu;
+                    self.sigma[b] = sigma;
+                    let r = mu + self.min_snr * sigma;
+                    self.rthr[b] = if r < self.adc_threshold {
+                        self.adc_threshold
+                    } else {
+                        r
+                    };
+                    self.lthr[b] = mu - self.min_snr * sigma;
+                }
+            }
+        }
+        self.have_window = false;
+    }
+
     /// Forgets the window learned from earlier frames (the next frame is gathered exactly).
     pub fn reset_window(&mut self) {
         self.have_window = false;
