@@ -58,6 +58,7 @@ pub struct RadialStats {
     blocks: Vec<Block>,
     lane_acc: Vec<[[f32; 8]; 2]>,
     tile: Vec<f32>,
+    om_sums: Vec<[f32; 2]>,
 }
 
 /// Most rows of an ASIC handled together (whole ASICs for ePix10ka and Jungfrau): the tile
@@ -180,6 +181,7 @@ impl RadialStats {
             blocks,
             lane_acc: vec![[[0.0; 8]; 2]; nbins + 1],
             tile: vec![0.0; layout.asic_nx * band_rows],
+            om_sums: Vec::new(),
         }
     }
 
@@ -236,8 +238,8 @@ impl RadialStats {
     /// and the thresholds are bit-identical to OM's (several times slower than [`Self::compute`]).
     pub fn compute_om_f32(&mut self, data: &[f32], bins: &[u16]) {
         let nb = self.nbins;
-        let mut sum = vec![0.0f32; nb + 1];
-        let mut sum2 = vec![0.0f32; nb + 1];
+        let mut sums = std::mem::take(&mut self.om_sums);
+        sums.resize(nb + 1, [0.0; 2]);
         for b in 0..nb {
             self.lthr[b] = -1e9;
             self.rthr[b] = 1e9;
@@ -245,14 +247,13 @@ impl RadialStats {
         }
         self.cands.clear();
         for _ in 0..ITERATIONS {
-            sum.iter_mut().for_each(|x| *x = 0.0);
-            sum2.iter_mut().for_each(|x| *x = 0.0);
+            sums.iter_mut().for_each(|x| *x = [0.0; 2]);
             self.count.iter_mut().for_each(|x| *x = 0);
             for (&v, &b) in data.iter().zip(bins) {
                 let b = b as usize;
                 if b < nb && v < self.rthr[b] && v > self.lthr[b] {
-                    sum[b] += v;
-                    sum2[b] += v * v;
+                    sums[b][0] += v;
+                    sums[b][1] += v * v;
                     self.count[b] += 1;
                 }
             }
@@ -264,8 +265,8 @@ impl RadialStats {
                     self.lthr[b] = f32::MIN_POSITIVE;
                 } else {
                     let n = self.count[b] as f32;
-                    let mu = sum[b] / n;
-                    let var = sum2[b] / n - mu * mu;
+                    let mu = sums[b][0] / n;
+                    let var = sums[b][1] / n - mu * mu;
                     let sigma = if var >= 0.0 { var.sqrt() } else { var };
                     self.offset[b] = mu;
                     self.sigma[b] = sigma;
@@ -279,6 +280,7 @@ impl RadialStats {
                 }
             }
         }
+        self.om_sums = sums;
         self.have_window = false;
     }
 
