@@ -257,7 +257,7 @@ impl RadialStats {
                     self.count[b] += 1;
                 }
             }
-            for b in 0..nb {
+            for (b, &[sum, sum2]) in sums[..nb].iter().enumerate() {
                 if self.count[b] == 0 {
                     self.offset[b] = 0.0;
                     self.sigma[b] = 0.0;
@@ -265,8 +265,8 @@ impl RadialStats {
                     self.lthr[b] = f32::MIN_POSITIVE;
                 } else {
                     let n = self.count[b] as f32;
-                    let mu = sums[b][0] / n;
-                    let var = sums[b][1] / n - mu * mu;
+                    let mu = sum / n;
+                    let var = sum2 / n - mu * mu;
                     let sigma = if var >= 0.0 { var.sqrt() } else { var };
                     self.offset[b] = mu;
                     self.sigma[b] = sigma;
