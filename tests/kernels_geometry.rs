@@ -49,7 +49,7 @@ fn parses_defaults_vectors_and_computes_om_radius() {
         30.0 + 5.0 * 0.999993 - 2.0 * 0.003266,
         -40.0 - 5.0 * 0.003266 - 2.0 * 0.999993,
     );
-    let want = ((x * x + y * y) as f64).sqrt() as f32;
+    let want = (x * x + y * y).sqrt() as f32;
     assert!((r[(176 + 5) * 192 + 2] - want).abs() < 1e-4);
 
     // Written and read back: same panels, same radius map.
