@@ -45,7 +45,7 @@ fn parses_defaults_vectors_and_computes_om_radius() {
     // Panel 0 pixel (ss 3, fs 7): x = -10.5 + 7, y = 20.25 - 3 (index convention, no +0.5).
     let want = ((7.0f64 - 10.5).powi(2) + (20.25f64 - 3.0).powi(2)).sqrt() as f32;
     assert_eq!(r[3 * 192 + 7], want);
-    let (x, y) = (
+    let (x, y): (f64, f64) = (
         30.0 + 5.0 * 0.999993 - 2.0 * 0.003266,
         -40.0 - 5.0 * 0.003266 - 2.0 * 0.999993,
     );
