@@ -164,6 +164,44 @@ fn main() -> anyhow::Result<()> {
         matched += m;
         total += t.len();
     }
+    // Jungfrau 4M (4096x1024, 256x256 ASICs), same recipe scaled to its size.
+    let jgeom = Geometry::synthetic_jungfrau4m(0.41, -0.27);
+    let jl = SlabLayout::JUNGFRAU4M;
+    let jr = jgeom.radius_map();
+    let jparams = Pf8Params {
+        min_res: 10.0,
+        max_res: 1000.0,
+        adc_threshold: 250.0,
+        minimum_snr: 6.0,
+        min_pixel_count: 2,
+        ..params
+    };
+    let mut jpf = PeakFinder8::from_geometry(jparams, &jgeom, "jungfrau4m", None)?;
+    let mut jframes = Vec::new();
+    for _ in 0..2 {
+        let mut f = vec![0.0f32; jl.len()];
+        let rec = SpotRecipe {
+            min_r: 20.0,
+            max_r: 1000.0,
+            min_intensity: 1500.0,
+            max_intensity: 6000.0,
+            ..recipe
+        };
+        synth_frame(jl, &jr, &rec, &mut rng, &mut f);
+        jframes.push(f);
+    }
+    let mut jpeaks = PeakList::with_capacity(2048);
+    let mut jt = Vec::new();
+    for rep in 0..args.reps + 1 {
+        for f in &jframes {
+            let t = Instant::now();
+            jpf.find(f, &mut jpeaks)?;
+            if rep > 0 {
+                jt.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+
     println!(
         "frames {} x reps {} on {}x{} ePix10k2M slab",
         args.frames, args.reps, h, w
@@ -172,6 +210,13 @@ fn main() -> anyhow::Result<()> {
         println!("calibration_ms_per_frame {ms:.3}  (best {best:.3})  [{label}]");
     }
     println!("peakfinder8_ms_per_frame {pf_ms:.3}  (best {pf_min:.3})");
+    println!(
+        "peakfinder8_jungfrau4m_ms_per_frame {:.3}  (best {:.3}; 4096x1024 slab, 2 synthetic frames; gathered {:.4}, candidates {})",
+        median(&mut jt),
+        min(&jt),
+        jpf.radial_stats().gathered_fraction(),
+        jpf.radial_stats().num_candidates()
+    );
     println!(
         "radial statistics: exactly gathered pixels {:.4}, candidates outside the windows {}",
         pf.radial_stats().gathered_fraction(),

@@ -237,6 +237,19 @@ impl PeakFinder8 {
         })
     }
 
+    /// Set up from a CrystFEL geometry: the slab layout as OM derives it and the radius map.
+    pub fn from_geometry(
+        params: Pf8Params,
+        geometry: &crate::detector::Geometry,
+        geometry_name: &str,
+        mask: Option<&[u8]>,
+    ) -> Result<PeakFinder8, Pf8Error> {
+        let layout = geometry
+            .layout(geometry_name)
+            .map_err(|e| Pf8Error::Param(e.to_string()))?;
+        PeakFinder8::new(params, layout, &geometry.radius_map(), mask)
+    }
+
     /// The parameters in use.
     pub fn params(&self) -> &Pf8Params {
         &self.params
