@@ -5,8 +5,11 @@
 //! `roles` ties them into the SPMD job; `synth` makes synthetic runs.
 
 pub mod algo;
+pub mod config;
 pub mod detector;
+pub mod eval;
 pub mod inspect;
+pub mod job;
 pub mod output;
 pub mod synth;
 pub mod transport;

@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 use lclstreamer::inspect;
+use lclstreamer::synth::{self, DetectorModel, SynthParams};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,6 +28,48 @@ enum Command {
         /// Also decode the first N events.
         #[arg(long, default_value_t = 0)]
         events: usize,
+    },
+    /// Run the SPMD job (under mpirun/srun, or alone): read, calibrate, find peaks, stream.
+    Run {
+        /// The YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Experiment (overrides source.exp).
+        #[arg(long)]
+        exp: Option<String>,
+        /// Run number (overrides source.run).
+        #[arg(long)]
+        run: Option<u32>,
+        /// Data root (overrides source.root).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Stop after this many events (overrides source.max_events).
+        #[arg(long)]
+        max_events: Option<u64>,
+        /// Write the summary as JSON here.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Score received batch files against a synthetic run's ground truth (truth.jsonl).
+    Score {
+        /// The truth file written by `synth`.
+        #[arg(long)]
+        truth: PathBuf,
+        /// Directory of received .h5 batch files.
+        #[arg(long)]
+        batches: PathBuf,
+        /// Spots at least this bright (integrated keV) count as well above noise.
+        #[arg(long, default_value_t = 200.0)]
+        bright_kev: f64,
+        /// Match distance in pixels.
+        #[arg(long, default_value_t = 2.0)]
+        max_dist: f64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Receive batch images over NNG until every producer's end-of-stream arrived; verify counts.
     Pull {
@@ -62,6 +105,39 @@ enum Command {
         #[arg(long)]
         delete: bool,
     },
+    /// Write a synthetic S3DF-style run with calibration constants, geometry and ground truth.
+    Synth(SynthArgs),
+}
+
+#[derive(clap::Args)]
+struct SynthArgs {
+    /// Data root: the run goes to DIR/<hutch>/<exp>/xtc, side products to DIR/<hutch>/<exp>/synth/rRRRR.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Experiment name (its first three letters are the hutch).
+    #[arg(long)]
+    exp: String,
+    /// Run number.
+    #[arg(long)]
+    run: u32,
+    /// epix10k2M or jungfrau4M.
+    #[arg(long)]
+    detector: DetectorModel,
+    /// Number of L1Accept events.
+    #[arg(long, default_value_t = 1000)]
+    events: u64,
+    /// Number of streams the detector's segments are split over.
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fraction of events with Bragg spots.
+    #[arg(long, default_value_t = 0.3)]
+    hit_rate: f64,
+    /// Start a new chunk at the first Enable after a chunk exceeds this many bytes.
+    #[arg(long, default_value_t = 2 << 30)]
+    chunk_bytes: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +156,45 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{}", inspect::render_text(&summary));
+            }
+        }
+        Command::Run {
+            config,
+            exp,
+            run,
+            root,
+            max_events,
+            summary,
+            quiet,
+        } => {
+            let mut cfg = match lclstreamer::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("lclstreamer: {e:#}");
+                    std::process::exit(1);
+                }
+            };
+            cfg.apply(&lclstreamer::config::Overrides {
+                exp,
+                run,
+                root,
+                max_events,
+            });
+            let code = lclstreamer::job::run(cfg, lclstreamer::job::RunOptions { quiet, summary });
+            std::process::exit(code);
+        }
+        Command::Score {
+            truth,
+            batches,
+            bright_kev,
+            max_dist,
+            json,
+        } => {
+            let s = lclstreamer::eval::score_dir(&truth, &batches, bright_kev, max_dist)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", s.render());
             }
         }
         Command::Pull {
@@ -121,6 +236,32 @@ fn main() -> anyhow::Result<()> {
                 stats.events,
                 stats.bytes,
                 dir.display()
+            );
+        }
+        Command::Synth(a) => {
+            let params = SynthParams {
+                out: a.out,
+                exp: a.exp,
+                run: a.run,
+                detector: a.detector,
+                events: a.events,
+                streams: a.streams,
+                seed: a.seed,
+                hit_rate: a.hit_rate,
+                chunk_bytes: a.chunk_bytes,
+            };
+            let t0 = std::time::Instant::now();
+            let s = synth::generate(&params)?;
+            eprintln!(
+                "synth: {} events ({} hits, {} spots), {} streams, chunks {:?}, {} files in {:.2} s; side products in {}",
+                s.events,
+                s.hits,
+                s.spots,
+                params.streams,
+                s.chunks,
+                s.xtc_files.len(),
+                t0.elapsed().as_secs_f64(),
+                s.side_dir.display()
             );
         }
     }

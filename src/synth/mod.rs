@@ -1,1 +1,446 @@
-//! Synthetic runs: detector frames, calibration constants, geometry and ground truth.
+//! Synthetic runs: S3DF-style XTC2 streams of an ePix10k2M or Jungfrau 4M encoded as the
+//! hardware does, with the calibration constants, CrystFEL geometry and ground truth that make
+//! them a test bench for calibration, peak finding and hit finding.
+//!
+//! Everything is a pure function of the parameters and the seed: the constants, each event's
+//! truth (seeded by (seed, event)) and each segment's noise (seeded by (seed, event, segment)),
+//! so the parallel generation writes identical bytes whatever the thread count.
+
+pub mod constants;
+pub mod detector_spec;
+pub mod encode;
+pub mod random;
+pub mod run;
+pub mod scene;
+
+pub use constants::{BadPixel, SynthConstants};
+pub use detector_spec::{DetectorModel, DetectorSpec};
+pub use encode::{Noise, encode_segment};
+pub use scene::{EventScene, Scene, SceneParams, TruthSpot};
+
+use crate::xtc::XtcError;
+use crate::xtc::run::{FileName, xtc_dir};
+use rayon::prelude::*;
+use run::{Clock, RunWriter, stream_segments};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Errors of `synth`.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("invalid synth parameters: {0}")]
+    Invalid(String),
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error(transparent)]
+    Xtc(#[from] XtcError),
+    #[error("building a datagram: {0}")]
+    Format(#[from] crate::xtc::FormatError),
+    #[error("{0}: already exists; synth never overwrites a run (choose another --run or --out)")]
+    Exists(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
+    move |err| SynthError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+/// A file written under `<name>.tmp` and renamed into place by [`AtomicFile::commit`].
+pub struct AtomicFile {
+    out: BufWriter<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file for `path`.
+    pub fn create(path: &Path) -> Result<AtomicFile, SynthError> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        Ok(AtomicFile {
+            out: BufWriter::with_capacity(1 << 20, f),
+            tmp,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The writer.
+    pub fn writer(&mut self) -> &mut BufWriter<File> {
+        &mut self.out
+    }
+
+    /// Flushes, syncs and renames to the final name.
+    pub fn commit(self) -> Result<PathBuf, SynthError> {
+        let tmp = self.tmp;
+        let f = self.out.into_inner().map_err(|e| SynthError::Io {
+            path: tmp.clone(),
+            err: e.into_error(),
+        })?;
+        f.sync_data().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+        Ok(self.path)
+    }
+}
+
+/// Writes `path` atomically with `f`.
+pub fn atomic_write_with(
+    path: &Path,
+    f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), SynthError> {
+    let mut a = AtomicFile::create(path)?;
+    f(a.writer()).map_err(io_err(path))?;
+    a.commit()?;
+    Ok(())
+}
+
+/// What to generate.
+#[derive(Debug, Clone, Serialize)]
+pub struct SynthParams {
+    /// Data root; the run goes to `<out>/<hutch>/<exp>/xtc`.
+    pub out: PathBuf,
+    pub exp: String,
+    pub run: u32,
+    pub detector: DetectorModel,
+    pub events: u64,
+    pub streams: usize,
+    pub seed: u64,
+    /// Fraction of events with Bragg spots.
+    pub hit_rate: f64,
+    /// A stream starts a new chunk at the first Enable after its chunk exceeds this size.
+    pub chunk_bytes: u64,
+}
+
+impl SynthParams {
+    /// Defaults for everything but the location and identity of the run.
+    pub fn new(out: &Path, exp: &str, run: u32, detector: DetectorModel) -> SynthParams {
+        SynthParams {
+            out: out.to_path_buf(),
+            exp: exp.to_string(),
+            run,
+            detector,
+            events: 1000,
+            streams: detector.spec().nsegs.min(4),
+            seed: 1,
+            hit_rate: 0.3,
+            chunk_bytes: 2 << 30,
+        }
+    }
+
+    fn validate(&self) -> Result<(), SynthError> {
+        let bad = |m: String| Err(SynthError::Invalid(m));
+        if self.exp.len() < 3 || !self.exp.bytes().all(|c| c.is_ascii_alphanumeric()) {
+            return bad(format!(
+                "experiment {:?} must be at least 3 letters/digits (the hutch is its first three)",
+                self.exp
+            ));
+        }
+        let nsegs = self.detector.spec().nsegs;
+        if self.streams == 0 || self.streams > nsegs {
+            return bad(format!(
+                "--streams {} must be between 1 and {nsegs} ({} has {nsegs} segments)",
+                self.streams, self.detector
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.hit_rate) {
+            return bad(format!("--hit-rate {} must be in [0, 1]", self.hit_rate));
+        }
+        if self.chunk_bytes == 0 {
+            return bad("--chunk-bytes must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// `<out>/<hutch>/<exp>/xtc`.
+    pub fn xtc_dir(&self) -> PathBuf {
+        xtc_dir(&self.out, &self.exp)
+    }
+
+    /// `<out>/<hutch>/<exp>/synth/r<RRRR>`: constants, geometry, truth, summary.
+    pub fn side_dir(&self) -> PathBuf {
+        self.xtc_dir()
+            .parent()
+            .unwrap_or(&self.out)
+            .join("synth")
+            .join(format!("r{:04}", self.run))
+    }
+}
+
+/// What `generate` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct SynthSummary {
+    pub xtc_files: Vec<PathBuf>,
+    pub side_dir: PathBuf,
+    pub side_files: Vec<PathBuf>,
+    pub events: u64,
+    pub hits: u64,
+    pub spots: u64,
+    pub bad_pixels: usize,
+    /// Chunks per stream.
+    pub chunks: Vec<u32>,
+    /// Datagrams per stream.
+    pub dgrams_per_stream: u64,
+    pub first_timestamp: u64,
+    pub last_timestamp: u64,
+}
+
+#[derive(Serialize)]
+struct TruthLine<'a> {
+    timestamp: u64,
+    #[serde(flatten)]
+    scene: &'a EventScene,
+}
+
+fn check_fresh(p: &SynthParams) -> Result<(), SynthError> {
+    let dir = p.xtc_dir();
+    for d in [dir.clone(), dir.join("smalldata")] {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if let Some(f) = name.to_str().and_then(FileName::parse)
+                && f.exp == p.exp
+                && f.run == p.run
+            {
+                return Err(SynthError::Exists(e.path()));
+            }
+        }
+    }
+    let side = p.side_dir();
+    if side.exists() {
+        return Err(SynthError::Exists(side));
+    }
+    Ok(())
+}
+
+/// Writes the run, constants, geometry and truth described by `p` (all noise on, default scene).
+pub fn generate(p: &SynthParams) -> Result<SynthSummary, SynthError> {
+    generate_with(p, SceneParams::default(), Noise::ALL)
+}
+
+/// Events rendered together (one raw frame buffer each, two batches alive).
+fn batch_size(spec: &DetectorSpec) -> usize {
+    (64 << 20) / (2 * spec.frame_len()).max(1)
+}
+
+/// [`generate`] with an explicit scene recipe and noise model.
+pub fn generate_with(
+    p: &SynthParams,
+    scene_params: SceneParams,
+    noise: Noise,
+) -> Result<SynthSummary, SynthError> {
+    p.validate()?;
+    check_fresh(p)?;
+    let spec = p.detector.spec();
+    let side = p.side_dir();
+    std::fs::create_dir_all(&side).map_err(io_err(&side))?;
+    let constants = SynthConstants::generate(p.detector, p.seed);
+    let mut side_files = constants.write_npy(&side)?;
+    let scene = Scene::new(spec, scene_params, p.seed, p.hit_rate);
+
+    let geom_path = side.join("geometry.geom");
+    let text = scene.geometry.to_geom_string();
+    atomic_write_with(&geom_path, |w| w.write_all(text.as_bytes()))?;
+    side_files.push(geom_path);
+    let cm_path = side.join("common_mode.json");
+    let cm = serde_json::json!({
+        "cmpars": spec.cmpars,
+        "meaning": "psana cmpars (alg, mode, cormax, npixmin); the synthetic raw data carry no common-mode offsets",
+    });
+    atomic_write_with(&cm_path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &cm)?;
+        w.write_all(b"\n")
+    })?;
+    side_files.push(cm_path);
+
+    let mut writer =
+        RunWriter::create(&p.xtc_dir(), &p.exp, p.run, spec, p.streams, p.chunk_bytes)?;
+    let truth_path = side.join("truth.jsonl");
+    let mut truth = AtomicFile::create(&truth_path)?;
+    let mut clock = Clock::for_run(p.run);
+    let first_timestamp = clock.timestamp();
+    use crate::xtc::TransitionId as T;
+    for t in [T::Configure, T::BeginRun, T::BeginStep, T::Enable] {
+        writer.transition(clock.next(), t)?;
+    }
+
+    let n = spec.frame_len();
+    let batch = batch_size(spec).max(1);
+    let mut front = vec![0u16; batch * n];
+    let mut back = vec![0u16; batch * n];
+    let mut pending: Option<Vec<EventScene>> = None;
+    let (mut hits, mut spots) = (0u64, 0u64);
+    let mut write_batch = |raw: &[u16], scenes: &[EventScene]| -> Result<(), SynthError> {
+        for (k, ev) in scenes.iter().enumerate() {
+            let e = ev.event;
+            if e > 0 && e % run::EVENTS_PER_ENABLE == 0 {
+                writer.transition(clock.next(), T::Disable)?;
+                clock.tick += run::PAUSE_TICKS;
+                writer.transition(clock.next(), T::Enable)?;
+            }
+            if e % run::EVENTS_PER_SLOW_UPDATE == run::EVENTS_PER_SLOW_UPDATE / 2 {
+                writer.transition(clock.next(), T::SlowUpdate)?;
+            }
+            let tick = clock.tick;
+            let ts = clock.next();
+            writer.event(ts, e, tick, &raw[k * n..(k + 1) * n])?;
+            let line = TruthLine {
+                timestamp: ts,
+                scene: ev,
+            };
+            let w = truth.writer();
+            serde_json::to_writer(&mut *w, &line).map_err(|e| SynthError::Io {
+                path: truth_path.clone(),
+                err: e.into(),
+            })?;
+            w.write_all(b"\n").map_err(io_err(&truth_path))?;
+            hits += u64::from(ev.hit);
+            spots += ev.spots.len() as u64;
+        }
+        Ok(())
+    };
+    let mut start = 0u64;
+    while start < p.events {
+        let end = (start + batch as u64).min(p.events);
+        let scenes: Vec<EventScene> = (start..end)
+            .into_par_iter()
+            .map(|e| scene.event(e))
+            .collect();
+        let (_, written) = rayon::join(
+            || fill_batch(&scene, &constants, noise, &scenes, &mut front),
+            || match pending.take() {
+                Some(prev) => write_batch(&back, &prev),
+                None => Ok(()),
+            },
+        );
+        written?;
+        std::mem::swap(&mut front, &mut back);
+        pending = Some(scenes);
+        start = end;
+    }
+    if let Some(prev) = pending.take() {
+        write_batch(&back, &prev)?;
+    }
+    drop(write_batch);
+    let mut last_timestamp = first_timestamp;
+    for t in [T::Disable, T::EndStep, T::EndRun] {
+        last_timestamp = clock.next();
+        writer.transition(last_timestamp, t)?;
+    }
+    let chunks = writer.chunks();
+    let dgrams_per_stream = writer.dgrams;
+    let xtc_files = writer.finish()?;
+    side_files.push(truth.commit()?);
+
+    let summary = SynthSummary {
+        xtc_files,
+        side_dir: side.clone(),
+        side_files: side_files.clone(),
+        events: p.events,
+        hits,
+        spots,
+        bad_pixels: constants.num_bad(),
+        chunks,
+        dgrams_per_stream,
+        first_timestamp,
+        last_timestamp,
+    };
+    let info_path = side.join("synth.json");
+    let info = synth_json(p, &scene, &summary);
+    atomic_write_with(&info_path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &info)?;
+        w.write_all(b"\n")
+    })?;
+    let mut summary = summary;
+    summary.side_files.push(info_path);
+    Ok(summary)
+}
+
+fn fill_batch(
+    scene: &Scene,
+    constants: &SynthConstants,
+    noise: Noise,
+    scenes: &[EventScene],
+    raw: &mut [u16],
+) {
+    let spec = scene.spec;
+    let len = spec.seg_len();
+    let nsegs = spec.nsegs;
+    let photon_kev = scene.params.photon_kev as f32;
+    raw[..scenes.len() * spec.frame_len()]
+        .par_chunks_mut(len)
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; len],
+            |spot_buf, (j, out)| {
+                let ev = &scenes[j / nsegs];
+                let seg = j % nsegs;
+                spot_buf.fill(0.0);
+                scene.add_segment_spots(ev, seg, spot_buf);
+                let mut rng = random::substream(scene.seed, 4 + ev.event, seg as u64);
+                encode_segment(
+                    constants,
+                    seg,
+                    scene.segment_background(seg),
+                    ev.background_scale as f32,
+                    spot_buf,
+                    photon_kev,
+                    noise,
+                    &mut rng,
+                    out,
+                );
+            },
+        );
+}
+
+fn synth_json(p: &SynthParams, scene: &Scene, s: &SynthSummary) -> serde_json::Value {
+    let spec = scene.spec;
+    let rel = |f: &PathBuf| {
+        f.strip_prefix(&p.out)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .into_owned()
+    };
+    serde_json::json!({
+        "generator": format!("lclstreamer {} synth", env!("CARGO_PKG_VERSION")),
+        "params": p,
+        "scene": scene.params,
+        "detector": {
+            "det_name": spec.det_name,
+            "det_type": spec.det_type,
+            "raw_alg": spec.raw_alg().version_string(),
+            "segments": spec.nsegs,
+            "segment_shape": [spec.rows, spec.cols],
+            "constants_shape": [spec.ngr, spec.nsegs, spec.rows, spec.cols],
+            "nominal_gain_adu_per_kev": spec.gains,
+            "streams": (0..p.streams).map(|st| stream_segments(spec.nsegs, p.streams, st).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "gain_mode": match spec.model {
+                DetectorModel::Epix10k2M => "auto high-to-low (asicPixelConfig 0, trbit 1): constants ranges 3 (high) and 5 (switched, bit 14)",
+                DetectorModel::Jungfrau4M => "dynamic G0/G1/G2 (bits 15..14 = 00/01/11); G1 and G2 gains negative",
+            },
+            "switch_kev": match spec.model {
+                DetectorModel::Epix10k2M => vec![detector_spec::EPIX_SWITCH_KEV],
+                DetectorModel::Jungfrau4M => detector_spec::JUNGFRAU_SWITCH_KEV.to_vec(),
+            },
+            "pixel_status": {"1": "hot", "2": "dead (ADC 0)", "4": "stuck (ADC 0x3FFF)"},
+        },
+        "counts": {
+            "events": s.events,
+            "hits": s.hits,
+            "spots": s.spots,
+            "bad_pixels": s.bad_pixels,
+            "dgrams_per_stream": s.dgrams_per_stream,
+            "chunks_per_stream": s.chunks,
+        },
+        "first_timestamp": s.first_timestamp,
+        "last_timestamp": s.last_timestamp,
+        "xtc_files": s.xtc_files.iter().map(rel).collect::<Vec<_>>(),
+        "side_files": s.side_files.iter().map(rel).collect::<Vec<_>>(),
+    })
+}

@@ -69,6 +69,19 @@ impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
         }
     }
 
+    /// Changes which streams an L1Accept must contain to be complete (e.g. once the
+    /// Configure told which streams carry the detector).
+    pub fn set_expected(&mut self, expected: Vec<bool>) {
+        let n = self.streams.len();
+        self.expected = expected;
+        self.expected.resize(n, false);
+    }
+
+    /// Whether stream `i` is expected in every L1Accept.
+    pub fn expected(&self, i: usize) -> bool {
+        self.expected.get(i).copied().unwrap_or(false)
+    }
+
     /// Counts so far.
     pub fn stats(&self) -> BuildStats {
         self.stats

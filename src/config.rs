@@ -1,0 +1,354 @@
+//! The job's YAML configuration: schema, strict validation (unknown keys are errors naming the
+//! key path and line), and command-line overrides.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: Source,
+    pub detector: DetectorConfig,
+    #[serde(default)]
+    pub processing: Processing,
+    pub output: Output,
+    #[serde(default)]
+    pub parallel: Parallel,
+}
+
+/// Where the events come from.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Experiment name (with `run` and `root`), e.g. `mfxl1038923`.
+    pub exp: Option<String>,
+    pub run: Option<u32>,
+    /// Data root laid out as at S3DF (`<root>/<hutch>/<exp>/xtc`).
+    pub root: Option<PathBuf>,
+    /// Explicit bigdata files (`-c000`) instead of exp/run/root.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Detector name (`detName`) whose raw data is processed.
+    pub detector: String,
+    /// Stop after this many events.
+    pub max_events: Option<u64>,
+    /// Index from small data when present (default true).
+    #[serde(default = "yes")]
+    pub use_smalldata: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Detector models lclstreamer decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DetectorKind {
+    #[serde(rename = "epix10k2M")]
+    Epix10k2M,
+    #[serde(rename = "jungfrau4M")]
+    Jungfrau4M,
+}
+
+/// The detector's calibration inputs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    pub kind: DetectorKind,
+    /// Directory of psana-shaped `.npy` constants (`pedestals.npy`, `pixel_gain.npy`, ...).
+    pub constants: PathBuf,
+    /// CrystFEL geometry of the slab.
+    pub geometry: PathBuf,
+    /// Optional user mask `.npy` (non-zero = good), psana segment shape.
+    pub mask: Option<PathBuf>,
+    /// psana common-mode parameters, e.g. `[7, 2, 100, 10]`; absent = none.
+    pub common_mode: Option<Vec<f64>>,
+}
+
+/// peakfinder8 parameters, as in OM configs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peakfinder8 {
+    pub adc_threshold: f32,
+    pub minimum_snr: f32,
+    pub min_pixel_count: usize,
+    pub max_pixel_count: usize,
+    pub local_bg_radius: usize,
+    pub min_res: f32,
+    pub max_res: f32,
+    pub max_num_peaks: usize,
+}
+
+impl Default for Peakfinder8 {
+    fn default() -> Self {
+        let d = crate::algo::peakfinder8::Pf8Params::default();
+        Self {
+            adc_threshold: d.adc_threshold,
+            minimum_snr: d.minimum_snr,
+            min_pixel_count: d.min_pixel_count,
+            max_pixel_count: d.max_pixel_count,
+            local_bg_radius: d.local_bg_radius,
+            min_res: d.min_res,
+            max_res: d.max_res,
+            max_num_peaks: d.max_num_peaks,
+        }
+    }
+}
+
+/// Which events are sent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    #[default]
+    Hits,
+    All,
+}
+
+/// Which frame goes with each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Send {
+    #[default]
+    Calibrated,
+    Raw,
+    None,
+}
+
+/// Per-event processing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Processing {
+    #[serde(default)]
+    pub peakfinder8: Peakfinder8,
+    #[serde(default = "min_peaks")]
+    pub min_num_peaks_for_hit: usize,
+    #[serde(default = "max_peaks")]
+    pub max_num_peaks_for_hit: usize,
+    #[serde(default)]
+    pub keep: Keep,
+    #[serde(default)]
+    pub send: Send,
+}
+
+fn min_peaks() -> usize {
+    10
+}
+fn max_peaks() -> usize {
+    5000
+}
+
+impl Default for Processing {
+    fn default() -> Self {
+        Self {
+            peakfinder8: Peakfinder8::default(),
+            min_num_peaks_for_hit: min_peaks(),
+            max_num_peaks_for_hit: max_peaks(),
+            keep: Keep::default(),
+            send: Send::default(),
+        }
+    }
+}
+
+/// One destination of the writers, chosen by its `kind` key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// NNG Push0 to consumers.
+    Nng {
+        urls: Vec<String>,
+        /// `dial` (default) or `listen`.
+        #[serde(default)]
+        mode: Option<String>,
+        /// `block` (default), `spill` (needs `spill_dir`) or `drop`.
+        #[serde(default)]
+        policy: Option<String>,
+        spill_dir: Option<PathBuf>,
+        /// Send timeout in seconds before the policy applies.
+        send_timeout: Option<f64>,
+        /// `by_rank` (default) or `round_robin`.
+        distribute: Option<String>,
+    },
+    /// `.h5` files in a directory.
+    Files { dir: PathBuf },
+}
+
+/// Batching, layout, compression and sinks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    #[serde(default = "batch_size")]
+    pub batch_size: usize,
+    /// `cxi` (default) or `lclstreamer`.
+    #[serde(default = "cxi")]
+    pub layout: String,
+    /// `bitshuffle_lz4` (default), `zstd[:L]`, `gzip[:L]`, `bitshuffle_zstd[:L]`, `none`.
+    #[serde(default = "bslz4")]
+    pub compression: String,
+    pub sinks: Vec<SinkConfig>,
+}
+
+fn batch_size() -> usize {
+    16
+}
+fn cxi() -> String {
+    "cxi".into()
+}
+fn bslz4() -> String {
+    "bitshuffle_lz4".into()
+}
+
+/// Rank layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parallel {
+    /// Writer ranks; default one per 12 workers, at least one.
+    pub writers: Option<usize>,
+    /// Events per work unit handed to a worker.
+    #[serde(default = "unit")]
+    pub events_per_unit: usize,
+}
+
+fn unit() -> usize {
+    4
+}
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Self {
+            writers: None,
+            events_per_unit: unit(),
+        }
+    }
+}
+
+/// Values the command line may override.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub exp: Option<String>,
+    pub run: Option<u32>,
+    pub root: Option<PathBuf>,
+    pub max_events: Option<u64>,
+}
+
+impl Config {
+    /// Parses YAML text; `name` is used in messages. Relative paths are resolved against `base`.
+    pub fn parse(text: &str, name: &str, base: &Path) -> anyhow::Result<Config> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if inner.contains(&path) {
+                anyhow::anyhow!("{name}: {inner}")
+            } else {
+                anyhow::anyhow!("{name}: at `{path}`: {inner}")
+            }
+        })?;
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &path.display().to_string(), base)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(r) = &mut self.source.root {
+            fix(r);
+        }
+        self.source.files.iter_mut().for_each(fix);
+        fix(&mut self.detector.constants);
+        fix(&mut self.detector.geometry);
+        if let Some(m) = &mut self.detector.mask {
+            fix(m);
+        }
+        for s in &mut self.output.sinks {
+            match s {
+                SinkConfig::Files { dir } => fix(dir),
+                SinkConfig::Nng { spill_dir, .. } => {
+                    if let Some(d) = spill_dir {
+                        fix(d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(e) = &o.exp {
+            self.source.exp = Some(e.clone());
+        }
+        if o.run.is_some() {
+            self.source.run = o.run;
+        }
+        if let Some(r) = &o.root {
+            self.source.root = Some(r.clone());
+        }
+        if o.max_events.is_some() {
+            self.source.max_events = o.max_events;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::parse(text, "test.yaml", Path::new("/base"))
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        for f in ["demo.yaml", "mfx-epix10k2m.yaml", "cxi-jungfrau4m.yaml"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("configs")
+                .join(f);
+            Config::load(&p).unwrap_or_else(|e| panic!("{f}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path_and_line() {
+        let e = parse("source:\n  detector: d\ndetector:\n  kind: epix10k2M\n  constants: c\n  geometry: g\n  gain: 3\noutput:\n  sinks: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("detector") && e.contains("gain") && e.contains("line 7"),
+            "{e}"
+        );
+        let e = parse("source: {detector: d}\ndetector: {kind: pnccd, constants: c, geometry: g}\noutput: {sinks: []}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pnccd"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_and_overrides() {
+        let mut c = parse("source: {detector: d, root: data}\ndetector: {kind: jungfrau4M, constants: c, geometry: /abs/g.geom}\noutput:\n  sinks:\n    - {kind: files, dir: out}\n").unwrap();
+        assert_eq!(c.detector.constants, Path::new("/base/c"));
+        assert_eq!(c.detector.geometry, Path::new("/abs/g.geom"));
+        assert_eq!(c.processing.keep, Keep::Hits);
+        c.apply(&Overrides {
+            exp: Some("cxi1".into()),
+            run: Some(9),
+            root: None,
+            max_events: Some(5),
+        });
+        assert_eq!(
+            (c.source.exp.as_deref(), c.source.run, c.source.max_events),
+            (Some("cxi1"), Some(9), Some(5))
+        );
+        assert_eq!(c.source.root.as_deref(), Some(Path::new("/base/data")));
+    }
+}

@@ -1,0 +1,130 @@
+//! Messages between the roles of the job, and their binary encoding for MPI (postcard).
+//! Roles on the same rank pass them by value; nothing here knows about MPI.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A role's global address: 0 is the coordinator, then the workers, then the writers.
+pub type RoleId = u32;
+
+/// Where one stream's datagram of an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub stream: u32,
+    pub chunk: u32,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// One event to process: its key, index in the run and per-stream locations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDesc {
+    pub index: u64,
+    pub timestamp: u64,
+    pub parts: Vec<Part>,
+}
+
+/// A transition as every worker must see it: per-stream datagram bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionMsg {
+    pub service: u8,
+    pub timestamp: u64,
+    pub per_stream: Vec<(u32, serde_bytes::ByteBuf)>,
+}
+
+/// A frame as carried between ranks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FrameMsg {
+    F32 {
+        ss: u32,
+        fs: u32,
+        data: serde_bytes::ByteBuf,
+    },
+    U16 {
+        ss: u32,
+        fs: u32,
+        data: serde_bytes::ByteBuf,
+    },
+}
+
+/// One processed event on its way to a writer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordMsg {
+    pub timestamp: u64,
+    pub index: u64,
+    pub frame: Option<FrameMsg>,
+    /// fs, ss, total intensity, max pixel, npix, snr, sigma per peak.
+    pub peaks: [Vec<f32>; 7],
+    pub scalars: Vec<(String, f64)>,
+}
+
+/// Counts a worker keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub processed: u64,
+    pub damaged: u64,
+    pub hits: u64,
+    pub peaks: u64,
+    pub sent: u64,
+    pub units: u64,
+    /// Nanoseconds spent per stage: read, calibrate, peak find.
+    pub ns_read: u64,
+    pub ns_calib: u64,
+    pub ns_peaks: u64,
+}
+
+/// Counts a writer keeps, per sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterStats {
+    pub events: u64,
+    pub batches: u64,
+    pub ns_serialize: u64,
+    pub ns_send: u64,
+    /// (sink name, batches, events, bytes, spilled, dropped)
+    pub sinks: Vec<(String, u64, u64, u64, u64, u64)>,
+}
+
+/// Everything the roles say to each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Msg {
+    /// Worker → coordinator: give me work; carries the worker's counts so far.
+    Ready { worker: RoleId, stats: WorkerStats },
+    /// Coordinator → worker: transitions to apply first, files first needed here, events.
+    Work {
+        transitions: Vec<TransitionMsg>,
+        files: Vec<(u32, u32, PathBuf)>,
+        events: Vec<EventDesc>,
+    },
+    /// Coordinator → worker: the run is over after these transitions.
+    End { transitions: Vec<TransitionMsg> },
+    /// Worker → writer: processed events (needs one credit).
+    Records {
+        worker: RoleId,
+        records: Vec<RecordMsg>,
+    },
+    /// Writer → worker: you may send `n` more Records messages.
+    Credit { n: u32 },
+    /// Worker → writer: no more records from me.
+    WorkerDone { worker: RoleId },
+    /// Worker → coordinator: final counts.
+    WorkerFinal { worker: RoleId, stats: WorkerStats },
+    /// Writer → coordinator: final counts.
+    WriterDone { writer: RoleId, stats: WriterStats },
+}
+
+/// Encodes a message addressed to `to` for another rank.
+pub fn encode(to: RoleId, msg: &Msg) -> Result<Vec<u8>, postcard::Error> {
+    let mut out = to.to_le_bytes().to_vec();
+    out.extend(postcard::to_stdvec(msg)?);
+    Ok(out)
+}
+
+/// Decodes a message received from another rank: (addressee, message).
+pub fn decode(bytes: &[u8]) -> Result<(RoleId, Msg), String> {
+    let to = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or("message shorter than its 4-byte address")?;
+    let msg = postcard::from_bytes(&bytes[4..]).map_err(|e| format!("undecodable message: {e}"))?;
+    Ok((to, msg))
+}

@@ -1,0 +1,259 @@
+//! The SPMD job behind `lclstreamer run`: one binary, one role per rank (coordinator on rank 0,
+//! workers, writers on the last ranks; roles share a rank as threads when there are fewer than
+//! three). MPI is called only from each rank's main thread (Funneled); roles compute on their
+//! own threads and rayon.
+
+pub mod coordinator;
+pub mod layout;
+pub mod messages;
+pub mod pipeline;
+pub mod router;
+pub mod summary;
+pub mod worker;
+pub mod writer;
+
+use crate::config::Config;
+use crate::output::RunMeta;
+use crate::xtc::run::{RunFiles, discover, from_files};
+use layout::{Layout, RoleKind};
+use mpi::Threading;
+use mpi::point_to_point::{Destination, Source};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use router::{Switch, Wire};
+use std::path::PathBuf;
+use std::sync::Arc;
+use summary::{Progress, Summary};
+
+/// MPI tag of every role message.
+const TAG: i32 = 7;
+
+/// Options of `lclstreamer run` besides the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub quiet: bool,
+    pub summary: Option<PathBuf>,
+}
+
+struct MpiWire<'a> {
+    world: &'a SimpleCommunicator,
+}
+
+impl Wire for MpiWire<'_> {
+    fn send(&mut self, rank: u32, bytes: &[u8]) {
+        self.world
+            .process_at_rank(rank as i32)
+            .send_with_tag(bytes, TAG);
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        use mpi::point_to_point::MatchedReceiveVec;
+        let (msg, status) = self
+            .world
+            .any_process()
+            .immediate_matched_probe_with_tag(TAG)?;
+        Some((msg, status).matched_receive_vec::<u8>().0)
+    }
+}
+
+/// Finds the run's files from the configuration.
+pub fn run_files(cfg: &Config) -> anyhow::Result<RunFiles> {
+    let s = &cfg.source;
+    if !s.files.is_empty() {
+        return Ok(from_files(&s.files)?);
+    }
+    match (&s.exp, s.run, &s.root) {
+        (Some(exp), Some(run), Some(root)) => Ok(discover(root, exp, run)?),
+        _ => anyhow::bail!(
+            "source: give `files`, or `exp`, `run` and `root` (or --exp/--run/--root)"
+        ),
+    }
+}
+
+/// Everything checked before any data moves.
+struct Checked {
+    run: RunFiles,
+    stat: pipeline::Static,
+}
+
+fn check(cfg: &Config) -> anyhow::Result<Checked> {
+    let run = run_files(cfg)?;
+    let stat = pipeline::Static::load(cfg)?;
+    cfg.output
+        .layout
+        .parse::<crate::output::Layout>()
+        .map_err(|e| anyhow::anyhow!("output.layout: {e}"))?;
+    cfg.output
+        .compression
+        .parse::<crate::output::Compression>()
+        .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?;
+    if cfg.output.sinks.is_empty() {
+        anyhow::bail!("output.sinks: at least one sink is needed");
+    }
+    if cfg.output.batch_size == 0 {
+        anyhow::bail!("output.batch_size must be at least 1");
+    }
+    for s in &cfg.output.sinks {
+        match s {
+            crate::config::SinkConfig::Nng { urls, .. } => {
+                for u in urls {
+                    if !(u.starts_with("tcp://")
+                        || u.starts_with("ipc://")
+                        || u.starts_with("inproc://"))
+                    {
+                        anyhow::bail!(
+                            "output.sinks nng url {u:?}: expected tcp://, ipc:// or inproc://"
+                        );
+                    }
+                }
+            }
+            crate::config::SinkConfig::Files { dir } => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            }
+        }
+    }
+    Ok(Checked { run, stat })
+}
+
+/// Runs the job on this rank; returns the process exit code (rank 0 prints the summary).
+pub fn run(cfg: Config, opts: RunOptions) -> i32 {
+    let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Funneled) else {
+        eprintln!("lclstreamer: MPI was already initialised");
+        return 2;
+    };
+    if threading < Threading::Funneled {
+        eprintln!("lclstreamer: the MPI library does not provide MPI_THREAD_FUNNELED");
+        return 2;
+    }
+    let world = universe.world();
+    let rank = world.rank() as u32;
+    let size = world.size() as u32;
+    let layout = Layout::new(size, cfg.parallel.writers);
+
+    // Start-up checks on rank 0, reported once; every rank learns the verdict.
+    let mut verdict = 0u8;
+    let mut checked = None;
+    if rank == 0 {
+        match check(&cfg) {
+            Ok(c) => checked = Some(c),
+            Err(e) => {
+                eprintln!("lclstreamer: {e:#}");
+                verdict = 1;
+            }
+        }
+    }
+    mpi::collective::Root::broadcast_into(&world.process_at_rank(0), &mut verdict);
+    if verdict != 0 {
+        return 1;
+    }
+    let local = layout.roles_on(rank);
+    let needs_static = local
+        .iter()
+        .any(|&id| matches!(layout.kind(id), RoleKind::Worker(_)));
+    let (run, stat) = match checked {
+        Some(c) => (Some(c.run), Some(c.stat)),
+        None => (None, None),
+    };
+    let stat = match (stat, needs_static) {
+        (Some(s), _) => Some(Arc::new(s)),
+        (None, true) => match pipeline::Static::load(&cfg) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                eprintln!("lclstreamer: rank {rank}: {e:#}");
+                world.abort(1);
+            }
+        },
+        (None, false) => None,
+    };
+    let meta = RunMeta {
+        experiment: cfg
+            .source
+            .exp
+            .clone()
+            .or_else(|| run.as_ref().and_then(|r| r.exp.clone()))
+            .unwrap_or_default(),
+        run: cfg
+            .source
+            .run
+            .or_else(|| run.as_ref().and_then(|r| r.run))
+            .unwrap_or(0),
+        source: cfg.source.detector.clone(),
+        software_version: format!("lclstreamer {}", env!("CARGO_PKG_VERSION")),
+        parameters: vec![
+            (
+                "peakfinder8".into(),
+                format!("{:?}", cfg.processing.peakfinder8),
+            ),
+            (
+                "min_num_peaks_for_hit".into(),
+                cfg.processing.min_num_peaks_for_hit.to_string(),
+            ),
+            (
+                "max_num_peaks_for_hit".into(),
+                cfg.processing.max_num_peaks_for_hit.to_string(),
+            ),
+            ("keep".into(), format!("{:?}", cfg.processing.keep)),
+            ("send".into(), format!("{:?}", cfg.processing.send)),
+        ],
+    };
+    let cfg = Arc::new(cfg);
+    let (switch, boxes) = Switch::new(&local);
+    let mut handles = Vec::new();
+    for mb in boxes {
+        let (cfg, layout, stat, run, meta) = (
+            cfg.clone(),
+            layout.clone(),
+            stat.clone(),
+            run.clone(),
+            meta.clone(),
+        );
+        let kind = layout.kind(mb.id);
+        let progress = Progress::new(opts.quiet);
+        handles.push(std::thread::spawn(
+            move || -> anyhow::Result<Option<Summary>> {
+                match kind {
+                    RoleKind::Coordinator => {
+                        let run =
+                            run.ok_or_else(|| anyhow::anyhow!("coordinator without a run"))?;
+                        coordinator::run(mb, &layout, &cfg, &run, progress).map(Some)
+                    }
+                    RoleKind::Worker(_) => {
+                        let stat =
+                            stat.ok_or_else(|| anyhow::anyhow!("worker without constants"))?;
+                        worker::run(mb, &layout, &stat).map(|_| None)
+                    }
+                    RoleKind::Writer(_) => writer::run(mb, &layout, &cfg, meta).map(|_| None),
+                }
+            },
+        ));
+    }
+    let mut wire = MpiWire { world: &world };
+    let wire: Option<&mut dyn Wire> = if size > 1 { Some(&mut wire) } else { None };
+    let results = switch.run(rank, |id| layout.rank_of(id), wire, handles);
+    let mut summary = None;
+    for (id, r) in local.iter().zip(results) {
+        match r {
+            Ok(Some(s)) => summary = Some(s),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("lclstreamer: rank {rank}, {:?}: {e:#}", layout.kind(*id));
+                world.abort(1);
+            }
+        }
+    }
+    if let Some(s) = summary {
+        print!("{}", s.render());
+        if let Some(path) = &opts.summary {
+            let tmp = path.with_extension("json.tmp");
+            let written = serde_json::to_vec_pretty(&s)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&tmp, b))
+                .and_then(|_| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                eprintln!("lclstreamer: {}: {e}", path.display());
+                return 1;
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,168 @@
+//! One rank's message switch. Roles run on threads and talk through mailboxes; the router, on
+//! the rank's main thread, is the only code that calls MPI (the Funneled threading level):
+//! it delivers local messages directly and moves the others over the wire.
+
+use super::messages::{Msg, RoleId, decode, encode};
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What a role uses to talk: its inbox and the rank's outbox.
+pub struct Mailbox {
+    pub id: RoleId,
+    rx: Receiver<Msg>,
+    out: Sender<(RoleId, Msg)>,
+}
+
+impl Mailbox {
+    /// Sends `msg` to role `to` (on any rank).
+    pub fn send(&self, to: RoleId, msg: Msg) -> anyhow::Result<()> {
+        self.out
+            .send((to, msg))
+            .map_err(|_| anyhow::anyhow!("role {}: the rank's router is gone", self.id))
+    }
+
+    /// Waits for the next message.
+    pub fn recv(&self) -> anyhow::Result<Msg> {
+        self.rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("role {}: the rank's router is gone", self.id))
+    }
+
+    /// Waits at most `d` for the next message.
+    pub fn recv_timeout(&self, d: Duration) -> anyhow::Result<Option<Msg>> {
+        match self.rx.recv_timeout(d) {
+            Ok(m) => Ok(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("role {}: the rank's router is gone", self.id)
+            }
+        }
+    }
+}
+
+/// Byte transport between ranks.
+pub trait Wire {
+    /// Sends one message to `rank` (may block until the peer receives it).
+    fn send(&mut self, rank: u32, bytes: &[u8]);
+    /// A message from any rank, if one is waiting.
+    fn try_recv(&mut self) -> Option<Vec<u8>>;
+}
+
+/// The mailboxes of one rank and the ends the router keeps.
+pub struct Switch {
+    inboxes: HashMap<RoleId, Sender<Msg>>,
+    out_rx: Receiver<(RoleId, Msg)>,
+}
+
+impl Switch {
+    /// A switch for the given local roles; returns their mailboxes.
+    pub fn new(local: &[RoleId]) -> (Switch, Vec<Mailbox>) {
+        let (out_tx, out_rx) = channel();
+        let mut inboxes = HashMap::new();
+        let mut boxes = Vec::new();
+        for &id in local {
+            let (tx, rx) = channel();
+            inboxes.insert(id, tx);
+            boxes.push(Mailbox {
+                id,
+                rx,
+                out: out_tx.clone(),
+            });
+        }
+        (Switch { inboxes, out_rx }, boxes)
+    }
+
+    fn deliver(&self, to: RoleId, msg: Msg) {
+        match self.inboxes.get(&to) {
+            Some(tx) => {
+                if tx.send(msg).is_err() {
+                    eprintln!("lclstreamer: message for role {to}, which has already finished");
+                }
+            }
+            None => eprintln!("lclstreamer: message for role {to}, which is not on this rank"),
+        }
+    }
+
+    /// Moves messages until every local role has finished; returns their results in order.
+    ///
+    /// `rank_of` maps role ids to ranks; `rank` is this rank. Without a wire every role must be
+    /// local.
+    pub fn run<T>(
+        self,
+        rank: u32,
+        rank_of: impl Fn(RoleId) -> u32,
+        mut wire: Option<&mut dyn Wire>,
+        roles: Vec<JoinHandle<anyhow::Result<T>>>,
+    ) -> Vec<anyhow::Result<T>> {
+        let mut pending = roles;
+        let mut results: Vec<Option<anyhow::Result<T>>> =
+            (0..pending.len()).map(|_| None).collect();
+        let mut idle_spins = 0u32;
+        loop {
+            // Checked before draining: whatever a finished role sent is already queued.
+            let all_done = pending.iter().all(|h| h.is_finished());
+            let mut busy = false;
+            while let Ok(m) = self.out_rx.try_recv() {
+                busy = true;
+                self.forward(m, rank, &rank_of, &mut wire);
+            }
+            if let Some(w) = wire.as_deref_mut() {
+                while let Some(bytes) = w.try_recv() {
+                    busy = true;
+                    match decode(&bytes) {
+                        Ok((to, msg)) => self.deliver(to, msg),
+                        Err(e) => eprintln!("lclstreamer: rank {rank}: {e}"),
+                    }
+                }
+            }
+            if all_done {
+                break;
+            }
+            if busy {
+                idle_spins = 0;
+            } else {
+                idle_spins = idle_spins.saturating_add(1);
+                let nap = if idle_spins < 100 { 20 } else { 200 };
+                std::thread::sleep(Duration::from_micros(nap));
+            }
+        }
+        for (i, h) in pending.drain(..).enumerate() {
+            results[i] = Some(match h.join() {
+                Ok(r) => r,
+                Err(p) => Err(anyhow::anyhow!(
+                    "panicked: {}",
+                    p.downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| p.downcast_ref::<&str>().copied())
+                        .unwrap_or("?")
+                )),
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("joined above"))
+            .collect()
+    }
+
+    fn forward(
+        &self,
+        (to, msg): (RoleId, Msg),
+        rank: u32,
+        rank_of: &impl Fn(RoleId) -> u32,
+        wire: &mut Option<&mut dyn Wire>,
+    ) {
+        let dest = rank_of(to);
+        if dest == rank {
+            self.deliver(to, msg);
+        } else if let Some(w) = wire.as_deref_mut() {
+            match encode(to, &msg) {
+                Ok(bytes) => w.send(dest, &bytes),
+                Err(e) => eprintln!("lclstreamer: cannot encode a message for role {to}: {e}"),
+            }
+        } else {
+            eprintln!("lclstreamer: role {to} is on rank {dest} but there is no wire");
+        }
+    }
+}

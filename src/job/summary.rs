@@ -1,0 +1,242 @@
+//! Progress reporting on rank 0 and the end-of-run summary (printed, optionally JSON).
+
+use super::layout::Layout;
+use super::messages::{RoleId, WorkerStats, WriterStats};
+use crate::config::Config;
+use crate::xtc::run::RunFiles;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// How progress is shown: a refreshed line on a terminal, periodic log lines otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub quiet: bool,
+    pub tty: bool,
+}
+
+impl Progress {
+    /// Progress on stderr unless `quiet`.
+    pub fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// How often to print.
+    pub fn period(&self) -> Duration {
+        if self.tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(10)
+        }
+    }
+
+    /// Prints one progress report.
+    pub fn show(&self, read: u64, latest: &HashMap<RoleId, WorkerStats>, elapsed: Duration) {
+        if self.quiet {
+            return;
+        }
+        let done: u64 = latest.values().map(|s| s.processed + s.damaged).sum();
+        let hits: u64 = latest.values().map(|s| s.hits).sum();
+        let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+        let hit_rate = if done > 0 {
+            100.0 * hits as f64 / done as f64
+        } else {
+            0.0
+        };
+        let line = format!(
+            "lclstreamer: {done}/{read} events, {rate:.1} events/s, hit rate {hit_rate:.1} %, {:.0} s",
+            elapsed.as_secs_f64()
+        );
+        if self.tty {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Ends the progress line.
+    pub fn done(&self) {
+        if self.tty && !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
+/// Counts of one sink, over all writers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SinkSummary {
+    pub name: String,
+    pub batches: u64,
+    pub events: u64,
+    pub bytes: u64,
+    pub spilled: u64,
+    pub dropped: u64,
+}
+
+/// Share of the work time per stage (summed over ranks), in seconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    pub read: f64,
+    pub calibrate: f64,
+    pub peakfind: f64,
+    pub serialize: f64,
+    pub send: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub experiment: Option<String>,
+    pub run: Option<u32>,
+    pub detector: String,
+    pub ranks: u32,
+    pub workers: u32,
+    pub writers: u32,
+    pub events_read: u64,
+    pub incomplete: u64,
+    pub without_detector: u64,
+    pub incomplete_transitions: u64,
+    pub damaged: u64,
+    pub processed: u64,
+    pub hits: u64,
+    pub hit_rate: f64,
+    pub peaks: u64,
+    pub events_sent: u64,
+    pub batches: u64,
+    pub sinks: Vec<SinkSummary>,
+    pub truncated_files: Vec<String>,
+    pub wall_seconds: f64,
+    pub events_per_second: f64,
+    pub stage_seconds: StageTimes,
+}
+
+impl Summary {
+    /// Adds up what the coordinator, workers and writers counted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather(
+        cfg: &Config,
+        layout: &Layout,
+        run: &RunFiles,
+        events_read: u64,
+        incomplete: u64,
+        without_detector: u64,
+        incomplete_transitions: u64,
+        workers: Vec<WorkerStats>,
+        writers: Vec<WriterStats>,
+        truncated_files: Vec<String>,
+        wall: Duration,
+    ) -> Summary {
+        let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
+        let processed = sum(|s| s.processed);
+        let hits = sum(|s| s.hits);
+        let mut sinks: Vec<SinkSummary> = Vec::new();
+        for w in &writers {
+            for (name, b, e, by, sp, dr) in &w.sinks {
+                let s = match sinks.iter_mut().position(|s| &s.name == name) {
+                    Some(i) => &mut sinks[i],
+                    None => {
+                        sinks.push(SinkSummary {
+                            name: name.clone(),
+                            ..Default::default()
+                        });
+                        sinks.last_mut().expect("pushed")
+                    }
+                };
+                s.batches += b;
+                s.events += e;
+                s.bytes += by;
+                s.spilled += sp;
+                s.dropped += dr;
+            }
+        }
+        let secs = |ns: u64| ns as f64 * 1e-9;
+        Summary {
+            experiment: cfg.source.exp.clone().or_else(|| run.exp.clone()),
+            run: cfg.source.run.or(run.run),
+            detector: cfg.source.detector.clone(),
+            ranks: layout.size,
+            workers: layout.workers,
+            writers: layout.writers,
+            events_read,
+            incomplete,
+            without_detector,
+            incomplete_transitions,
+            damaged: sum(|s| s.damaged),
+            processed,
+            hits,
+            hit_rate: if processed > 0 {
+                hits as f64 / processed as f64
+            } else {
+                0.0
+            },
+            peaks: sum(|s| s.peaks),
+            events_sent: sum(|s| s.sent),
+            batches: writers.iter().map(|w| w.batches).sum(),
+            sinks,
+            truncated_files,
+            wall_seconds: wall.as_secs_f64(),
+            events_per_second: events_read as f64 / wall.as_secs_f64().max(1e-9),
+            stage_seconds: StageTimes {
+                read: secs(sum(|s| s.ns_read)),
+                calibrate: secs(sum(|s| s.ns_calib)),
+                peakfind: secs(sum(|s| s.ns_peaks)),
+                serialize: secs(writers.iter().map(|w| w.ns_serialize).sum()),
+                send: secs(writers.iter().map(|w| w.ns_send).sum()),
+            },
+        }
+    }
+
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "lclstreamer run summary: {} run {} detector {}\n  ranks {} (workers {}, writers {})\n  events read {}  processed {}  incomplete {}  damaged {}  without detector {}\n  hits {} ({:.1} %)  peaks {}  events sent {} in {} batches\n",
+            self.experiment.as_deref().unwrap_or("?"),
+            self.run.map_or("?".into(), |r| r.to_string()),
+            self.detector,
+            self.ranks,
+            self.workers,
+            self.writers,
+            self.events_read,
+            self.processed,
+            self.incomplete,
+            self.damaged,
+            self.without_detector,
+            self.hits,
+            100.0 * self.hit_rate,
+            self.peaks,
+            self.events_sent,
+            self.batches,
+        );
+        for k in &self.sinks {
+            s += &format!(
+                "  sink {}: {} batches, {} events, {} bytes, {} spilled, {} dropped\n",
+                k.name, k.batches, k.events, k.bytes, k.spilled, k.dropped
+            );
+        }
+        for t in &self.truncated_files {
+            s += &format!("  truncated: {t}\n");
+        }
+        if self.incomplete_transitions > 0 {
+            s += &format!(
+                "  transitions missing from some stream: {}\n",
+                self.incomplete_transitions
+            );
+        }
+        let st = &self.stage_seconds;
+        s += &format!(
+            "  wall {:.2} s, {:.1} events/s; stage seconds: read {:.2}, calibrate {:.2}, peakfind {:.2}, serialize {:.2}, send {:.2}\n",
+            self.wall_seconds,
+            self.events_per_second,
+            st.read,
+            st.calibrate,
+            st.peakfind,
+            st.serialize,
+            st.send
+        );
+        s
+    }
+}

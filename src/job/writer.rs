@@ -1,0 +1,190 @@
+//! The writer role: gathers its workers' records into batches, serialises each batch as one
+//! HDF5 image and hands it to every sink; at the end flushes, closes the sinks (end-of-stream)
+//! and reports its counts.
+
+use super::layout::Layout;
+use super::messages::{FrameMsg, Msg, RecordMsg, WriterStats};
+use super::router::Mailbox;
+use super::worker::CREDITS;
+use crate::config::{Config, SinkConfig};
+use crate::output::{
+    Batch, Compression, EventRecord, Frame, Layout as H5Layout, Peaks, RunMeta, Serializer,
+};
+use crate::transport::{
+    Distribute, FileSink, MessageMeta, NngSink, NngSinkConfig, Policy, Role, Sink,
+};
+use ndarray::Array2;
+use std::time::{Duration, Instant};
+
+/// Builds the configured sinks for writer `rank` (its index among writers).
+pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Vec<(String, Box<dyn Sink>)>> {
+    let mut out: Vec<(String, Box<dyn Sink>)> = Vec::new();
+    for s in &cfg.output.sinks {
+        match s {
+            SinkConfig::Files { dir } => {
+                out.push((
+                    format!("files:{}", dir.display()),
+                    Box::new(FileSink::new(dir)?),
+                ));
+            }
+            SinkConfig::Nng {
+                urls,
+                mode,
+                policy,
+                spill_dir,
+                send_timeout,
+                distribute,
+            } => {
+                let mut c = NngSinkConfig::new(urls.clone());
+                if let Some(m) = mode {
+                    c.role = m
+                        .parse::<Role>()
+                        .map_err(|e| anyhow::anyhow!("output.sinks nng mode: {e}"))?;
+                }
+                c.policy = match policy.as_deref().unwrap_or("block") {
+                    "block" => Policy::Block,
+                    "drop" => Policy::Drop,
+                    "spill" => Policy::Spill(spill_dir.clone().ok_or_else(|| {
+                        anyhow::anyhow!("output.sinks nng: policy spill needs spill_dir")
+                    })?),
+                    other => {
+                        anyhow::bail!("output.sinks nng policy {other:?}: block, spill or drop")
+                    }
+                };
+                if let Some(t) = send_timeout {
+                    c.send_timeout = Duration::from_secs_f64(*t);
+                }
+                c.distribute = match distribute.as_deref().unwrap_or("by_rank") {
+                    "by_rank" => Distribute::ByRank,
+                    "round_robin" => Distribute::RoundRobin,
+                    other => anyhow::bail!(
+                        "output.sinks nng distribute {other:?}: by_rank or round_robin"
+                    ),
+                };
+                out.push((
+                    format!("nng:{}", urls.join(",")),
+                    Box::new(NngSink::new(c, rank)?),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn to_record(r: RecordMsg) -> EventRecord {
+    let frame = r.frame.map(|f| match f {
+        FrameMsg::F32 { ss, fs, data } => Frame::F32(
+            Array2::from_shape_vec(
+                (ss as usize, fs as usize),
+                bytemuck::pod_collect_to_vec(&data),
+            )
+            .expect("frame size checked by the worker"),
+        ),
+        FrameMsg::U16 { ss, fs, data } => Frame::U16(
+            Array2::from_shape_vec(
+                (ss as usize, fs as usize),
+                bytemuck::pod_collect_to_vec(&data),
+            )
+            .expect("frame size checked by the worker"),
+        ),
+    });
+    let [fs, ss, total_intensity, max_value, npix, snr, sigma] = r.peaks;
+    EventRecord {
+        timestamp: r.timestamp,
+        event_index: r.index,
+        frame,
+        peaks: Peaks {
+            fs,
+            ss,
+            total_intensity,
+            max_value,
+            npix,
+            snr,
+            sigma,
+        },
+        scalars: r.scalars,
+    }
+}
+
+/// Runs one writer until all its workers are done.
+pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow::Result<()> {
+    let me = mb.id;
+    let index = me - 1 - layout.workers;
+    let workers = layout.workers_of(index);
+    let h5layout: H5Layout = cfg
+        .output
+        .layout
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let compression: Compression = cfg
+        .output
+        .compression
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let mut sinks = open_sinks(cfg, index)?;
+    for &w in &workers {
+        mb.send(w, Msg::Credit { n: CREDITS })?;
+    }
+    let mut ser = Serializer::default();
+    let mut stats = WriterStats::default();
+    let mut pending: Vec<EventRecord> = Vec::new();
+    let mut seq = 0u64;
+    let mut flush = |events: Vec<EventRecord>, stats: &mut WriterStats| -> anyhow::Result<()> {
+        let n = events.len() as u64;
+        let batch = Batch {
+            meta: meta.clone(),
+            writer_rank: index,
+            seq,
+            events,
+        };
+        let t0 = Instant::now();
+        let bytes = ser.serialize(&batch, h5layout, compression)?;
+        let t1 = Instant::now();
+        let m = MessageMeta {
+            run: meta.run,
+            writer_rank: index,
+            seq,
+            events: n,
+        };
+        for (_, s) in sinks.iter_mut() {
+            s.send(bytes.clone(), &m)?;
+        }
+        stats.ns_serialize += (t1 - t0).as_nanos() as u64;
+        stats.ns_send += t1.elapsed().as_nanos() as u64;
+        stats.batches += 1;
+        stats.events += n;
+        seq += 1;
+        Ok(())
+    };
+    let mut done = 0;
+    while done < workers.len() {
+        match mb.recv()? {
+            Msg::Records { worker, records } => {
+                pending.extend(records.into_iter().map(to_record));
+                mb.send(worker, Msg::Credit { n: 1 })?;
+                while pending.len() >= cfg.output.batch_size {
+                    let rest = pending.split_off(cfg.output.batch_size);
+                    flush(std::mem::replace(&mut pending, rest), &mut stats)?;
+                }
+            }
+            Msg::WorkerDone { .. } => done += 1,
+            other => anyhow::bail!("writer {me}: unexpected message {other:?}"),
+        }
+    }
+    if !pending.is_empty() {
+        flush(std::mem::take(&mut pending), &mut stats)?;
+    }
+    for (name, s) in sinks.iter_mut() {
+        let st = s.finish()?;
+        stats.sinks.push((
+            name.clone(),
+            st.batches,
+            st.events,
+            st.bytes,
+            st.spilled,
+            st.dropped,
+        ));
+    }
+    mb.send(Layout::COORDINATOR, Msg::WriterDone { writer: me, stats })?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The run as the DAQ writes it: one stream per group of segments (ePix10k2M quads, Jungfrau
+//! modules), the transition sequence with identical timestamps in every stream, chunk rotation
+//! at Enables, small data alongside.
+
+use super::SynthError;
+use super::detector_spec::{DetectorModel, DetectorSpec};
+use crate::xtc::smalldata::{
+    chunkinfo_names_id, chunkinfo_schema, runinfo_names_id, runinfo_schema,
+};
+use crate::xtc::stream_writer::StreamWriter;
+use crate::xtc::{DgramBuilder, NamesId, TransitionId, VarData};
+use std::path::{Path, PathBuf};
+
+/// Seconds between the Unix and EPICS (1990-01-01) epochs.
+pub const EPICS_EPOCH_OFFSET: u64 = 631_152_000;
+/// Unix time of the first run's Configure (2026-01-01T00:00:00Z); run N starts N hours later.
+pub const FIRST_RUN_UNIX: u64 = 1_767_225_600;
+/// Events between Disable/Enable pairs.
+pub const EVENTS_PER_ENABLE: u64 = 100;
+/// Events between SlowUpdates (about one second at 120 Hz).
+pub const EVENTS_PER_SLOW_UPDATE: u64 = 120;
+/// Ticks between a Disable and the next Enable.
+pub const PAUSE_TICKS: u64 = 12;
+/// Jungfrau `hotPixelThresh` written in every event.
+pub const JUNGFRAU_HOT_PIXEL_THRESH: u16 = 16000;
+/// Jungfrau `maxHotPixels` written in every event.
+pub const JUNGFRAU_MAX_HOT_PIXELS: u32 = 1000;
+
+/// 120 Hz timing: tick k of a run as an XTC2 timestamp (`sec << 32 | nsec`, EPICS epoch).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    sec0: u64,
+    pub tick: u64,
+}
+
+impl Clock {
+    /// The clock of run `run`.
+    pub fn for_run(run: u32) -> Clock {
+        Clock {
+            sec0: FIRST_RUN_UNIX + 3600 * u64::from(run) - EPICS_EPOCH_OFFSET,
+            tick: 0,
+        }
+    }
+
+    /// The timestamp of the current tick.
+    pub fn timestamp(&self) -> u64 {
+        let sec = self.sec0 + self.tick / 120;
+        let nsec = (self.tick % 120) * 1_000_000_000 / 120;
+        (sec << 32) | nsec
+    }
+
+    /// The timestamp of the current tick, then advances one tick.
+    pub fn next(&mut self) -> u64 {
+        let t = self.timestamp();
+        self.tick += 1;
+        t
+    }
+}
+
+/// Segments of stream `s` of `nstreams` for a detector with `nsegs` segments (contiguous, even).
+pub fn stream_segments(nsegs: usize, nstreams: usize, s: usize) -> std::ops::Range<usize> {
+    s * nsegs / nstreams..(s + 1) * nsegs / nstreams
+}
+
+struct StreamOut {
+    w: StreamWriter,
+    node: u32,
+    segs: std::ops::Range<usize>,
+}
+
+/// Writes all streams of one run.
+pub struct RunWriter {
+    spec: &'static DetectorSpec,
+    exp: String,
+    run: u32,
+    chunk_bytes: u64,
+    streams: Vec<StreamOut>,
+    /// Datagrams written per stream (all streams get the same sequence).
+    pub dgrams: u64,
+}
+
+fn raw_id(node: u32, k: usize) -> NamesId {
+    NamesId::new(node, k as u8)
+}
+
+fn config_id(node: u32, k: usize) -> NamesId {
+    NamesId::new(node, 64 + k as u8)
+}
+
+impl RunWriter {
+    /// Opens `nstreams` streams in `xtc_dir`.
+    pub fn create(
+        xtc_dir: &Path,
+        exp: &str,
+        run: u32,
+        spec: &'static DetectorSpec,
+        nstreams: usize,
+        chunk_bytes: u64,
+    ) -> Result<RunWriter, SynthError> {
+        let mut streams = Vec::with_capacity(nstreams);
+        for s in 0..nstreams {
+            streams.push(StreamOut {
+                w: StreamWriter::create(xtc_dir, exp, run, s as u32, true)?,
+                node: s as u32,
+                segs: stream_segments(spec.nsegs, nstreams, s),
+            });
+        }
+        Ok(RunWriter {
+            spec,
+            exp: exp.to_string(),
+            run,
+            chunk_bytes,
+            streams,
+            dgrams: 0,
+        })
+    }
+
+    /// Writes one transition to every stream (Configure and BeginRun with their content; an
+    /// Enable rotates a stream's chunk when the chunk has grown past the limit).
+    pub fn transition(&mut self, ts: u64, id: TransitionId) -> Result<(), SynthError> {
+        for st in &mut self.streams {
+            let mut b = DgramBuilder::new(ts, id, 1, st.node);
+            match id {
+                TransitionId::Configure => configure(&mut b, self.spec, st.node, st.segs.clone())?,
+                TransitionId::BeginRun => {
+                    b.add_data(
+                        runinfo_names_id(st.node),
+                        &runinfo_schema(0),
+                        &[VarData::string(&self.exp), VarData::scalar(self.run)],
+                    )?;
+                }
+                _ => {}
+            }
+            if id == TransitionId::Enable && st.w.chunk_bytes() > self.chunk_bytes {
+                st.w.write_enable_and_switch_chunk(b)?;
+            } else {
+                st.w.write(b.bytes())?;
+            }
+        }
+        self.dgrams += 1;
+        Ok(())
+    }
+
+    /// Writes one L1Accept: `raw` is the whole frame in slab order; `tick` feeds the Jungfrau
+    /// hardware counters.
+    pub fn event(&mut self, ts: u64, event: u64, tick: u64, raw: &[u16]) -> Result<(), SynthError> {
+        let spec = self.spec;
+        let len = spec.seg_len();
+        for st in &mut self.streams {
+            let mut b = DgramBuilder::new(ts, TransitionId::L1Accept, 1, st.node);
+            for (k, seg) in st.segs.clone().enumerate() {
+                let px = &raw[seg * len..(seg + 1) * len];
+                let schema = spec.raw_schema(seg as u32);
+                match spec.model {
+                    DetectorModel::Epix10k2M => {
+                        b.add_data(
+                            raw_id(st.node, k),
+                            &schema,
+                            &[VarData::array(&[spec.rows as u32, spec.cols as u32], px)],
+                        )?;
+                    }
+                    DetectorModel::Jungfrau4M => {
+                        let hot = px
+                            .iter()
+                            .filter(|&&v| v & 0x3FFF >= JUNGFRAU_HOT_PIXEL_THRESH)
+                            .count() as u32;
+                        b.add_data(
+                            raw_id(st.node, k),
+                            &schema,
+                            &[
+                                VarData::array(&[1, spec.rows as u32, spec.cols as u32], px),
+                                VarData::scalar(event + 1),
+                                VarData::scalar(tick * 10_000_000 / 120),
+                                VarData::scalar(JUNGFRAU_HOT_PIXEL_THRESH),
+                                VarData::scalar(hot),
+                                VarData::scalar(JUNGFRAU_MAX_HOT_PIXELS),
+                            ],
+                        )?;
+                    }
+                }
+            }
+            st.w.write(b.bytes())?;
+        }
+        self.dgrams += 1;
+        Ok(())
+    }
+
+    /// Chunks per stream so far (1 + rotations).
+    pub fn chunks(&self) -> Vec<u32> {
+        self.streams.iter().map(|s| s.w.chunk() + 1).collect()
+    }
+
+    /// Closes and renames every file; returns the paths.
+    pub fn finish(self) -> Result<Vec<PathBuf>, SynthError> {
+        let mut out = Vec::new();
+        for st in self.streams {
+            out.extend(st.w.finish()?);
+        }
+        Ok(out)
+    }
+}
+
+fn configure(
+    b: &mut DgramBuilder,
+    spec: &DetectorSpec,
+    node: u32,
+    segs: std::ops::Range<usize>,
+) -> Result<(), SynthError> {
+    b.add_names(runinfo_names_id(node), &runinfo_schema(0))?;
+    b.add_names(chunkinfo_names_id(node), &chunkinfo_schema(0))?;
+    for (k, seg) in segs.clone().enumerate() {
+        b.add_names(raw_id(node, k), &spec.raw_schema(seg as u32))?;
+    }
+    for (k, seg) in segs.enumerate() {
+        if let Some(cs) = spec.config_schema(seg as u32) {
+            let cfg = spec.epix_panel_config();
+            b.add_names(config_id(node, k), &cs)?;
+            b.add_data(
+                config_id(node, k),
+                &cs,
+                &[
+                    VarData::array(&[4, 176, 192], &cfg.asic_pixel_config),
+                    VarData::array(&[4], &cfg.trbit),
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
