@@ -375,19 +375,29 @@ impl Kernel {
             }
             return;
         }
-        let t0 = &self.tables[self.code_table[0]];
+        // Every pixel with the first table (vectorised), then a fix-up of the pixels whose gain
+        // bits select another table, found by scanning the raw words (L2-resident) in blocks.
+        let t0i = self.code_table[0];
+        let t0 = &self.tables[t0i];
         let (ped0, g0) = (&t0.ped[range.clone()], &t0.gfac[range]);
-        let pairs = ped0.iter().zip(g0);
-        for (i, ((o, &r), (&p, &g))) in out.iter_mut().zip(raw).zip(pairs).enumerate() {
-            let code = ((r >> 14) & self.code_mask) as usize;
-            let t = self.code_table[code];
-            let (p, g) = if t == self.code_table[0] {
-                (p, g)
-            } else {
-                let t = &self.tables[t];
-                (t.ped[base + i], t.gfac[base + i])
-            };
+        for (((o, &r), &p), &g) in out.iter_mut().zip(raw).zip(ped0).zip(g0) {
             *o = (f32::from(r & 0x3FFF) - p) * g;
+        }
+        let code_bits = self.code_mask << 14;
+        let same: [bool; 4] = std::array::from_fn(|c| self.code_table[c] == t0i);
+        for (blk, chunk) in raw.chunks(16).enumerate() {
+            let any = chunk.iter().fold(0u16, |acc, &r| acc | (r & code_bits));
+            if any == 0 && same[0] {
+                continue;
+            }
+            for (j, &r) in chunk.iter().enumerate() {
+                let code = ((r >> 14) & self.code_mask) as usize;
+                if !same[code] {
+                    let i = blk * 16 + j;
+                    let t = &self.tables[self.code_table[code]];
+                    out[i] = (f32::from(r & 0x3FFF) - t.ped[base + i]) * t.gfac[base + i];
+                }
+            }
         }
     }
 
