@@ -231,7 +231,7 @@ fn main() -> anyhow::Result<()> {
         pf_bytes as f64 / pf_ms / 1e6
     );
     println!(
-        "bytes_per_frame calibration {:.1} MB (raw u16, pedestal+gain f32, output f32 + write-allocate, ~18% of a second gain table) -> {:.1} GB/s at the no-common-mode median",
+        "bytes_per_frame calibration {:.1} MB (upper estimate: raw u16, pedestal+gain f32, output f32 + write-allocate, ~18% of a second gain table; part comes from L3) -> {:.1} GB/s at the no-common-mode median",
         cal_bytes as f64 / 1e6,
         cal_ms.first().map_or(0.0, |c| cal_bytes as f64 / c.2 / 1e6)
     );

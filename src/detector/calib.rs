@@ -3,8 +3,10 @@
 //!
 //! Everything that depends only on constants and configuration is precomputed per pixel: for each
 //! value of the raw gain bits a table of pedestal, gain factor with the mask folded in, and
-//! common-mode eligibility. The hot loop then reads the raw word, picks the table by its gain bits
-//! and does one subtraction and one multiplication.
+//! common-mode eligibility. The hot loop is one vectorised pass with the table of gain code 0
+//! (the common case), followed by a fix-up of the few pixels whose gain bits select another table,
+//! found by scanning the raw words 16 at a time. Work is done per half segment (L2-resident),
+//! which is also the unit of every common-mode mode.
 
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
@@ -82,6 +84,7 @@ struct Kernel {
 struct SegScratch {
     ok: Vec<u8>,
     cm: CmScratch,
+    others: Vec<(u32, f32)>,
 }
 
 fn gain_factor(gain: f32) -> f32 {
@@ -234,6 +237,7 @@ impl Calibrator {
             .map(|_| SegScratch {
                 ok: vec![0; seg / 2],
                 cm: CmScratch::default(),
+                others: Vec::new(),
             })
             .collect()
     }
@@ -414,25 +418,55 @@ impl Kernel {
         let n = raw.len();
         let ok = &mut sc.ok[..n];
         let t0i = self.code_table[0];
-        let mut any = 0u8;
-        for (i, ((o, &r), okv)) in out.iter_mut().zip(raw).zip(ok.iter_mut()).enumerate() {
-            let code = ((r >> 14) & self.code_mask) as usize;
-            let t = &self.tables[self.code_table[code]];
-            *o = f32::from(r & 0x3FFF) - t.ped[base + i];
-            *okv = t.cm_ok[base + i];
-            any |= *okv;
+        let t0 = &self.tables[t0i];
+        let range = base..base + n;
+        let (ped0, ok0, g0) = (
+            &t0.ped[range.clone()],
+            &t0.cm_ok[range.clone()],
+            &t0.gfac[range],
+        );
+        for (((o, okv), &r), (&p, &k)) in out
+            .iter_mut()
+            .zip(ok.iter_mut())
+            .zip(raw)
+            .zip(ped0.iter().zip(ok0))
+        {
+            *o = f32::from(r & 0x3FFF) - p;
+            *okv = k;
         }
-        if any != 0 {
+        // Pixels whose gain bits select another table: fix the pedestal and eligibility now and
+        // remember their gain factor for the last pass.
+        let others = &mut sc.others;
+        others.clear();
+        let code_bits = self.code_mask << 14;
+        for (blk, chunk) in raw.chunks(16).enumerate() {
+            if chunk.iter().fold(0u16, |acc, &r| acc | (r & code_bits)) == 0 {
+                continue;
+            }
+            for (j, &r) in chunk.iter().enumerate() {
+                let t = self.code_table[((r >> 14) & self.code_mask) as usize];
+                if t != t0i {
+                    let i = blk * 16 + j;
+                    let t = &self.tables[t];
+                    out[i] = f32::from(r & 0x3FFF) - t.ped[base + i];
+                    ok[i] = t.cm_ok[base + i];
+                    others.push((i as u32, t.gfac[base + i]));
+                }
+            }
+        }
+        if ok.iter().any(|&k| k != 0) {
             common_mode::apply_half(out, ok, self.cols, self.nbanks, p, &mut sc.cm);
         }
-        for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
-            let code = ((r >> 14) & self.code_mask) as usize;
-            let t = self.code_table[code];
-            *o *= if t == t0i {
-                self.tables[t0i].gfac[base + i]
+        for &(i, g) in others.iter() {
+            out[i as usize] *= g;
+        }
+        let mut k = 0;
+        for (i, (o, &g)) in out.iter_mut().zip(g0).enumerate() {
+            if k < others.len() && others[k].0 as usize == i {
+                k += 1;
             } else {
-                self.tables[t].gfac[base + i]
-            };
+                *o *= g;
+            }
         }
     }
 }
