@@ -1,7 +1,8 @@
 //! Times calibration and peakfinder8 on synthetic ePix10k2M frames (release build, one core),
 //! and scores peakfinder8 against the synthetic truth.
 //!
-//! `cargo run --release --example bench_kernels -- [--frames N] [--reps N] [--threads N] [--dump DIR]`
+//! `cargo run --release --example bench_kernels -- [--frames N] [--reps N] [--dump DIR]
+//! [--skip-calib] [--om-bit-exact]`
 //!
 //! With `--dump DIR` it also writes `frames.npy` (f32, N×5632×384), `pix_r.npy`, `mask.npy`
 //! (i8, radius window folded in), `params.json` and `rust_peaks.json` for `scripts/bench-kernels`.
@@ -13,8 +14,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use lclstreamer::algo::spots::{SplitMix64, SpotRecipe, TrueSpot, score, synth_frame};
 use lclstreamer::algo::{PeakFinder8, PeakList, Pf8Params};
-use lclstreamer::detector::CommonModeParams;
 use lclstreamer::detector::synthetic::epix10k2m_case;
+use lclstreamer::detector::{Calibrator, CommonModeParams};
 use lclstreamer::detector::{Geometry, SlabLayout};
 use ndarray::{Array1, Array2, Array3};
 use ndarray_npy::WriteNpyExt as _;
@@ -23,6 +24,8 @@ struct Args {
     frames: usize,
     reps: usize,
     dump: Option<PathBuf>,
+    skip_calib: bool,
+    om_bit_exact: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -30,6 +33,8 @@ fn parse_args() -> anyhow::Result<Args> {
         frames: 8,
         reps: 5,
         dump: None,
+        skip_calib: false,
+        om_bit_exact: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -38,6 +43,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--frames" => a.frames = val()?.parse()?,
             "--reps" => a.reps = val()?.parse()?,
             "--dump" => a.dump = Some(PathBuf::from(val()?)),
+            "--skip-calib" => a.skip_calib = true,
+            "--om-bit-exact" => a.om_bit_exact = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -49,18 +56,52 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// Single-core memory bandwidth in GB/s: (read-only sum, copy counted as read + write).
+fn bandwidth() -> (f64, f64) {
+    let n = 64 << 20; // 256 MiB of f32
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let (mut best_read, mut best_copy) = (0.0f64, 0.0f64);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut acc = [0.0f32; 16];
+        for ch in src.chunks_exact(16) {
+            for j in 0..16 {
+                acc[j] += ch[j];
+            }
+        }
+        std::hint::black_box(acc);
+        best_read = best_read.max((n * 4) as f64 / t.elapsed().as_secs_f64() / 1e9);
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&dst);
+        best_copy = best_copy.max((n * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    (best_read, best_copy)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    let (bw_read, bw_copy) = bandwidth();
+    println!("memory_bandwidth_gb_s read {bw_read:.1} copy(read+write) {bw_copy:.1}");
     let layout = SlabLayout::EPIX10K2M;
     let geom = Geometry::synthetic_epix10k2m(0.37, -0.61);
     let pix_r = geom.radius_map();
     let (h, w) = (layout.height(), layout.width());
     let n = layout.len();
-    let params = Pf8Params::default();
+    let params = Pf8Params {
+        om_bit_exact: args.om_bit_exact,
+        ..Pf8Params::default()
+    };
 
     // Calibration: raw ePix10ka frames from synthetic constants.
     let mut out = vec![0.0f32; n];
     let mut cal_ms = Vec::new();
+    let mut base_case = None;
     for (label, cm) in [
         ("no common mode", None),
         ("cm (7,1,100,10) rows", Some([7.0, 1.0, 100.0, 10.0])),
@@ -68,8 +109,13 @@ fn main() -> anyhow::Result<()> {
         ("cm (7,4,100,10) banks", Some([7.0, 4.0, 100.0, 10.0])),
         ("cm (7,7,100,10) all", Some([7.0, 7.0, 100.0, 10.0])),
     ] {
+        if args.skip_calib {
+            break;
+        }
         let cm = cm.and_then(|c| CommonModeParams::from_psana(&c));
-        let mut case = epix10k2m_case(args.frames.min(4), 7, cm)?;
+        let case = base_case.get_or_insert_with(|| epix10k2m_case(args.frames.min(4), 7, None));
+        let case = case.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
+        case.calibrator = Calibrator::epix10ka(&case.constants, &case.configs, None, cm)?;
         let mut times = Vec::new();
         for rep in 0..args.reps + 1 {
             for raw in &case.raw_frames {
@@ -80,7 +126,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        cal_ms.push((label, median(&mut times)));
+        cal_ms.push((label, min(&times), median(&mut times)));
     }
 
     // peakfinder8 on spot frames.
@@ -108,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    let pf_min = min(&pf_times);
     let pf_ms = median(&mut pf_times);
     let (mut found, mut matched, mut total) = (0usize, 0usize, 0usize);
     for (p, t) in all_peaks.iter().zip(&truth) {
@@ -117,18 +164,76 @@ fn main() -> anyhow::Result<()> {
         matched += m;
         total += t.len();
     }
+    // Jungfrau 4M (4096x1024, 256x256 ASICs), same recipe scaled to its size.
+    let jgeom = Geometry::synthetic_jungfrau4m(0.41, -0.27);
+    let jl = SlabLayout::JUNGFRAU4M;
+    let jr = jgeom.radius_map();
+    let jparams = Pf8Params {
+        min_res: 10.0,
+        max_res: 1000.0,
+        adc_threshold: 250.0,
+        minimum_snr: 6.0,
+        min_pixel_count: 2,
+        ..params
+    };
+    let mut jpf = PeakFinder8::from_geometry(jparams, &jgeom, "jungfrau4m", None)?;
+    let mut jframes = Vec::new();
+    for _ in 0..2 {
+        let mut f = vec![0.0f32; jl.len()];
+        let rec = SpotRecipe {
+            min_r: 20.0,
+            max_r: 1000.0,
+            min_intensity: 1500.0,
+            max_intensity: 6000.0,
+            ..recipe
+        };
+        synth_frame(jl, &jr, &rec, &mut rng, &mut f);
+        jframes.push(f);
+    }
+    let mut jpeaks = PeakList::with_capacity(2048);
+    let mut jt = Vec::new();
+    for rep in 0..args.reps + 1 {
+        for f in &jframes {
+            let t = Instant::now();
+            jpf.find(f, &mut jpeaks)?;
+            if rep > 0 {
+                jt.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+
     println!(
         "frames {} x reps {} on {}x{} ePix10k2M slab",
         args.frames, args.reps, h, w
     );
-    for (label, ms) in &cal_ms {
-        println!("calibration_ms_per_frame {ms:.3}  [{label}]");
+    for (label, best, ms) in &cal_ms {
+        println!("calibration_ms_per_frame {ms:.3}  (best {best:.3})  [{label}]");
     }
-    println!("peakfinder8_ms_per_frame {pf_ms:.3}");
+    println!("peakfinder8_ms_per_frame {pf_ms:.3}  (best {pf_min:.3})");
     println!(
-        "radial: gathered_bins {:.3} candidates {}",
+        "peakfinder8_jungfrau4m_ms_per_frame {:.3}  (best {:.3}; 4096x1024 slab, 2 synthetic frames; gathered {:.4}, candidates {})",
+        median(&mut jt),
+        min(&jt),
+        jpf.radial_stats().gathered_fraction(),
+        jpf.radial_stats().num_candidates()
+    );
+    println!(
+        "radial statistics: exactly gathered pixels {:.4}, candidates outside the windows {}",
         pf.radial_stats().gathered_fraction(),
         pf.radial_stats().num_candidates()
+    );
+    let unmasked = pf.effective_mask().iter().filter(|&&m| m != 0).count();
+    let pf_bytes = n * 4 + unmasked * 2;
+    let cal_bytes = n * (2 + 8 + 4 + 4) + n / 5;
+    println!(
+        "bytes_per_frame peakfinder8 {:.1} MB (frame f32 + 2 B/unmasked pixel of bin-sorted index) -> {:.1} GB/s at the median",
+        pf_bytes as f64 / 1e6,
+        pf_bytes as f64 / pf_ms / 1e6
+    );
+    println!(
+        "bytes_per_frame calibration {:.1} MB (upper estimate: raw u16, pedestal+gain f32, output f32 + write-allocate, ~18% of a second gain table; part comes from L3) -> {:.1} GB/s at the no-common-mode median",
+        cal_bytes as f64 / 1e6,
+        cal_ms.first().map_or(0.0, |c| cal_bytes as f64 / c.2 / 1e6)
     );
     println!(
         "synthetic_truth precision {:.4} recall {:.4} (found {found}, matched {matched}, true {total}, match <= 1.5 px)",

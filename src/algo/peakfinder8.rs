@@ -29,7 +29,8 @@ pub struct Pf8Params {
     pub min_res: f32,
     /// Inclusive upper radius limit, pixels.
     pub max_res: f32,
-    /// Reproduce OM's stale list-slot read during growth (see the reference note); off = clean.
+    /// Reproduce OM bit for bit: its f32 five-pass radial statistics (slower) and its stale
+    /// list-slot read during growth (see the reference note). Off: f64 statistics, clean growth.
     #[serde(default)]
     pub om_bit_exact: bool,
 }
@@ -175,8 +176,10 @@ impl PeakFinder8 {
                 params.min_pixel_count, params.max_pixel_count
             )));
         }
-        if layout.asic_nx < 3 || layout.asic_ny < 3 {
-            return Err(Pf8Error::Param("ASICs must be at least 3x3 pixels".into()));
+        if layout.asic_nx < 3 || layout.asic_ny < 3 || layout.asic_nx > 1 << 16 {
+            return Err(Pf8Error::Param(
+                "ASICs must be at least 3x3 and at most 65536 pixels wide".into(),
+            ));
         }
         let mut max_r = -1e9f32;
         for (i, &r) in pix_r.iter().enumerate() {
@@ -195,13 +198,18 @@ impl PeakFinder8 {
             .zip(&real_bins)
             .enumerate()
             .map(|(i, (&r, &b))| {
-                let good = mask.is_none_or(|m| m[i] != 0)
-                    && !(r < params.min_res)
-                    && !(r > params.max_res);
+                let good =
+                    mask.is_none_or(|m| m[i] != 0) && r >= params.min_res && r <= params.max_res;
                 if good { b } else { nbins as u16 }
             })
             .collect();
-        let stats = RadialStats::new(&bins, nbins, params.minimum_snr, params.adc_threshold);
+        let stats = RadialStats::new(
+            layout,
+            &bins,
+            nbins,
+            params.minimum_snr,
+            params.adc_threshold,
+        );
         let rw = 2 * params.local_bg_radius as i32;
         let mut ring = Vec::new();
         for dss in -rw..rw {
@@ -227,6 +235,19 @@ impl PeakFinder8 {
             slot_high_water: 0,
             peak_pixels: vec![0; params.max_pixel_count],
         })
+    }
+
+    /// Set up from a CrystFEL geometry: the slab layout as OM derives it and the radius map.
+    pub fn from_geometry(
+        params: Pf8Params,
+        geometry: &crate::detector::Geometry,
+        geometry_name: &str,
+        mask: Option<&[u8]>,
+    ) -> Result<PeakFinder8, Pf8Error> {
+        let layout = geometry
+            .layout(geometry_name)
+            .map_err(|e| Pf8Error::Param(e.to_string()))?;
+        PeakFinder8::new(params, layout, &geometry.radius_map(), mask)
     }
 
     /// The parameters in use.
@@ -264,7 +285,11 @@ impl PeakFinder8 {
         }
         out.peaks.clear();
         out.num_found = 0;
-        self.stats.compute(data, &self.bins);
+        if self.params.om_bit_exact {
+            self.stats.compute_om_f32(data, &self.bins);
+        } else {
+            self.stats.compute(data);
+        }
 
         let SlabLayout {
             asic_nx, asic_ny, ..

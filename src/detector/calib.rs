@@ -3,8 +3,10 @@
 //!
 //! Everything that depends only on constants and configuration is precomputed per pixel: for each
 //! value of the raw gain bits a table of pedestal, gain factor with the mask folded in, and
-//! common-mode eligibility. The hot loop then reads the raw word, picks the table by its gain bits
-//! and does one subtraction and one multiplication.
+//! common-mode eligibility. The hot loop is one vectorised pass with the table of gain code 0
+//! (the common case), followed by a fix-up of the few pixels whose gain bits select another table,
+//! found by scanning the raw words 16 at a time. Work is done per half segment (L2-resident),
+//! which is also the unit of every common-mode mode.
 
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
@@ -60,6 +62,15 @@ pub struct Calibrator {
     kind: DetectorKind,
     nsegs: usize,
     rows: usize,
+    kernel: Kernel,
+    mask: Vec<u8>,
+    /// Per-segment scratch, so segments can run in parallel without allocating.
+    scratch: Vec<SegScratch>,
+}
+
+/// The read-only per-pixel tables and parameters used by the hot loops.
+#[derive(Debug, Clone)]
+struct Kernel {
     cols: usize,
     code_mask: u16,
     /// Table index per raw gain code (`raw >> 14 & code_mask`).
@@ -67,9 +78,13 @@ pub struct Calibrator {
     tables: Vec<Table>,
     cm: Option<CommonModeParams>,
     nbanks: usize,
-    mask: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SegScratch {
     ok: Vec<u8>,
-    scratch: CmScratch,
+    cm: CmScratch,
+    others: Vec<(u32, f32)>,
 }
 
 fn gain_factor(gain: f32) -> f32 {
@@ -143,15 +158,16 @@ impl Calibrator {
             kind: DetectorKind::Epix10ka,
             nsegs: c.nsegs,
             rows: c.rows,
-            cols: c.cols,
-            code_mask: 1,
-            code_table: [0, second, 0, second],
-            tables,
-            cm: cm.filter(|p| p.enabled()),
-            nbanks: 8,
+            kernel: Kernel {
+                cols: c.cols,
+                code_mask: 1,
+                code_table: [0, second, 0, second],
+                tables,
+                cm: cm.filter(|p| p.enabled()),
+                nbanks: 8,
+            },
             mask: pmask,
-            ok: vec![0; seg],
-            scratch: CmScratch::default(),
+            scratch: Self::scratch(c.nsegs, seg),
         })
     }
 
@@ -187,9 +203,10 @@ impl Calibrator {
                 gfac: vec![0.0; n],
                 cm_ok: vec![0; n],
             };
-            for i in 0..n {
-                t.gfac[i] = gain_factor(c.pixel_gain[gr * n + i]) * f32::from(pmask[i]);
-                t.cm_ok[i] = u8::from(gr == 0 && pmask[i] != 0);
+            let gains = &c.pixel_gain[gr * n..(gr + 1) * n];
+            for (i, (&g, &m)) in gains.iter().zip(&pmask).enumerate() {
+                t.gfac[i] = gain_factor(g) * f32::from(m);
+                t.cm_ok[i] = u8::from(gr == 0 && m != 0);
             }
             tables.push(t);
         }
@@ -202,16 +219,27 @@ impl Calibrator {
             kind: DetectorKind::Jungfrau,
             nsegs: c.nsegs,
             rows: c.rows,
-            cols: c.cols,
-            code_mask: 3,
-            code_table: [0, 1, 3, 2],
-            tables,
-            cm: cm.filter(|p| p.enabled()),
-            nbanks: 16,
+            kernel: Kernel {
+                cols: c.cols,
+                code_mask: 3,
+                code_table: [0, 1, 3, 2],
+                tables,
+                cm: cm.filter(|p| p.enabled()),
+                nbanks: 16,
+            },
             mask: pmask,
-            ok: vec![0; c.rows * c.cols],
-            scratch: CmScratch::default(),
+            scratch: Self::scratch(c.nsegs, c.rows * c.cols),
         })
+    }
+
+    fn scratch(nsegs: usize, seg: usize) -> Vec<SegScratch> {
+        (0..nsegs)
+            .map(|_| SegScratch {
+                ok: vec![0; seg / 2],
+                cm: CmScratch::default(),
+                others: Vec::new(),
+            })
+            .collect()
     }
 
     fn merged_mask(
@@ -244,12 +272,12 @@ impl Calibrator {
 
     /// Pixels per frame (`nsegs·rows·cols`), also the slab size.
     pub fn frame_len(&self) -> usize {
-        self.nsegs * self.rows * self.cols
+        self.nsegs * self.rows * self.kernel.cols
     }
 
     /// Segment shape `(rows, cols)`.
     pub fn segment_shape(&self) -> (usize, usize) {
-        (self.rows, self.cols)
+        (self.rows, self.kernel.cols)
     }
 
     /// The merged pixel mask (status, pixel_mask constant, user mask), 1 = good.
@@ -267,14 +295,32 @@ impl Calibrator {
                 expected: n,
             });
         }
-        let seg = self.rows * self.cols;
-        for s in 0..self.nsegs {
-            self.calibrate_segment(
-                s,
-                &raw[s * seg..(s + 1) * seg],
-                &mut out[s * seg..(s + 1) * seg],
-            );
+        let seg = self.rows * self.kernel.cols;
+        for (s, (o, sc)) in out.chunks_exact_mut(seg).zip(&mut self.scratch).enumerate() {
+            self.kernel
+                .segment(s, seg, &raw[s * seg..(s + 1) * seg], o, sc);
         }
+        Ok(())
+    }
+
+    /// Like [`Calibrator::calibrate_slab`], segments in parallel on the current rayon pool.
+    pub fn calibrate_slab_par(&mut self, raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
+        use rayon::prelude::*;
+        let n = self.frame_len();
+        if raw.len() != n || out.len() != n {
+            return Err(CalibError::Size {
+                what: "raw frame / output".into(),
+                actual: raw.len().min(out.len()),
+                expected: n,
+            });
+        }
+        let seg = self.rows * self.kernel.cols;
+        let kernel = &self.kernel;
+        out.par_chunks_exact_mut(seg)
+            .zip(raw.par_chunks_exact(seg))
+            .zip(self.scratch.par_iter_mut())
+            .enumerate()
+            .for_each(|(s, ((o, r), sc))| kernel.segment(s, seg, r, o, sc));
         Ok(())
     }
 
@@ -284,7 +330,7 @@ impl Calibrator {
         raw_segments: &[&[u16]],
         out: &mut [f32],
     ) -> Result<(), CalibError> {
-        let seg = self.rows * self.cols;
+        let seg = self.rows * self.kernel.cols;
         if raw_segments.len() != self.nsegs || out.len() != self.frame_len() {
             return Err(CalibError::Size {
                 what: "segments / output".into(),
@@ -300,56 +346,126 @@ impl Calibrator {
                     expected: seg,
                 });
             }
-            self.calibrate_segment(s, r, &mut out[s * seg..(s + 1) * seg]);
+            let o = &mut out[s * seg..(s + 1) * seg];
+            self.kernel.segment(s, seg, r, o, &mut self.scratch[s]);
         }
         Ok(())
     }
+}
 
-    fn calibrate_segment(&mut self, s: usize, raw: &[u16], out: &mut [f32]) {
-        let seg = self.rows * self.cols;
-        let range = s * seg..(s + 1) * seg;
-        let cm = self.cm;
-        let cmask = self.code_mask;
-        let tables = &self.tables;
-        let code_table = self.code_table;
-        let tab = |c: usize| &tables[code_table[c]];
-        let peds: [&[f32]; 4] = std::array::from_fn(|c| &tab(c).ped[range.clone()]);
-        let gfacs: [&[f32]; 4] = std::array::from_fn(|c| &tab(c).gfac[range.clone()]);
-        match cm {
-            None => {
-                if tables.len() == 1 {
-                    let (ped, g) = (peds[0], gfacs[0]);
-                    for (((o, &r), &p), &g) in out.iter_mut().zip(raw).zip(ped).zip(g) {
-                        *o = (f32::from(r & 0x3FFF) - p) * g;
-                    }
-                } else {
-                    for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
-                        let c = ((r >> 14) & cmask) as usize;
-                        *o = (f32::from(r & 0x3FFF) - peds[c][i]) * gfacs[c][i];
-                    }
+impl Kernel {
+    fn segment(&self, s: usize, seg: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
+        let half = seg / 2;
+        for h in 0..2 {
+            let base = s * seg + h * half;
+            let r = &raw[h * half..(h + 1) * half];
+            let o = &mut out[h * half..(h + 1) * half];
+            match self.cm {
+                None => self.calibrate_plain(base, r, o),
+                Some(p) => self.calibrate_with_cm(base, r, o, &p, sc),
+            }
+        }
+    }
+
+    /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits.
+    fn calibrate_plain(&self, base: usize, raw: &[u16], out: &mut [f32]) {
+        let n = raw.len();
+        let range = base..base + n;
+        if self.tables.len() == 1 {
+            let t = &self.tables[0];
+            let (ped, g) = (&t.ped[range.clone()], &t.gfac[range]);
+            for (((o, &r), &p), &g) in out.iter_mut().zip(raw).zip(ped).zip(g) {
+                *o = (f32::from(r & 0x3FFF) - p) * g;
+            }
+            return;
+        }
+        // Every pixel with the first table (vectorised), then a fix-up of the pixels whose gain
+        // bits select another table, found by scanning the raw words (L2-resident) in blocks.
+        let t0i = self.code_table[0];
+        let t0 = &self.tables[t0i];
+        let (ped0, g0) = (&t0.ped[range.clone()], &t0.gfac[range]);
+        for (((o, &r), &p), &g) in out.iter_mut().zip(raw).zip(ped0).zip(g0) {
+            *o = (f32::from(r & 0x3FFF) - p) * g;
+        }
+        let code_bits = self.code_mask << 14;
+        let same: [bool; 4] = std::array::from_fn(|c| self.code_table[c] == t0i);
+        for (blk, chunk) in raw.chunks(16).enumerate() {
+            let any = chunk.iter().fold(0u16, |acc, &r| acc | (r & code_bits));
+            if any == 0 && same[0] {
+                continue;
+            }
+            for (j, &r) in chunk.iter().enumerate() {
+                let code = ((r >> 14) & self.code_mask) as usize;
+                if !same[code] {
+                    let i = blk * 16 + j;
+                    let t = &self.tables[self.code_table[code]];
+                    out[i] = (f32::from(r & 0x3FFF) - t.ped[base + i]) * t.gfac[base + i];
                 }
             }
-            Some(p) => {
-                let oks: [&[u8]; 4] = std::array::from_fn(|c| &tab(c).cm_ok[range.clone()]);
-                let ok = &mut self.ok;
-                for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
-                    let c = ((r >> 14) & cmask) as usize;
-                    *o = f32::from(r & 0x3FFF) - peds[c][i];
-                    ok[i] = oks[c][i];
+        }
+    }
+
+    /// Pedestal subtraction into `out` with eligibility flags, common mode on the half segment
+    /// (L2-resident), then the gain factors.
+    fn calibrate_with_cm(
+        &self,
+        base: usize,
+        raw: &[u16],
+        out: &mut [f32],
+        p: &CommonModeParams,
+        sc: &mut SegScratch,
+    ) {
+        let n = raw.len();
+        let ok = &mut sc.ok[..n];
+        let t0i = self.code_table[0];
+        let t0 = &self.tables[t0i];
+        let range = base..base + n;
+        let (ped0, ok0, g0) = (
+            &t0.ped[range.clone()],
+            &t0.cm_ok[range.clone()],
+            &t0.gfac[range],
+        );
+        for (((o, okv), &r), (&p, &k)) in out
+            .iter_mut()
+            .zip(ok.iter_mut())
+            .zip(raw)
+            .zip(ped0.iter().zip(ok0))
+        {
+            *o = f32::from(r & 0x3FFF) - p;
+            *okv = k;
+        }
+        // Pixels whose gain bits select another table: fix the pedestal and eligibility now and
+        // remember their gain factor for the last pass.
+        let others = &mut sc.others;
+        others.clear();
+        let code_bits = self.code_mask << 14;
+        for (blk, chunk) in raw.chunks(16).enumerate() {
+            if chunk.iter().fold(0u16, |acc, &r| acc | (r & code_bits)) == 0 {
+                continue;
+            }
+            for (j, &r) in chunk.iter().enumerate() {
+                let t = self.code_table[((r >> 14) & self.code_mask) as usize];
+                if t != t0i {
+                    let i = blk * 16 + j;
+                    let t = &self.tables[t];
+                    out[i] = f32::from(r & 0x3FFF) - t.ped[base + i];
+                    ok[i] = t.cm_ok[base + i];
+                    others.push((i as u32, t.gfac[base + i]));
                 }
-                common_mode::apply_segment(
-                    out,
-                    &self.ok,
-                    self.rows,
-                    self.cols,
-                    self.nbanks,
-                    &p,
-                    &mut self.scratch,
-                );
-                for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
-                    let c = ((r >> 14) & cmask) as usize;
-                    *o *= gfacs[c][i];
-                }
+            }
+        }
+        if ok.iter().any(|&k| k != 0) {
+            common_mode::apply_half(out, ok, self.cols, self.nbanks, p, &mut sc.cm);
+        }
+        for &(i, g) in others.iter() {
+            out[i as usize] *= g;
+        }
+        let mut k = 0;
+        for (i, (o, &g)) in out.iter_mut().zip(g0).enumerate() {
+            if k < others.len() && others[k].0 as usize == i {
+                k += 1;
+            } else {
+                *o *= g;
             }
         }
     }

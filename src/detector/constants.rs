@@ -1,8 +1,9 @@
 //! Calibration constants from `.npy` files with psana's shapes, as a psana user gets them with
 //! `np.save(name, det.raw._pedestals())` etc.: `(7, nsegs, 352, 384)` for ePix10ka (gain ranges
 //! FH, FM, FL, AHL_H, AML_M, AHL_L, AML_L) and `(3, nsegs, 512, 1024)` for Jungfrau (gains 0, 1, 2).
-//! Any numeric dtype is accepted and converted; a missing file or a wrong shape is an error naming
-//! the file, the expected and the actual shape.
+//! One HDF5 file holding the same arrays under the same names works too. Any numeric dtype is
+//! accepted and converted; a missing file or a wrong shape is an error naming the file, the
+//! expected and the actual shape.
 
 use std::path::{Path, PathBuf};
 
@@ -143,7 +144,7 @@ impl ConstantFiles {
 }
 
 impl GainConstants {
-    /// Loads and validates against the psana shape `(ngr, nsegs, rows, cols)`.
+    /// Loads `.npy` files and validates against the psana shape `(ngr, nsegs, rows, cols)`.
     pub fn load(
         files: &ConstantFiles,
         ngr: usize,
@@ -151,32 +152,135 @@ impl GainConstants {
         rows: usize,
         cols: usize,
     ) -> Result<GainConstants, ConstantsError> {
-        let shape = [ngr, nsegs, rows, cols];
-        let mut ped = read_finite(&files.pedestals, "pedestals", &shape)?;
-        if let Some(p) = &files.pixel_offset {
-            ped += &read_finite(p, "pixel_offset", &shape)?;
+        let read = |name: &str| -> Result<Option<(PathBuf, ArrayD<f64>)>, ConstantsError> {
+            let path = match name {
+                "pedestals" => Some(&files.pedestals),
+                "pixel_gain" => Some(&files.pixel_gain),
+                "pixel_status" => files.pixel_status.as_ref(),
+                "pixel_offset" => files.pixel_offset.as_ref(),
+                _ => files.pixel_mask.as_ref(),
+            };
+            match path {
+                Some(p) => Ok(Some((p.clone(), read_npy_any(p)?))),
+                None => Ok(None),
+            }
+        };
+        Self::assemble(read, ngr, nsegs, rows, cols)
+    }
+
+    /// Loads one HDF5 file holding datasets `pedestals`, `pixel_gain` and optionally
+    /// `pixel_status`, `pixel_offset`, `pixel_mask` (psana names and shapes, any numeric type)
+    /// at the root or under `group`.
+    pub fn load_hdf5(
+        path: &Path,
+        group: Option<&str>,
+        ngr: usize,
+        nsegs: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<GainConstants, ConstantsError> {
+        let fmt = |msg: String| ConstantsError::Format {
+            file: path.to_path_buf(),
+            msg,
+        };
+        if !path.exists() {
+            return Err(ConstantsError::Open {
+                file: path.to_path_buf(),
+                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
         }
-        let gain = read_finite(&files.pixel_gain, "pixel_gain", &shape)?;
-        let status = match &files.pixel_status {
-            Some(p) => read_checked(p, "pixel_status", &shape)?
-                .iter()
-                .map(|&v| {
-                    if v.is_finite() {
-                        v as u64 as u32
-                    } else {
-                        u32::MAX
-                    }
-                })
-                .collect(),
+        let file = hdf5::File::open(path).map_err(|e| fmt(e.to_string()))?;
+        let root = match group {
+            Some(g) => file.group(g).map_err(|e| fmt(format!("group {g}: {e}")))?,
+            None => file.group("/").map_err(|e| fmt(e.to_string()))?,
+        };
+        let read = |name: &str| -> Result<Option<(PathBuf, ArrayD<f64>)>, ConstantsError> {
+            let gname = root.name();
+            let label = PathBuf::from(format!(
+                "{}:{}/{name}",
+                path.display(),
+                gname.trim_end_matches('/')
+            ));
+            if !root.link_exists(name) {
+                if name == "pedestals" || name == "pixel_gain" {
+                    return Err(ConstantsError::Open {
+                        file: label,
+                        err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such dataset"),
+                    });
+                }
+                return Ok(None);
+            }
+            let ds = root
+                .dataset(name)
+                .map_err(|e| fmt(format!("dataset {name}: {e}")))?;
+            let a = ds
+                .read_dyn::<f64>()
+                .map_err(|e| fmt(format!("dataset {name}: {e}")))?;
+            Ok(Some((label, a)))
+        };
+        Self::assemble(read, ngr, nsegs, rows, cols)
+    }
+
+    fn assemble(
+        read: impl Fn(&str) -> Result<Option<(PathBuf, ArrayD<f64>)>, ConstantsError>,
+        ngr: usize,
+        nsegs: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<GainConstants, ConstantsError> {
+        let shape = [ngr, nsegs, rows, cols];
+        let required = |name: &str| -> Result<(PathBuf, ArrayD<f64>), ConstantsError> {
+            read(name)?.ok_or_else(|| ConstantsError::Open {
+                file: PathBuf::from(name),
+                err: std::io::Error::new(std::io::ErrorKind::NotFound, "required constant missing"),
+            })
+        };
+        let check = |file: &Path, what: &str, a: &ArrayD<f64>, expected: &[usize], finite: bool| {
+            if a.shape() != expected {
+                return Err(ConstantsError::Shape {
+                    file: file.to_path_buf(),
+                    what: what.to_string(),
+                    expected: expected.to_vec(),
+                    actual: a.shape().to_vec(),
+                });
+            }
+            if finite && let Some(index) = a.iter().position(|v| !v.is_finite()) {
+                return Err(ConstantsError::NonFinite {
+                    file: file.to_path_buf(),
+                    what: what.to_string(),
+                    index,
+                });
+            }
+            Ok(())
+        };
+        let (pf, mut ped) = required("pedestals")?;
+        check(&pf, "pedestals", &ped, &shape, true)?;
+        if let Some((f, off)) = read("pixel_offset")? {
+            check(&f, "pixel_offset", &off, &shape, true)?;
+            ped += &off;
+        }
+        let (gf, gain) = required("pixel_gain")?;
+        check(&gf, "pixel_gain", &gain, &shape, true)?;
+        let status = match read("pixel_status")? {
+            Some((f, a)) => {
+                check(&f, "pixel_status", &a, &shape, false)?;
+                a.iter()
+                    .map(|&v| {
+                        if v.is_finite() {
+                            v as u64 as u32
+                        } else {
+                            u32::MAX
+                        }
+                    })
+                    .collect()
+            }
             None => vec![0; shape.iter().product()],
         };
-        let pixel_mask = match &files.pixel_mask {
-            Some(p) => Some(
-                read_checked(p, "pixel_mask", &[nsegs, rows, cols])?
-                    .iter()
-                    .map(|&v| u8::from(v != 0.0))
-                    .collect(),
-            ),
+        let pixel_mask = match read("pixel_mask")? {
+            Some((f, a)) => {
+                check(&f, "pixel_mask", &a, &[nsegs, rows, cols], false)?;
+                Some(a.iter().map(|&v| u8::from(v != 0.0)).collect())
+            }
             None => None,
         };
         Ok(GainConstants {

@@ -1,0 +1,493 @@
+//! Calibration against a plain transcription of psana's recipe (gain ranges from configuration
+//! and data bits, per-range constants, masked median common mode, gain factors, status mask),
+//! and the constant files' shape checks.
+
+use lclstreamer::algo::spots::SplitMix64;
+use lclstreamer::detector::constants::{ConstantFiles, GainConstants};
+use lclstreamer::detector::epix10ka::{self, PanelConfig};
+use lclstreamer::detector::{Calibrator, CommonModeParams};
+use ndarray::{Array3, Array4};
+use ndarray_npy::WriteNpyExt;
+
+/// psana's table (np.select order), written independently of the library.
+fn psana_gain_range(cbits: u8) -> Option<usize> {
+    let conds = [
+        cbits & 28 == 28,
+        cbits & 28 == 12,
+        cbits & 12 == 8,
+        cbits & 60 == 16,
+        cbits & 60 == 0,
+        cbits & 60 == 48,
+        cbits & 60 == 32,
+    ];
+    conds.iter().position(|&c| c)
+}
+
+/// `np.ma.median` of the values where `m` is set, and whether it exists.
+fn ma_median(vals: &[f32], m: &[bool]) -> Option<f32> {
+    let mut v: Vec<f32> = vals.iter().zip(m).filter(|x| *x.1).map(|x| *x.0).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f32::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) * 0.5
+    })
+}
+
+/// psana `common_mode_epix_multigain_apply` on one segment, following its loops literally.
+fn psana_cm(
+    arr: &mut [f32],
+    gmask: &[bool],
+    rows: usize,
+    cols: usize,
+    nbanks: usize,
+    p: &CommonModeParams,
+) {
+    let hrows = rows / 2;
+    let bw = cols / nbanks;
+    let (cormax, npixmin) = (p.cormax, p.npixmin);
+    if p.mode & 4 != 0 {
+        for h in 0..2 {
+            for b in 0..nbanks {
+                let idx: Vec<usize> = (h * hrows..(h + 1) * hrows)
+                    .flat_map(|r| (b * bw..(b + 1) * bw).map(move |c| r * cols + c))
+                    .collect();
+                let vals: Vec<f32> = idx.iter().map(|&i| arr[i]).collect();
+                let m: Vec<bool> = idx.iter().map(|&i| gmask[i]).collect();
+                let npix = m.iter().filter(|&&x| x).count();
+                if npix < npixmin {
+                    continue;
+                }
+                if let Some(cm) = ma_median(&vals, &m)
+                    && cm.abs() < cormax
+                {
+                    for &i in &idx {
+                        if gmask[i] {
+                            arr[i] -= cm;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if p.mode & 1 != 0 {
+        for r in 0..rows {
+            for b in 0..nbanks {
+                let idx: Vec<usize> = (b * bw..(b + 1) * bw).map(|c| r * cols + c).collect();
+                let vals: Vec<f32> = idx.iter().map(|&i| arr[i]).collect();
+                let m: Vec<bool> = idx.iter().map(|&i| gmask[i]).collect();
+                let npix = m.iter().filter(|&&x| x).count();
+                let mut cm = if npix > npixmin {
+                    ma_median(&vals, &m).unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                if cm.abs() >= cormax {
+                    cm = 0.0;
+                }
+                for &i in &idx {
+                    if gmask[i] {
+                        arr[i] -= cm;
+                    }
+                }
+            }
+        }
+    }
+    if p.mode & 2 != 0 {
+        for h in 0..2 {
+            for c in 0..cols {
+                let idx: Vec<usize> = (h * hrows..(h + 1) * hrows).map(|r| r * cols + c).collect();
+                let vals: Vec<f32> = idx.iter().map(|&i| arr[i]).collect();
+                let m: Vec<bool> = idx.iter().map(|&i| gmask[i]).collect();
+                let npix = m.iter().filter(|&&x| x).count();
+                let mut cm = if npix > npixmin {
+                    ma_median(&vals, &m).unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                if cm.abs() >= cormax {
+                    cm = 0.0;
+                }
+                for &i in &idx {
+                    if gmask[i] {
+                        arr[i] -= cm;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// psana's panel assembly of the four ASIC configuration blocks, written independently.
+fn psana_cbits(cfg: &PanelConfig) -> Vec<u8> {
+    let (ar, ac) = (176, 192);
+    let a = |k: usize, r: usize, c: usize| cfg.asic_pixel_config[(k * ar + r) * ac + c];
+    let mut out = vec![0u8; 352 * 384];
+    for r in 0..352 {
+        for c in 0..384 {
+            let (v, k) = match (r < ar, c < ac) {
+                (true, true) => (a(2, ar - 1 - r, ac - 1 - c), 2),
+                (true, false) => (a(1, ar - 1 - r, 2 * ac - 1 - c), 1),
+                (false, true) => (a(3, r - ar, c), 3),
+                (false, false) => (a(0, r - ar, c - ac), 0),
+            };
+            out[r * 384 + c] = (v & 12) | if cfg.trbit[k] != 0 { 16 } else { 0 };
+        }
+    }
+    out
+}
+
+fn random_epix_case(
+    nsegs: usize,
+    rng: &mut SplitMix64,
+) -> (GainConstants, Vec<PanelConfig>, Vec<u16>) {
+    let mut c = lclstreamer::detector::synthetic::epix10ka_constants(nsegs, rng);
+    // Pedestals with fractional parts and a few zero gains (divide_protected → 0).
+    for g in c.pixel_gain.iter_mut().step_by(997) {
+        *g = 0.0;
+    }
+    let configs: Vec<PanelConfig> = (0..nsegs)
+        .map(|_| {
+            let choices = [0u8, 4, 8, 12, 0, 0];
+            let apc = (0..4 * 176 * 192)
+                .map(|_| choices[(rng.uniform() * choices.len() as f64) as usize] | 0x3)
+                .collect::<Vec<u8>>();
+            let trbit = [0u8, 1, (rng.uniform() < 0.5) as u8, 1];
+            PanelConfig::new(0, &apc, &trbit).unwrap()
+        })
+        .collect();
+    let n = c.frame_len();
+    let raw = (0..n)
+        .map(|i| {
+            let row_cm = ((i / 48) % 7) as f64 * 3.0 - 9.0;
+            let adc = 1500.0
+                + 80.0 * rng.normal()
+                + row_cm
+                + if rng.uniform() < 0.05 { 400.0 } else { 0.0 };
+            let bit = if rng.uniform() < 0.3 { 0x4000 } else { 0 };
+            (adc.clamp(0.0, 16383.0) as u16) | bit
+        })
+        .collect();
+    (c, configs, raw)
+}
+
+fn psana_epix_calib(
+    c: &GainConstants,
+    configs: &[PanelConfig],
+    raw: &[u16],
+    user_mask: &[u8],
+    cm: Option<CommonModeParams>,
+) -> Vec<f32> {
+    let seg = 352 * 384;
+    let n = c.frame_len();
+    let mut out = vec![0.0f32; n];
+    for s in 0..c.nsegs {
+        let cb = psana_cbits(&configs[s]);
+        let mut arr = vec![0.0f32; seg];
+        let mut mask = vec![false; seg];
+        let mut gmask = vec![false; seg];
+        let mut fac = vec![0.0f32; seg];
+        for i in 0..seg {
+            let k = s * seg + i;
+            let r = raw[k];
+            let bits = cb[i] | (((r & 0x4000) >> 9) as u8);
+            let good =
+                (0..5).all(|gr| c.pixel_status[gr * n + k] & 0xFFFF == 0) && user_mask[k] != 0;
+            mask[i] = good;
+            match psana_gain_range(bits) {
+                Some(gr) => {
+                    arr[i] = f32::from(r & 0x3FFF) - c.pedestals[gr * n + k];
+                    let g = c.pixel_gain[gr * n + k];
+                    fac[i] = if g == 0.0 { 0.0 } else { 1.0 / g };
+                    gmask[i] =
+                        good && (cm.is_none_or(|p| p.alg != 7) || [0, 1, 3, 4].contains(&gr));
+                }
+                None => {
+                    arr[i] = 0.0;
+                    fac[i] = 0.0;
+                }
+            }
+        }
+        if let Some(p) = cm {
+            psana_cm(&mut arr, &gmask, 352, 384, 8, &p);
+        }
+        for i in 0..seg {
+            out[s * seg + i] = arr[i] * fac[i] * f32::from(u8::from(mask[i]));
+        }
+    }
+    out
+}
+
+fn assert_close(ours: &[f32], reference: &[f32], what: &str) {
+    let mut worst = (0.0f32, 0usize);
+    for (i, (&a, &b)) in ours.iter().zip(reference).enumerate() {
+        let d = (a - b).abs() / b.abs().max(1.0);
+        if d > worst.0 {
+            worst = (d, i);
+        }
+    }
+    assert!(
+        worst.0 <= 2e-5,
+        "{what}: pixel {} ours {} psana {} (rel {})",
+        worst.1,
+        ours[worst.1],
+        reference[worst.1],
+        worst.0
+    );
+}
+
+#[test]
+fn epix10ka_matches_psana_recipe_all_common_modes() {
+    let mut rng = SplitMix64::new(5);
+    let (c, configs, raw) = random_epix_case(2, &mut rng);
+    let n = c.frame_len();
+    let user_mask: Vec<u8> = (0..n).map(|i| u8::from(i % 1013 != 0)).collect();
+    let mut out = vec![0.0f32; n];
+    for cm in [
+        None,
+        Some([7.0, 1.0, 100.0, 10.0]),
+        Some([7.0, 2.0, 30.0, 10.0]),
+        Some([7.0, 4.0, 100.0, 10.0]),
+        Some([7.0, 7.0, 100.0, 10.0]),
+        Some([0.0, 7.0, 100.0, 40.0]),
+    ] {
+        let cm = cm.and_then(|v| CommonModeParams::from_psana(&v));
+        let mut cal = Calibrator::epix10ka(&c, &configs, Some(&user_mask), cm).unwrap();
+        cal.calibrate_slab(&raw, &mut out).unwrap();
+        let reference = psana_epix_calib(&c, &configs, &raw, &user_mask, cm);
+        assert_close(&out, &reference, &format!("cm {cm:?}"));
+        let mut par = vec![0.0f32; n];
+        cal.calibrate_slab_par(&raw, &mut par).unwrap();
+        assert_eq!(par, out);
+        let segs: Vec<&[u16]> = raw.chunks(352 * 384).collect();
+        cal.calibrate(&segs, &mut par).unwrap();
+        assert_eq!(par, out);
+    }
+}
+
+#[test]
+fn epix10ka_config_assembly_and_gain_table() {
+    let mut apc = vec![0u8; 4 * 176 * 192];
+    for k in 0..4 {
+        for i in 0..176 * 192 {
+            apc[k * 176 * 192 + i] = if k == 2 { 12 } else { 8 };
+        }
+    }
+    apc[2 * 176 * 192] = 4; // ASIC 2 pixel (0,0): rotated 180° into panel pixel (175, 191)
+    let cfg = PanelConfig::new(0, &apc, &[1, 0, 1, 0]).unwrap();
+    let cb = cfg.control_bits();
+    assert_eq!(cb, psana_cbits(&cfg));
+    assert_eq!(cb[175 * 384 + 191], 4 | 16);
+    assert_eq!(cb[0], 12 | 16); // top-left is ASIC 2 (trbit 1): fixed high
+    let [g0, g1] = cfg.gain_ranges();
+    assert_eq!(g0[0], Some(epix10ka::GainRange::FixedHigh));
+    assert_eq!(g1[0], Some(epix10ka::GainRange::FixedHigh));
+    assert_eq!(g0[351 * 384 + 383], Some(epix10ka::GainRange::FixedLow));
+    assert_eq!(g0[175 * 384 + 191], None); // g=1, ga=0 is not a psana gain range
+    for b in 0..64u8 {
+        assert_eq!(
+            epix10ka::gain_range(b).map(|g| g as usize),
+            psana_gain_range(b),
+            "cbits {b}"
+        );
+    }
+    assert!(
+        PanelConfig::new(3, &apc[1..], &[0; 4])
+            .unwrap_err()
+            .to_string()
+            .contains("segment 3")
+    );
+}
+
+#[test]
+fn jungfrau_gain_bits_pedestal_offset_and_bad_code() {
+    let (nsegs, rows, cols) = (1, 512, 1024);
+    let n = nsegs * rows * cols;
+    let mut rng = SplitMix64::new(11);
+    let ped: Vec<f32> = (0..3 * n)
+        .map(|i| 1000.0 + (i % 3) as f32 * 500.0 + rng.uniform() as f32)
+        .collect();
+    let gain: Vec<f32> = (0..3 * n).map(|i| [40.0, 1.5, 0.1][i / n]).collect();
+    let c = GainConstants {
+        ngr: 3,
+        nsegs,
+        rows,
+        cols,
+        pedestals: ped.clone(),
+        pixel_gain: gain.clone(),
+        pixel_status: vec![0; 3 * n],
+        pixel_mask: None,
+    };
+    let raw: Vec<u16> = (0..n)
+        .map(|i| (((i % 4) as u16) << 14) | (2000 + (i % 100) as u16))
+        .collect();
+    let mut cal = Calibrator::jungfrau(&c, None, None).unwrap();
+    let mut out = vec![0.0f32; n];
+    cal.calibrate_slab(&raw, &mut out).unwrap();
+    for i in [0usize, 1, 2, 3, 4097, 377_778] {
+        let code = raw[i] >> 14;
+        let adc = f32::from(raw[i] & 0x3FFF);
+        let want = match code {
+            0 => (adc - ped[i]) / gain[i],
+            1 => (adc - ped[n + i]) / gain[n + i],
+            3 => (adc - ped[2 * n + i]) / gain[2 * n + i],
+            _ => 0.0,
+        };
+        assert!(
+            (out[i] - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "pixel {i} code {code}"
+        );
+    }
+    // Common mode over gain-0 pixels only: a row offset on gain-0 pixels is removed.
+    let raw0: Vec<u16> = (0..n)
+        .map(|i| (1000 + ((i / 1024) % 5) * 7) as u16)
+        .collect();
+    let flat = GainConstants {
+        pedestals: vec![1000.0; 3 * n],
+        pixel_gain: vec![1.0; 3 * n],
+        ..c.clone()
+    };
+    let cm = CommonModeParams::from_psana(&[7.0, 1.0, 100.0, 10.0]);
+    let mut cal = Calibrator::jungfrau(&flat, None, cm).unwrap();
+    cal.calibrate_slab(&raw0, &mut out).unwrap();
+    assert!(out.iter().all(|v| v.abs() < 1e-6));
+}
+
+#[test]
+fn constants_from_npy_with_shape_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = (7, 2, 352, 384);
+    let ped = Array4::<f64>::from_elem(shape, 1500.25);
+    ped.write_npy(std::fs::File::create(dir.path().join("pedestals.npy")).unwrap())
+        .unwrap();
+    let gain = Array4::<f32>::from_elem(shape, 16.4);
+    gain.write_npy(std::fs::File::create(dir.path().join("pixel_gain.npy")).unwrap())
+        .unwrap();
+    let status = Array4::<u16>::zeros(shape);
+    status
+        .write_npy(std::fs::File::create(dir.path().join("pixel_status.npy")).unwrap())
+        .unwrap();
+    let files = ConstantFiles::in_dir(dir.path());
+    let c = GainConstants::load(&files, 7, 2, 352, 384).unwrap();
+    assert_eq!(c.pedestals[5], 1500.25);
+    assert_eq!(c.pixel_gain[7], 16.4);
+    assert!(c.pixel_mask.is_none());
+
+    // psana shapes with the wrong number of segments: the error names file, expected, actual.
+    let err = GainConstants::load(&files, 7, 16, 352, 384)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pedestals.npy"), "{err}");
+    assert!(
+        err.contains("[7, 16, 352, 384]") && err.contains("[7, 2, 352, 384]"),
+        "{err}"
+    );
+
+    let bad = Array3::<f32>::zeros((2, 352, 384));
+    bad.write_npy(std::fs::File::create(dir.path().join("pixel_gain.npy")).unwrap())
+        .unwrap();
+    let err = GainConstants::load(&files, 7, 2, 352, 384)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pixel_gain.npy") && err.contains("[2, 352, 384]"),
+        "{err}"
+    );
+
+    std::fs::remove_file(dir.path().join("pixel_gain.npy")).unwrap();
+    let err = GainConstants::load(&files, 7, 2, 352, 384)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pixel_gain.npy") && err.contains("cannot open"),
+        "{err}"
+    );
+
+    std::fs::write(dir.path().join("pixel_gain.npy"), b"not an npy file").unwrap();
+    let err = GainConstants::load(&files, 7, 2, 352, 384)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pixel_gain.npy"), "{err}");
+}
+
+#[test]
+fn calibrator_rejects_mismatched_inputs() {
+    let mut rng = SplitMix64::new(3);
+    let (c, configs, raw) = random_epix_case(1, &mut rng);
+    assert!(Calibrator::epix10ka(&c, &configs[..0], None, None).is_err());
+    assert!(Calibrator::jungfrau(&c, None, None).is_err());
+    let mut cal = Calibrator::epix10ka(&c, &configs, None, None).unwrap();
+    let mut out = vec![0.0f32; raw.len()];
+    assert!(cal.calibrate_slab(&raw[1..], &mut out).is_err());
+    assert!(cal.calibrate(&[&raw[..10]], &mut out).is_err());
+}
+
+#[test]
+fn constants_from_one_hdf5_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jungfrau_constants.h5");
+    let shape = [3usize, 1, 512, 1024];
+    {
+        let f = hdf5::File::create(&path).unwrap();
+        let g = f.create_group("calib").unwrap();
+        let ped = ndarray::ArrayD::<f32>::from_elem(shape.to_vec(), 1000.5);
+        g.new_dataset_builder()
+            .with_data(&ped)
+            .create("pedestals")
+            .unwrap();
+        let off = ndarray::ArrayD::<f64>::from_elem(shape.to_vec(), 2.0);
+        g.new_dataset_builder()
+            .with_data(&off)
+            .create("pixel_offset")
+            .unwrap();
+        let gain = ndarray::ArrayD::<f32>::from_elem(vec![3, 1, 512, 1000], 40.0);
+        g.new_dataset_builder()
+            .with_data(&gain)
+            .create("pixel_gain")
+            .unwrap();
+        let status = ndarray::ArrayD::<u8>::zeros(shape.to_vec());
+        g.new_dataset_builder()
+            .with_data(&status)
+            .create("pixel_status")
+            .unwrap();
+    }
+    let err = GainConstants::load_hdf5(&path, Some("calib"), 3, 1, 512, 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("jungfrau_constants.h5:/calib/pixel_gain"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[3, 1, 512, 1024]") && err.contains("[3, 1, 512, 1000]"),
+        "{err}"
+    );
+    {
+        let f = hdf5::File::open_rw(&path).unwrap();
+        let g = f.group("calib").unwrap();
+        g.unlink("pixel_gain").unwrap();
+        let gain = ndarray::ArrayD::<f32>::from_elem(shape.to_vec(), 40.0);
+        g.new_dataset_builder()
+            .with_data(&gain)
+            .create("pixel_gain")
+            .unwrap();
+    }
+    let c = GainConstants::load_hdf5(&path, Some("calib"), 3, 1, 512, 1024).unwrap();
+    assert_eq!(c.pedestals[0], 1002.5);
+    assert_eq!(c.pixel_gain[1], 40.0);
+    let err = GainConstants::load_hdf5(&path, None, 3, 1, 512, 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("jungfrau_constants.h5:/pedestals") && err.contains("no such dataset"),
+        "{err}"
+    );
+    let err = GainConstants::load_hdf5(&dir.path().join("missing.h5"), None, 3, 1, 512, 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing.h5"), "{err}");
+}
