@@ -53,7 +53,14 @@ fn main() -> anyhow::Result<()> {
     use lclstreamer::transport::{self, NngSinkConfig, PullConfig, Role};
     let cli = Cli::parse();
     match cli.command {
-        Command::Pull { url, dial, producers, timeout, recv_max_size, out } => {
+        Command::Pull {
+            url,
+            dial,
+            producers,
+            timeout,
+            recv_max_size,
+            out,
+        } => {
             let cfg = PullConfig {
                 role: if dial { Role::Dial } else { Role::Listen },
                 producers,
@@ -68,12 +75,24 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("stream incomplete");
             }
         }
-        Command::Push { dir, url, listen, linger, delete } => {
+        Command::Push {
+            dir,
+            url,
+            listen,
+            linger,
+            delete,
+        } => {
             let mut cfg = NngSinkConfig::new(vec![url]);
             cfg.role = if listen { Role::Listen } else { Role::Dial };
             cfg.linger = Duration::from_secs_f64(linger);
             let stats = transport::push_dir(&dir, cfg, delete)?;
-            println!("push: sent {} batches, {} events, {} bytes from {}", stats.batches, stats.events, stats.bytes, dir.display());
+            println!(
+                "push: sent {} batches, {} events, {} bytes from {}",
+                stats.batches,
+                stats.events,
+                stats.bytes,
+                dir.display()
+            );
         }
     }
     Ok(())

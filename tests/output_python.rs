@@ -13,13 +13,22 @@ fn python() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: {} missing; run scripts/setup-python (scripts/test does)", p.display());
+        eprintln!(
+            "SKIPPED: {} missing; run scripts/setup-python (scripts/test does)",
+            p.display()
+        );
         None
     }
 }
 
 fn run_python(py: &Path, script: &str, args: &[&Path]) {
-    let out = Command::new(py).current_dir(env!("CARGO_MANIFEST_DIR")).arg("-c").arg(script).args(args).output().unwrap();
+    let out = Command::new(py)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "python failed:\n{}\n{}",
@@ -72,7 +81,10 @@ fn hdf5plugin_decodes_our_images_value_for_value() {
         let plain = std::fs::read(dst.join(&name)).unwrap();
         let (back, got_layout) = read_batch(&plain).unwrap();
         assert_eq!(got_layout, layout);
-        assert_eq!(back, batch, "{layout:?} {c}: h5py+hdf5plugin decoded different values");
+        assert_eq!(
+            back, batch,
+            "{layout:?} {c}: h5py+hdf5plugin decoded different values"
+        );
     }
 }
 
@@ -112,7 +124,10 @@ fn our_filters_decode_what_hdf5plugin_writes() {
             let plain = file.dataset(&format!("plain/{arr}")).unwrap();
             let ds = file.dataset(&format!("{filt}/{arr}")).unwrap();
             assert!(!ds.filters().is_empty(), "{filt}/{arr} has no filter");
-            assert!(ds.storage_size() < plain.storage_size(), "{filt}/{arr} not compressed");
+            assert!(
+                ds.storage_size() < plain.storage_size(),
+                "{filt}/{arr} not compressed"
+            );
             let (mask, _) = h5image::read_chunk_raw(&ds, &vec![0; ds.ndim()]).unwrap();
             assert_eq!(mask, 0, "{filt}/{arr}: hdf5plugin skipped the filter");
             let same = match arr {
@@ -122,7 +137,10 @@ fn our_filters_decode_what_hdf5plugin_writes() {
                 "f64" => ds.read_raw::<f64>().unwrap() == plain.read_raw::<f64>().unwrap(),
                 _ => ds.read_raw::<u8>().unwrap() == plain.read_raw::<u8>().unwrap(),
             };
-            assert!(same, "{filt}/{arr}: our decoder disagrees with hdf5plugin's encoder");
+            assert!(
+                same,
+                "{filt}/{arr}: our decoder disagrees with hdf5plugin's encoder"
+            );
             checked += 1;
         }
     }

@@ -11,7 +11,8 @@ use lclstreamer::output::batch::{ExampleKind, example_batch};
 use lclstreamer::output::{Batch, Compression, Layout, read_batch, serialize};
 use lclstreamer::transport::nng_socket::NngSocket;
 use lclstreamer::transport::{
-    Distribute, MessageMeta, NngSink, NngSinkConfig, Policy, PullConfig, PullSummary, Role, Sink, TransportError, pull, push_dir,
+    Distribute, MessageMeta, NngSink, NngSinkConfig, Policy, PullConfig, PullSummary, Role, Sink,
+    TransportError, pull, push_dir,
 };
 
 fn free_url() -> String {
@@ -22,7 +23,13 @@ fn free_url() -> String {
 fn batches(writer: u32, n: u64, ss: usize, fs: usize) -> Vec<Batch> {
     (0..n)
         .map(|seq| {
-            let mut b = example_batch(4, ss, fs, ExampleKind::Calib { quantum: None }, 1000 * writer as u64 + seq);
+            let mut b = example_batch(
+                4,
+                ss,
+                fs,
+                ExampleKind::Calib { quantum: None },
+                1000 * writer as u64 + seq,
+            );
             b.writer_rank = writer;
             b.seq = seq;
             b
@@ -31,12 +38,22 @@ fn batches(writer: u32, n: u64, ss: usize, fs: usize) -> Vec<Batch> {
 }
 
 fn meta(b: &Batch) -> MessageMeta {
-    MessageMeta { run: b.meta.run, writer_rank: b.writer_rank, seq: b.seq, events: b.events.len() as u64 }
+    MessageMeta {
+        run: b.meta.run,
+        writer_rank: b.writer_rank,
+        seq: b.seq,
+        events: b.events.len() as u64,
+    }
 }
 
 type Received = Arc<Mutex<Vec<Vec<u8>>>>;
 
-fn spawn_pull(cfg: PullConfig) -> (thread::JoinHandle<Result<PullSummary, TransportError>>, Received) {
+fn spawn_pull(
+    cfg: PullConfig,
+) -> (
+    thread::JoinHandle<Result<PullSummary, TransportError>>,
+    Received,
+) {
     let got: Received = Arc::default();
     let g = got.clone();
     let h = thread::spawn(move || {
@@ -49,7 +66,11 @@ fn spawn_pull(cfg: PullConfig) -> (thread::JoinHandle<Result<PullSummary, Transp
 }
 
 fn pull_cfg(url: &str, producers: usize) -> PullConfig {
-    PullConfig { producers, idle_timeout: Duration::from_secs(10), ..PullConfig::new(url) }
+    PullConfig {
+        producers,
+        idle_timeout: Duration::from_secs(10),
+        ..PullConfig::new(url)
+    }
 }
 
 fn sink_cfg(urls: Vec<String>) -> NngSinkConfig {
@@ -62,12 +83,17 @@ fn sink_cfg(urls: Vec<String>) -> NngSinkConfig {
 /// Decodes every received message, checks it equals the batch sent with the same (writer, seq),
 /// and returns how many distinct batches arrived.
 fn assert_all_equal(received: &[Vec<u8>], sent: &[Batch]) -> usize {
-    let by_id: BTreeMap<(u32, u64), &Batch> = sent.iter().map(|b| ((b.writer_rank, b.seq), b)).collect();
+    let by_id: BTreeMap<(u32, u64), &Batch> =
+        sent.iter().map(|b| ((b.writer_rank, b.seq), b)).collect();
     let mut seen = std::collections::BTreeSet::new();
     for msg in received {
         let (b, _) = read_batch(msg).unwrap();
         let want = by_id[&(b.writer_rank, b.seq)];
-        assert_eq!(&b, want, "batch ({}, {}) changed in transit", b.writer_rank, b.seq);
+        assert_eq!(
+            &b, want,
+            "batch ({}, {}) changed in transit",
+            b.writer_rank, b.seq
+        );
         seen.insert((b.writer_rank, b.seq));
     }
     seen.len()
@@ -75,7 +101,8 @@ fn assert_all_equal(received: &[Vec<u8>], sent: &[Batch]) -> usize {
 
 fn send_all(sink: &mut dyn Sink, sent: &[Batch], layout: Layout, c: Compression) {
     for b in sent {
-        sink.send(serialize(b, layout, c).unwrap(), &meta(b)).unwrap();
+        sink.send(serialize(b, layout, c).unwrap(), &meta(b))
+            .unwrap();
     }
 }
 
@@ -89,17 +116,35 @@ fn two_writers_round_trip_into_the_rust_consumer() {
             thread::spawn(move || {
                 let sent = batches(w, 5, 64, 48);
                 let mut sink = NngSink::new(sink_cfg(vec![url]), w).unwrap();
-                send_all(&mut sink, &sent, if w == 0 { Layout::Cxi } else { Layout::Lclstreamer }, Compression::BitshuffleLz4);
+                send_all(
+                    &mut sink,
+                    &sent,
+                    if w == 0 {
+                        Layout::Cxi
+                    } else {
+                        Layout::Lclstreamer
+                    },
+                    Compression::BitshuffleLz4,
+                );
                 let stats = sink.finish().unwrap();
-                assert_eq!((stats.batches, stats.events, stats.spilled, stats.dropped), (5, 20, 0, 0));
+                assert_eq!(
+                    (stats.batches, stats.events, stats.spilled, stats.dropped),
+                    (5, 20, 0, 0)
+                );
                 sent
             })
         })
         .collect();
-    let sent: Vec<Batch> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let sent: Vec<Batch> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     let summary = h.join().unwrap().unwrap();
     assert!(summary.complete, "{}", summary.report());
-    assert_eq!((summary.batches, summary.events, summary.eos.len()), (10, 40, 2));
+    assert_eq!(
+        (summary.batches, summary.events, summary.eos.len()),
+        (10, 40, 2)
+    );
     assert_eq!(assert_all_equal(&got.lock().unwrap(), &sent), 10);
 }
 
@@ -119,7 +164,11 @@ fn late_consumer_gets_everything_dial_and_listen() {
         });
         thread::sleep(Duration::from_millis(1500));
         let mut cfg = pull_cfg(&url, 1);
-        cfg.role = if role == Role::Dial { Role::Listen } else { Role::Dial };
+        cfg.role = if role == Role::Dial {
+            Role::Listen
+        } else {
+            Role::Dial
+        };
         let (h, got) = spawn_pull(cfg);
         let summary = h.join().unwrap().unwrap();
         assert_eq!(writer.join().unwrap().batches, 4);
@@ -160,7 +209,12 @@ fn consumer_leaving_and_returning_loses_nothing_with_block() {
     got.extend(rest.lock().unwrap().iter().cloned());
     assert_eq!(stats.batches, 12);
     assert_eq!(summary.eos[0].batches, 12);
-    assert_eq!(assert_all_equal(&got, &sent), 12, "first consumer 4 + returning consumer {}", summary.batches);
+    assert_eq!(
+        assert_all_equal(&got, &sent),
+        12,
+        "first consumer 4 + returning consumer {}",
+        summary.batches
+    );
 }
 
 #[test]
@@ -182,7 +236,12 @@ fn spill_keeps_what_no_consumer_took_and_push_resends_it() {
             // The consumer comes back for the tail of the stream.
             let (h, got) = spawn_pull(pull_cfg(&url, 1));
             thread::sleep(Duration::from_millis(500));
-            send_all(&mut sink, &sent[7..], Layout::Cxi, Compression::BitshuffleLz4);
+            send_all(
+                &mut sink,
+                &sent[7..],
+                Layout::Cxi,
+                Compression::BitshuffleLz4,
+            );
             let stats = sink.finish().unwrap();
             let summary = h.join().unwrap().unwrap();
             let mut all = first.join().unwrap();
@@ -201,11 +260,23 @@ fn spill_keeps_what_no_consumer_took_and_push_resends_it() {
             assert!(s3.complete, "{}", s3.report());
             assert_eq!(pushed.batches, files);
             all.extend(got3.lock().unwrap().iter().cloned());
-            assert_eq!(assert_all_equal(&all, &sent), 10, "every batch reached a consumer");
-            assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0, "push --delete removed the files");
+            assert_eq!(
+                assert_all_equal(&all, &sent),
+                10,
+                "every batch reached a consumer"
+            );
+            assert_eq!(
+                std::fs::read_dir(spill.path()).unwrap().count(),
+                0,
+                "push --delete removed the files"
+            );
             return;
         }
-        sink.send(serialize(b, Layout::Cxi, Compression::BitshuffleLz4).unwrap(), &meta(b)).unwrap();
+        sink.send(
+            serialize(b, Layout::Cxi, Compression::BitshuffleLz4).unwrap(),
+            &meta(b),
+        )
+        .unwrap();
     }
 }
 
@@ -219,7 +290,10 @@ fn drop_policy_counts_and_reports_undelivered_end_of_stream() {
     let mut sink = NngSink::new(cfg, 0).unwrap();
     send_all(&mut sink, &sent, Layout::Cxi, Compression::None);
     let err = sink.finish().unwrap_err();
-    assert!(err.to_string().contains("end-of-stream not delivered"), "{err}");
+    assert!(
+        err.to_string().contains("end-of-stream not delivered"),
+        "{err}"
+    );
     let mut cfg = sink_cfg(vec![free_url()]);
     cfg.policy = Policy::Drop;
     cfg.send_timeout = Duration::from_millis(50);
@@ -227,10 +301,16 @@ fn drop_policy_counts_and_reports_undelivered_end_of_stream() {
     send_all(&mut sink, &sent, Layout::Cxi, Compression::None);
     let (h, _) = spawn_pull(pull_cfg(sink.connections()[0].0.as_str(), 1));
     let stats = sink.finish().unwrap();
-    assert_eq!((stats.batches, stats.dropped, stats.dropped_events), (0, 3, 12));
+    assert_eq!(
+        (stats.batches, stats.dropped, stats.dropped_events),
+        (0, 3, 12)
+    );
     let summary = h.join().unwrap().unwrap();
     assert_eq!(summary.eos[0].dropped, 3);
-    assert!(summary.complete, "nothing was announced as sent, nothing received");
+    assert!(
+        summary.complete,
+        "nothing was announced as sent, nothing received"
+    );
 }
 
 #[test]
@@ -251,7 +331,11 @@ fn oversized_messages_are_reported_against_the_receive_limit() {
             assert_eq!(assert_all_equal(&got.lock().unwrap(), &sent), 3);
         } else {
             assert_eq!(summary.batches, 0);
-            assert!(summary.report().contains("receive limit"), "{}", summary.report());
+            assert!(
+                summary.report().contains("receive limit"),
+                "{}",
+                summary.report()
+            );
         }
     }
 }
@@ -268,7 +352,12 @@ fn ipc_and_round_robin_over_two_urls() {
     cfg.distribute = Distribute::RoundRobin;
     let sent = batches(5, 6, 16, 16);
     let mut sink = NngSink::new(cfg, 5).unwrap();
-    send_all(&mut sink, &sent, Layout::Lclstreamer, Compression::Gzip { level: 1 });
+    send_all(
+        &mut sink,
+        &sent,
+        Layout::Lclstreamer,
+        Compression::Gzip { level: 1 },
+    );
     assert_eq!(sink.finish().unwrap().batches, 6);
     let mut all = Vec::new();
     for (h, got) in pulls {

@@ -88,7 +88,16 @@ impl Peaks {
 
     /// Appends one peak.
     #[allow(clippy::too_many_arguments)]
-    pub fn push(&mut self, fs: f32, ss: f32, total: f32, max: f32, npix: f32, snr: f32, sigma: f32) {
+    pub fn push(
+        &mut self,
+        fs: f32,
+        ss: f32,
+        total: f32,
+        max: f32,
+        npix: f32,
+        snr: f32,
+        sigma: f32,
+    ) {
         self.fs.push(fs);
         self.ss.push(ss);
         self.total_intensity.push(total);
@@ -157,7 +166,9 @@ pub fn example_batch(n: usize, ss: usize, fs: usize, kind: ExampleKind, seed: u6
         s
     };
     let gauss = move |next: &mut dyn FnMut() -> u64| {
-        let u: f32 = (0..4).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32).sum();
+        let u: f32 = (0..4)
+            .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32)
+            .sum();
         (u - 2.0) * 1.73
     };
     let events = (0..n)
@@ -170,7 +181,15 @@ pub fn example_batch(n: usize, ss: usize, fs: usize, kind: ExampleKind, seed: u6
                 let amp = 50.0 + (next() % 500) as f32;
                 spots.push((y, x, amp));
                 let snr = amp / 3.0;
-                peaks.push(x as f32 + 0.25, y as f32 - 0.5, amp * 2.5, amp, 4.0 + (next() % 6) as f32, snr, 3.0);
+                peaks.push(
+                    x as f32 + 0.25,
+                    y as f32 - 0.5,
+                    amp * 2.5,
+                    amp,
+                    4.0 + (next() % 6) as f32,
+                    snr,
+                    3.0,
+                );
             }
             let frame = match kind {
                 ExampleKind::NoFrame => None,
@@ -185,7 +204,9 @@ pub fn example_batch(n: usize, ss: usize, fs: usize, kind: ExampleKind, seed: u6
                     Some(Frame::F32(a))
                 }
                 ExampleKind::Raw => {
-                    let mut a = Array2::<u16>::from_shape_fn((ss, fs), |_| (1500.0 + 8.0 * gauss(&mut next)) as u16);
+                    let mut a = Array2::<u16>::from_shape_fn((ss, fs), |_| {
+                        (1500.0 + 8.0 * gauss(&mut next)) as u16
+                    });
                     for &(y, x, amp) in &spots {
                         a[(y, x)] = a[(y, x)].saturating_add(amp as u16);
                     }
@@ -198,7 +219,10 @@ pub fn example_batch(n: usize, ss: usize, fs: usize, kind: ExampleKind, seed: u6
                 frame,
                 peaks,
                 scalars: vec![
-                    ("photon_energy_eV".into(), 9500.0 + (next() % 100) as f64 / 10.0),
+                    (
+                        "photon_energy_eV".into(),
+                        9500.0 + (next() % 100) as f64 / 10.0,
+                    ),
                     ("pulse_energy_mJ".into(), (next() % 1000) as f64 / 1000.0),
                 ],
             }
@@ -210,7 +234,10 @@ pub fn example_batch(n: usize, ss: usize, fs: usize, kind: ExampleKind, seed: u6
             run: 12,
             source: "epix10k2M".into(),
             software_version: env!("CARGO_PKG_VERSION").into(),
-            parameters: vec![("adc_threshold".into(), "10".into()), ("min_snr".into(), "5".into())],
+            parameters: vec![
+                ("adc_threshold".into(), "10".into()),
+                ("min_snr".into(), "5".into()),
+            ],
         },
         writer_rank: 0,
         seq: seed,

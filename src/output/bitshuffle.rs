@@ -60,7 +60,7 @@ fn transpose8(mut x: u64) -> u64 {
 /// `planes` is scratch space (resized as needed).
 pub fn shuffle_block(input: &[u8], output: &mut [u8], elem_size: usize, planes: &mut Vec<u8>) {
     assert_eq!(input.len(), output.len());
-    assert!(elem_size > 0 && input.len() % (8 * elem_size) == 0);
+    assert!(elem_size > 0 && input.len().is_multiple_of(8 * elem_size));
     let n = input.len() / elem_size;
     if elem_size == 1 {
         bits_of_planes(input, output, n);
@@ -117,7 +117,7 @@ fn bit_rows_scalar(plane: &[u8], rows: &mut [u8], row: usize, b0: usize) {
 /// Inverse of [`shuffle_block`].
 pub fn unshuffle_block(input: &[u8], output: &mut [u8], elem_size: usize, planes: &mut Vec<u8>) {
     assert_eq!(input.len(), output.len());
-    assert!(elem_size > 0 && input.len() % (8 * elem_size) == 0);
+    assert!(elem_size > 0 && input.len().is_multiple_of(8 * elem_size));
     let n = input.len() / elem_size;
     let row = n / 8;
     planes.resize(input.len(), 0);
@@ -239,8 +239,12 @@ impl BlockEncoder {
         codec: BlockCodec,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        assert!(elem_size > 0 && input.len() % elem_size == 0);
-        let block_elems = if block_elems == 0 { default_block_elems(elem_size) } else { block_elems };
+        assert!(elem_size > 0 && input.len().is_multiple_of(elem_size));
+        let block_elems = if block_elems == 0 {
+            default_block_elems(elem_size)
+        } else {
+            block_elems
+        };
         let block_bytes = block_elems * elem_size;
         out.extend_from_slice(&(input.len() as u64).to_be_bytes());
         out.extend_from_slice(&(block_bytes as u32).to_be_bytes());
@@ -248,7 +252,9 @@ impl BlockEncoder {
         let full = n / block_elems;
         let last = (n % block_elems) / 8 * 8;
         let mut pos = 0;
-        for len in std::iter::repeat_n(block_bytes, full).chain((last > 0).then_some(last * elem_size)) {
+        for len in
+            std::iter::repeat_n(block_bytes, full).chain((last > 0).then_some(last * elem_size))
+        {
             self.compress_block(&input[pos..pos + len], elem_size, codec, out)?;
             pos += len;
         }
@@ -271,8 +277,12 @@ impl BlockEncoder {
                 let bound = lz4_flex::block::get_maximum_output_size(block.len());
                 out.resize(at + 4 + bound, 0);
                 let table = self.lz4_table.get_or_insert_with(Default::default);
-                let k = lz4_flex::block::compress_into_with_table(&self.shuffled, &mut out[at + 4..], table)
-                    .map_err(std::io::Error::other)?;
+                let k = lz4_flex::block::compress_into_with_table(
+                    &self.shuffled,
+                    &mut out[at + 4..],
+                    table,
+                )
+                .map_err(std::io::Error::other)?;
                 out.truncate(at + 4 + k);
                 out[at..at + 4].copy_from_slice(&(k as u32).to_be_bytes());
             }
@@ -307,11 +317,14 @@ pub fn decompress_chunk(
     }
     let total = u64::from_be_bytes(input[0..8].try_into().unwrap()) as usize;
     let block_bytes = u32::from_be_bytes(input[8..12].try_into().unwrap()) as usize;
-    if block_bytes == 0 || block_bytes % (8 * elem_size) != 0 {
+    if block_bytes == 0 || !block_bytes.is_multiple_of(8 * elem_size) {
         return Err(BitshuffleError::BadBlockSize(block_bytes));
     }
-    if total % elem_size != 0 {
-        return Err(BitshuffleError::SizeMismatch { declared: total, expected: total / elem_size * elem_size });
+    if !total.is_multiple_of(elem_size) {
+        return Err(BitshuffleError::SizeMismatch {
+            declared: total,
+            expected: total / elem_size * elem_size,
+        });
     }
     out.clear();
     out.resize(total, 0);
@@ -323,12 +336,15 @@ pub fn decompress_chunk(
     let mut pos = 0;
     let mut raw = vec![0u8; block_bytes];
     let mut planes = Vec::new();
-    for len in std::iter::repeat_n(block_bytes, full).chain((last > 0).then_some(last * elem_size)) {
+    for len in std::iter::repeat_n(block_bytes, full).chain((last > 0).then_some(last * elem_size))
+    {
         if src.len() < 4 {
             return Err(BitshuffleError::Truncated("block length"));
         }
         let k = u32::from_be_bytes(src[0..4].try_into().unwrap()) as usize;
-        let payload = src.get(4..4 + k).ok_or(BitshuffleError::Truncated("block payload"))?;
+        let payload = src
+            .get(4..4 + k)
+            .ok_or(BitshuffleError::Truncated("block payload"))?;
         let raw = &mut raw[..len];
         let got = match codec {
             BlockCodec::Lz4 => lz4_flex::block::decompress_into(payload, raw)
@@ -337,7 +353,10 @@ pub fn decompress_chunk(
                 .map_err(|e| BitshuffleError::Zstd(e.to_string()))?,
         };
         if got != len {
-            return Err(BitshuffleError::SizeMismatch { declared: got, expected: len });
+            return Err(BitshuffleError::SizeMismatch {
+                declared: got,
+                expected: len,
+            });
         }
         unshuffle_block(raw, &mut out[pos..pos + len], elem_size, &mut planes);
         pos += len;
@@ -390,7 +409,11 @@ mod tests {
                 let mut out = vec![0u8; input.len()];
                 let mut planes = Vec::new();
                 shuffle_block(&input, &mut out, elem_size, &mut planes);
-                assert_eq!(out, naive_shuffle(&input, elem_size), "elem {elem_size} n {n}");
+                assert_eq!(
+                    out,
+                    naive_shuffle(&input, elem_size),
+                    "elem {elem_size} n {n}"
+                );
                 let mut back = vec![0u8; input.len()];
                 unshuffle_block(&out, &mut back, elem_size, &mut planes);
                 assert_eq!(back, input);
@@ -405,8 +428,12 @@ mod tests {
             for (elem_size, n) in [(2, 0), (2, 5), (2, 4096 + 13), (4, 2048 * 3 + 100), (4, 1)] {
                 let input: Vec<u8> = (0..n * elem_size).map(|i| (i / 7 % 13) as u8).collect();
                 let mut framed = Vec::new();
-                enc.compress_chunk(&input, elem_size, 0, codec, &mut framed).unwrap();
-                assert_eq!(u64::from_be_bytes(framed[0..8].try_into().unwrap()) as usize, input.len());
+                enc.compress_chunk(&input, elem_size, 0, codec, &mut framed)
+                    .unwrap();
+                assert_eq!(
+                    u64::from_be_bytes(framed[0..8].try_into().unwrap()) as usize,
+                    input.len()
+                );
                 assert_eq!(
                     u32::from_be_bytes(framed[8..12].try_into().unwrap()) as usize,
                     default_block_elems(elem_size) * elem_size
@@ -431,9 +458,12 @@ mod tests {
         let mut enc = BlockEncoder::default();
         let input = vec![7u8; 4096];
         let mut framed = Vec::new();
-        enc.compress_chunk(&input, 4, 0, BlockCodec::Lz4, &mut framed).unwrap();
+        enc.compress_chunk(&input, 4, 0, BlockCodec::Lz4, &mut framed)
+            .unwrap();
         let mut out = Vec::new();
-        assert!(decompress_chunk(&framed[..framed.len() - 3], 4, BlockCodec::Lz4, &mut out).is_err());
+        assert!(
+            decompress_chunk(&framed[..framed.len() - 3], 4, BlockCodec::Lz4, &mut out).is_err()
+        );
         assert!(decompress_chunk(&framed[..5], 4, BlockCodec::Lz4, &mut out).is_err());
     }
 }

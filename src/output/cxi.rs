@@ -11,9 +11,16 @@ use ndarray::Array1;
 
 use super::{Checked, Compression, OutputError, peak_arrays, write_frames};
 
-pub(crate) fn write(file: &hdf5::File, c: &Checked, compression: Compression, chunks: &[Vec<u8>]) -> Result<(), OutputError> {
+pub(crate) fn write(
+    file: &hdf5::File,
+    c: &Checked,
+    compression: Compression,
+    chunks: &[Vec<u8>],
+) -> Result<(), OutputError> {
     let events = &c.batch.events;
-    file.new_dataset_builder().with_data(&ndarray::arr0(140i32)).create("cxi_version")?;
+    file.new_dataset_builder()
+        .with_data(&ndarray::arr0(140i32))
+        .create("cxi_version")?;
     let entry = file.create_group("entry_1")?;
     if let Some(frames) = c.frames {
         let data = entry.create_group("data_1")?;
@@ -21,19 +28,33 @@ pub(crate) fn write(file: &hdf5::File, c: &Checked, compression: Compression, ch
     }
     let result = entry.create_group("result_1")?;
     let (n, cols) = peak_arrays(c);
-    result.new_dataset_builder().with_data(&n).create("nPeaks")?;
+    result
+        .new_dataset_builder()
+        .with_data(&n)
+        .create("nPeaks")?;
     for (name, a) in cols {
         result.new_dataset_builder().with_data(&a).create(name)?;
     }
     let lcls = file.create_group("LCLS")?;
     let ts = Array1::from_iter(events.iter().map(|e| e.timestamp));
-    lcls.new_dataset_builder().with_data(&ts).create("timestamp")?;
+    lcls.new_dataset_builder()
+        .with_data(&ts)
+        .create("timestamp")?;
     let idx = Array1::from_iter(events.iter().map(|e| e.event_index));
-    lcls.new_dataset_builder().with_data(&idx).create("event_index")?;
+    lcls.new_dataset_builder()
+        .with_data(&idx)
+        .create("event_index")?;
     let run = Array1::from_elem(events.len(), c.batch.meta.run);
     lcls.new_dataset_builder().with_data(&run).create("run")?;
-    let exp: VarLenUnicode = c.batch.meta.experiment.parse().map_err(|e| OutputError::InvalidBatch(format!("experiment: {e}")))?;
-    lcls.new_dataset_builder().with_data(&Array1::from_elem(events.len(), exp)).create("experiment")?;
+    let exp: VarLenUnicode = c
+        .batch
+        .meta
+        .experiment
+        .parse()
+        .map_err(|e| OutputError::InvalidBatch(format!("experiment: {e}")))?;
+    lcls.new_dataset_builder()
+        .with_data(&Array1::from_elem(events.len(), exp))
+        .create("experiment")?;
     for (k, name) in c.scalar_names.iter().enumerate() {
         let v = Array1::from_iter(events.iter().map(|e| e.scalars[k].1));
         lcls.new_dataset_builder().with_data(&v).create(*name)?;

@@ -21,6 +21,7 @@ pub const DEFLATE_FILTER_ID: i32 = 1;
 /// Frame compression: each frame chunk goes through exactly one HDF5 filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(Default)]
 pub enum Compression {
     /// No filter.
     None,
@@ -29,15 +30,10 @@ pub enum Compression {
     /// Plain zstd (filter 32015), one frame per chunk carrying its content size.
     Zstd { level: i32 },
     /// Bitshuffle + LZ4 (filter 32008, `cd_values[4] = 2`), default block size.
+    #[default]
     BitshuffleLz4,
     /// Bitshuffle + zstd (filter 32008, `cd_values[4] = 3`).
     BitshuffleZstd { level: i32 },
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::BitshuffleLz4
-    }
 }
 
 impl fmt::Display for Compression {
@@ -58,9 +54,13 @@ impl FromStr for Compression {
     /// Parses `none`, `gzip[:L]`, `zstd[:L]`, `bitshuffle_lz4`, `bitshuffle_zstd[:L]`.
     fn from_str(s: &str) -> Result<Self, String> {
         let (name, level) = match s.split_once(':') {
-            Some((n, l)) => {
-                (n, Some(l.parse::<i32>().map_err(|_| format!("bad compression level in {s:?}"))?))
-            }
+            Some((n, l)) => (
+                n,
+                Some(
+                    l.parse::<i32>()
+                        .map_err(|_| format!("bad compression level in {s:?}"))?,
+                ),
+            ),
             None => (s, None),
         };
         let c = match name {
@@ -72,9 +72,13 @@ impl FromStr for Compression {
                 }
                 Compression::Gzip { level: level as u8 }
             }
-            "zstd" => Compression::Zstd { level: level.unwrap_or(3) },
+            "zstd" => Compression::Zstd {
+                level: level.unwrap_or(3),
+            },
             "bitshuffle_lz4" | "bslz4" if level.is_none() => Compression::BitshuffleLz4,
-            "bitshuffle_zstd" | "bszstd" => Compression::BitshuffleZstd { level: level.unwrap_or(3) },
+            "bitshuffle_zstd" | "bszstd" => Compression::BitshuffleZstd {
+                level: level.unwrap_or(3),
+            },
             _ => {
                 return Err(format!(
                     "unknown compression {s:?} (none, gzip[:L], zstd[:L], bitshuffle_lz4, bitshuffle_zstd[:L])"
@@ -95,18 +99,31 @@ impl Compression {
             Compression::None => None,
             Compression::Gzip { level } => Some((DEFLATE_FILTER_ID, vec![level as c_uint])),
             Compression::Zstd { level } => Some((ZSTD_FILTER_ID, vec![level as c_uint])),
-            Compression::BitshuffleLz4 => {
-                Some((bitshuffle::FILTER_ID, vec![major, minor, es, 0, bitshuffle::COMPRESS_LZ4]))
-            }
+            Compression::BitshuffleLz4 => Some((
+                bitshuffle::FILTER_ID,
+                vec![major, minor, es, 0, bitshuffle::COMPRESS_LZ4],
+            )),
             Compression::BitshuffleZstd { level } => Some((
                 bitshuffle::FILTER_ID,
-                vec![major, minor, es, 0, bitshuffle::COMPRESS_ZSTD, level as c_uint],
+                vec![
+                    major,
+                    minor,
+                    es,
+                    0,
+                    bitshuffle::COMPRESS_ZSTD,
+                    level as c_uint,
+                ],
             )),
         }
     }
 
     /// Appends the filtered form of one chunk to `out` (plain copy without compression).
-    pub fn encode_chunk(&self, input: &[u8], elem_size: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    pub fn encode_chunk(
+        &self,
+        input: &[u8],
+        elem_size: usize,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         ENCODERS.with(|e| e.borrow_mut().encode(*self, input, elem_size, out))
     }
 }
@@ -124,14 +141,22 @@ struct Encoders {
 }
 
 impl Encoders {
-    fn encode(&mut self, c: Compression, input: &[u8], elem_size: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    fn encode(
+        &mut self,
+        c: Compression,
+        input: &[u8],
+        elem_size: usize,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         match c {
             Compression::None => out.extend_from_slice(input),
             Compression::BitshuffleLz4 => {
-                self.bitshuffle.compress_chunk(input, elem_size, 0, BlockCodec::Lz4, out)?
+                self.bitshuffle
+                    .compress_chunk(input, elem_size, 0, BlockCodec::Lz4, out)?
             }
             Compression::BitshuffleZstd { level } => {
-                self.bitshuffle.compress_chunk(input, elem_size, 0, BlockCodec::Zstd(level), out)?
+                self.bitshuffle
+                    .compress_chunk(input, elem_size, 0, BlockCodec::Zstd(level), out)?
             }
             Compression::Zstd { level } => {
                 if self.zstd.as_ref().map(|z| z.0) != Some(level) {
@@ -147,7 +172,10 @@ impl Encoders {
             }
             Compression::Gzip { level } => {
                 if self.deflate.as_ref().map(|d| d.0) != Some(level) {
-                    self.deflate = Some((level, flate2::Compress::new(flate2::Compression::new(level.into()), true)));
+                    self.deflate = Some((
+                        level,
+                        flate2::Compress::new(flate2::Compression::new(level.into()), true),
+                    ));
                 }
                 let d = &mut self.deflate.as_mut().unwrap().1;
                 d.reset();
@@ -170,7 +198,12 @@ impl Encoders {
 
 /// Decodes one chunk stored with filter `id` and `cd_values` into `out` (cleared first).
 /// Used by the in-process filter callbacks and by tests.
-pub fn decode_chunk(id: i32, cd_values: &[c_uint], input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+pub fn decode_chunk(
+    id: i32,
+    cd_values: &[c_uint],
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     match id {
         ZSTD_FILTER_ID => {
             let size = zstd::zstd_safe::get_frame_content_size(input)
@@ -178,9 +211,12 @@ pub fn decode_chunk(id: i32, cd_values: &[c_uint], input: &[u8], out: &mut Vec<u
                 .ok_or("zstd frame does not record its content size")?;
             out.clear();
             out.resize(size as usize, 0);
-            let k = zstd::bulk::decompress_to_buffer(input, out).map_err(|e| format!("zstd: {e}"))?;
+            let k =
+                zstd::bulk::decompress_to_buffer(input, out).map_err(|e| format!("zstd: {e}"))?;
             if k as u64 != size {
-                return Err(format!("zstd frame decoded to {k} bytes, header says {size}"));
+                return Err(format!(
+                    "zstd frame decoded to {k} bytes, header says {size}"
+                ));
             }
             Ok(())
         }
@@ -193,7 +229,8 @@ pub fn decode_chunk(id: i32, cd_values: &[c_uint], input: &[u8], out: &mut Vec<u
                 Some(bitshuffle::COMPRESS_ZSTD) => BlockCodec::Zstd(0),
                 other => return Err(format!("bitshuffle compression {other:?} not supported")),
             };
-            bitshuffle::decompress_chunk(input, cd_values[2] as usize, codec, out).map_err(|e| e.to_string())
+            bitshuffle::decompress_chunk(input, cd_values[2] as usize, codec, out)
+                .map_err(|e| e.to_string())
         }
         _ => Err(format!("filter {id} not handled in process")),
     }
@@ -201,20 +238,30 @@ pub fn decode_chunk(id: i32, cd_values: &[c_uint], input: &[u8], out: &mut Vec<u
 
 fn encode_with_cd(id: i32, cd: &[c_uint], input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let c = match id {
-        ZSTD_FILTER_ID => Compression::Zstd { level: cd.first().map(|&l| l as i32).unwrap_or(3).clamp(1, 22) },
+        ZSTD_FILTER_ID => Compression::Zstd {
+            level: cd.first().map(|&l| l as i32).unwrap_or(3).clamp(1, 22),
+        },
         bitshuffle::FILTER_ID => {
-            let es = *cd.get(2).ok_or("bitshuffle filter needs cd_values[2] (element size)")? as usize;
+            let es = *cd
+                .get(2)
+                .ok_or("bitshuffle filter needs cd_values[2] (element size)")?
+                as usize;
             let block = cd.get(3).copied().unwrap_or(0) as usize;
             let codec = match cd.get(4).copied() {
                 Some(bitshuffle::COMPRESS_LZ4) => BlockCodec::Lz4,
-                Some(bitshuffle::COMPRESS_ZSTD) => BlockCodec::Zstd(cd.get(5).map(|&l| l as i32).unwrap_or(3)),
+                Some(bitshuffle::COMPRESS_ZSTD) => {
+                    BlockCodec::Zstd(cd.get(5).map(|&l| l as i32).unwrap_or(3))
+                }
                 other => return Err(format!("bitshuffle compression {other:?} not supported")),
             };
-            if es == 0 || input.len() % es != 0 || block % 8 != 0 {
+            if es == 0 || !input.len().is_multiple_of(es) || !block.is_multiple_of(8) {
                 return Err("bitshuffle: bad element or block size".into());
             }
             return ENCODERS.with(|e| {
-                e.borrow_mut().bitshuffle.compress_chunk(input, es, block, codec, out).map_err(|e| e.to_string())
+                e.borrow_mut()
+                    .bitshuffle
+                    .compress_chunk(input, es, block, codec, out)
+                    .map_err(|e| e.to_string())
             });
         }
         _ => return Err(format!("filter {id} not handled in process")),
@@ -273,7 +320,17 @@ unsafe extern "C" fn bitshuffle_filter(
     buf_size: *mut usize,
     buf: *mut *mut c_void,
 ) -> usize {
-    unsafe { filter_impl(bitshuffle::FILTER_ID, flags, cd_nelmts, cd_values, nbytes, buf_size, buf) }
+    unsafe {
+        filter_impl(
+            bitshuffle::FILTER_ID,
+            flags,
+            cd_nelmts,
+            cd_values,
+            nbytes,
+            buf_size,
+            buf,
+        )
+    }
 }
 
 unsafe extern "C" fn zstd_filter(
@@ -284,7 +341,17 @@ unsafe extern "C" fn zstd_filter(
     buf_size: *mut usize,
     buf: *mut *mut c_void,
 ) -> usize {
-    unsafe { filter_impl(ZSTD_FILTER_ID, flags, cd_nelmts, cd_values, nbytes, buf_size, buf) }
+    unsafe {
+        filter_impl(
+            ZSTD_FILTER_ID,
+            flags,
+            cd_nelmts,
+            cd_values,
+            nbytes,
+            buf_size,
+            buf,
+        )
+    }
 }
 
 /// Registers the bitshuffle (32008) and zstd (32015) filters with libhdf5 in this process
@@ -295,7 +362,11 @@ pub fn register_filters() -> Result<(), String> {
     ONCE.get_or_init(|| {
         hdf5::sync::sync(|| {
             for (id, name, f) in [
-                (bitshuffle::FILTER_ID, c"bitshuffle; lclstreamer", bitshuffle_filter as unsafe extern "C" fn(_, _, _, _, _, _) -> _),
+                (
+                    bitshuffle::FILTER_ID,
+                    c"bitshuffle; lclstreamer",
+                    bitshuffle_filter as unsafe extern "C" fn(_, _, _, _, _, _) -> _,
+                ),
                 (ZSTD_FILTER_ID, c"zstd; lclstreamer", zstd_filter),
             ] {
                 let class = H5Z_class2_t {
@@ -325,21 +396,37 @@ mod tests {
 
     #[test]
     fn parse_and_display_round_trip() {
-        for s in ["none", "gzip:4", "zstd:3", "bitshuffle_lz4", "bitshuffle_zstd:5"] {
+        for s in [
+            "none",
+            "gzip:4",
+            "zstd:3",
+            "bitshuffle_lz4",
+            "bitshuffle_zstd:5",
+        ] {
             let c: Compression = s.parse().unwrap();
             assert_eq!(c.to_string(), s);
         }
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip { level: 4 });
+        assert_eq!(
+            "gzip".parse::<Compression>().unwrap(),
+            Compression::Gzip { level: 4 }
+        );
         assert!("lzma".parse::<Compression>().is_err());
         assert!("gzip:12".parse::<Compression>().is_err());
     }
 
     #[test]
     fn zstd_chunks_record_content_size_and_decode() {
-        let input: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let input: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut out = Vec::new();
-        Compression::Zstd { level: 3 }.encode_chunk(&input, 4, &mut out).unwrap();
-        assert_eq!(zstd::zstd_safe::get_frame_content_size(&out).unwrap(), Some(input.len() as u64));
+        Compression::Zstd { level: 3 }
+            .encode_chunk(&input, 4, &mut out)
+            .unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&out).unwrap(),
+            Some(input.len() as u64)
+        );
         assert!(out.len() < input.len() / 4);
         let mut back = Vec::new();
         decode_chunk(ZSTD_FILTER_ID, &[3], &out, &mut back).unwrap();
@@ -350,10 +437,13 @@ mod tests {
     fn gzip_chunks_are_zlib_streams() {
         let input: Vec<u8> = (0..50_000u32).map(|i| (i % 17) as u8).collect();
         let mut out = Vec::new();
-        Compression::Gzip { level: 4 }.encode_chunk(&input, 1, &mut out).unwrap();
+        Compression::Gzip { level: 4 }
+            .encode_chunk(&input, 1, &mut out)
+            .unwrap();
         let mut d = flate2::Decompress::new(true);
         let mut back = Vec::with_capacity(input.len());
-        d.decompress_vec(&out, &mut back, flate2::FlushDecompress::Finish).unwrap();
+        d.decompress_vec(&out, &mut back, flate2::FlushDecompress::Finish)
+            .unwrap();
         assert_eq!(back, input);
     }
 }

@@ -32,7 +32,9 @@ pub fn create(increment: usize) -> Result<File, OutputError> {
     let fapl = hdf5::plist::FileAccess::build()
         .core_options(increment.max(64 * 1024), false)
         .finish()?;
-    Ok(File::with_options().set_access_plist(&fapl)?.create(pseudo_name())?)
+    Ok(File::with_options()
+        .set_access_plist(&fapl)?
+        .create(pseudo_name())?)
 }
 
 /// Flushes `file` and returns its complete image (a valid HDF5 file).
@@ -45,7 +47,8 @@ pub fn image(file: &File) -> Result<Vec<u8>, OutputError> {
             return Err(OutputError::Hdf5Call("H5Fget_file_image (size)"));
         }
         let mut buf = vec![0u8; size as usize];
-        let got = unsafe { H5Fget_file_image(file.id(), buf.as_mut_ptr() as *mut c_void, buf.len()) };
+        let got =
+            unsafe { H5Fget_file_image(file.id(), buf.as_mut_ptr() as *mut c_void, buf.len()) };
         if got != size {
             return Err(OutputError::Hdf5Call("H5Fget_file_image"));
         }
@@ -59,7 +62,9 @@ pub fn open(bytes: &[u8]) -> Result<File, OutputError> {
         return Err(OutputError::NotHdf5);
     }
     super::filters::register_filters().map_err(OutputError::Filter)?;
-    let fapl = hdf5::plist::FileAccess::build().core_options(64 * 1024, false).finish()?;
+    let fapl = hdf5::plist::FileAccess::build()
+        .core_options(64 * 1024, false)
+        .finish()?;
     let name = CString::new(pseudo_name()).unwrap();
     hdf5::sync::sync(|| {
         // SAFETY: fapl is a valid file-access list; HDF5 copies the image during H5Pset_file_image.
@@ -81,9 +86,20 @@ pub fn write_chunk(ds: &Dataset, offset: &[u64], data: &[u8]) -> Result<(), Outp
     hdf5::sync::sync(|| {
         // SAFETY: offset has the dataset's rank; data is a valid buffer of data.len() bytes.
         let r = unsafe {
-            H5Dwrite_chunk(ds.id(), H5P_DEFAULT, 0, offset.as_ptr(), data.len(), data.as_ptr() as *const c_void)
+            H5Dwrite_chunk(
+                ds.id(),
+                H5P_DEFAULT,
+                0,
+                offset.as_ptr(),
+                data.len(),
+                data.as_ptr() as *const c_void,
+            )
         };
-        if r < 0 { Err(OutputError::Hdf5Call("H5Dwrite_chunk")) } else { Ok(()) }
+        if r < 0 {
+            Err(OutputError::Hdf5Call("H5Dwrite_chunk"))
+        } else {
+            Ok(())
+        }
     })
 }
 
@@ -94,12 +110,26 @@ pub fn read_chunk_raw(ds: &Dataset, offset: &[u64]) -> Result<(u32, Vec<u8>), Ou
         // SAFETY: valid ids and buffers of the sizes HDF5 reported.
         unsafe {
             let (mut mask0, mut addr) = (0u32, 0u64);
-            if H5Dget_chunk_info_by_coord(ds.id(), offset.as_ptr(), &mut mask0, &mut addr, &mut size) < 0 {
+            if H5Dget_chunk_info_by_coord(
+                ds.id(),
+                offset.as_ptr(),
+                &mut mask0,
+                &mut addr,
+                &mut size,
+            ) < 0
+            {
                 return Err(OutputError::Hdf5Call("H5Dget_chunk_info_by_coord"));
             }
             let mut buf = vec![0u8; size as usize];
             let mut mask: u32 = 0;
-            if H5Dread_chunk(ds.id(), H5P_DEFAULT, offset.as_ptr(), &mut mask, buf.as_mut_ptr() as *mut c_void) < 0 {
+            if H5Dread_chunk(
+                ds.id(),
+                H5P_DEFAULT,
+                offset.as_ptr(),
+                &mut mask,
+                buf.as_mut_ptr() as *mut c_void,
+            ) < 0
+            {
                 return Err(OutputError::Hdf5Call("H5Dread_chunk"));
             }
             Ok((mask, buf))

@@ -11,32 +11,57 @@ use super::{Checked, Compression, OutputError, peak_arrays, write_frames};
 
 /// Name of the frame dataset for a source and frame dtype.
 pub(crate) fn frame_key(source: &str, kind: &str) -> String {
-    let src = if source.is_empty() { "detector" } else { source };
+    let src = if source.is_empty() {
+        "detector"
+    } else {
+        source
+    };
     format!("{src}.{}", if kind == "float32" { "calib" } else { "raw" })
 }
 
-pub(crate) fn write(file: &hdf5::File, c: &Checked, compression: Compression, chunks: &[Vec<u8>]) -> Result<(), OutputError> {
+pub(crate) fn write(
+    file: &hdf5::File,
+    c: &Checked,
+    compression: Compression,
+    chunks: &[Vec<u8>],
+) -> Result<(), OutputError> {
     let events = &c.batch.events;
     if let Some(frames) = c.frames {
-        write_frames(file, &frame_key(&c.batch.meta.source, frames.3), frames, compression, chunks)?;
+        write_frames(
+            file,
+            &frame_key(&c.batch.meta.source, frames.3),
+            frames,
+            compression,
+            chunks,
+        )?;
     }
     let ts = Array1::from_iter(events.iter().map(|e| e.timestamp));
-    file.new_dataset_builder().with_data(&ts).create("timestamp")?;
+    file.new_dataset_builder()
+        .with_data(&ts)
+        .create("timestamp")?;
     let idx = Array1::from_iter(events.iter().map(|e| e.event_index));
-    file.new_dataset_builder().with_data(&idx).create("event_index")?;
+    file.new_dataset_builder()
+        .with_data(&idx)
+        .create("event_index")?;
     let run = Array1::from_elem(events.len(), c.batch.meta.run);
     file.new_dataset_builder().with_data(&run).create("run")?;
     for (k, name) in c.scalar_names.iter().enumerate() {
         if file.link_exists(name) || name.contains('/') {
-            return Err(OutputError::InvalidBatch(format!("scalar name {name:?} clashes with a dataset or contains '/'")));
+            return Err(OutputError::InvalidBatch(format!(
+                "scalar name {name:?} clashes with a dataset or contains '/'"
+            )));
         }
         let v = Array1::from_iter(events.iter().map(|e| e.scalars[k].1));
         file.new_dataset_builder().with_data(&v).create(*name)?;
     }
     let (n, cols) = peak_arrays(c);
-    file.new_dataset_builder().with_data(&n).create("peaks.nPeaks")?;
+    file.new_dataset_builder()
+        .with_data(&n)
+        .create("peaks.nPeaks")?;
     for (name, a) in cols {
-        file.new_dataset_builder().with_data(&a).create(format!("peaks.{name}").as_str())?;
+        file.new_dataset_builder()
+            .with_data(&a)
+            .create(format!("peaks.{name}").as_str())?;
     }
     Ok(())
 }

@@ -67,7 +67,11 @@ impl FromStr for Layout {
 }
 
 /// Serialises `batch` into the bytes of an HDF5 file image.
-pub fn serialize(batch: &Batch, layout: Layout, compression: Compression) -> Result<Vec<u8>, OutputError> {
+pub fn serialize(
+    batch: &Batch,
+    layout: Layout,
+    compression: Compression,
+) -> Result<Vec<u8>, OutputError> {
     Serializer::default().serialize(batch, layout, compression)
 }
 
@@ -93,11 +97,17 @@ fn check(batch: &Batch, min_peak_width: usize) -> Result<Checked<'_>, OutputErro
     let Some(first) = batch.events.first() else {
         return bad("batch has no events".into());
     };
-    let frames = first.frame.as_ref().map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
+    let frames = first
+        .frame
+        .as_ref()
+        .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
     let scalar_names: Vec<&str> = first.scalars.iter().map(|(n, _)| n.as_str()).collect();
     let mut peak_width = min_peak_width.max(1);
     for (i, ev) in batch.events.iter().enumerate() {
-        let this = ev.frame.as_ref().map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
+        let this = ev
+            .frame
+            .as_ref()
+            .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
         if this != frames {
             return bad(format!(
                 "event {i} (index {}) has frame {this:?}, event 0 has {frames:?}: all events of a batch \
@@ -115,16 +125,34 @@ fn check(batch: &Batch, min_peak_width: usize) -> Result<Checked<'_>, OutputErro
             return bad(format!("event {i}: peak columns have different lengths"));
         }
         peak_width = peak_width.max(p.len());
-        if ev.scalars.len() != scalar_names.len() || ev.scalars.iter().zip(&scalar_names).any(|((a, _), b)| a != b) {
-            return bad(format!("event {i}: scalar names differ from event 0's {scalar_names:?}"));
+        if ev.scalars.len() != scalar_names.len()
+            || ev
+                .scalars
+                .iter()
+                .zip(&scalar_names)
+                .any(|((a, _), b)| a != b)
+        {
+            return bad(format!(
+                "event {i}: scalar names differ from event 0's {scalar_names:?}"
+            ));
         }
     }
-    Ok(Checked { batch, frames, scalar_names, peak_width })
+    Ok(Checked {
+        batch,
+        frames,
+        scalar_names,
+        peak_width,
+    })
 }
 
 impl Serializer {
     /// Serialises `batch` into the bytes of an HDF5 file image.
-    pub fn serialize(&mut self, batch: &Batch, layout: Layout, compression: Compression) -> Result<Vec<u8>, OutputError> {
+    pub fn serialize(
+        &mut self,
+        batch: &Batch,
+        layout: Layout,
+        compression: Compression,
+    ) -> Result<Vec<u8>, OutputError> {
         filters::register_filters().map_err(OutputError::Filter)?;
         let checked = check(batch, self.min_peak_width)?;
         let n = batch.events.len();
@@ -133,11 +161,18 @@ impl Serializer {
             if self.chunks.len() < n {
                 self.chunks.resize_with(n, Vec::new);
             }
-            self.chunks[..n].par_iter_mut().zip(&batch.events).try_for_each(|(buf, ev)| {
-                buf.clear();
-                let frame = ev.frame.as_ref().and_then(|f| f.as_bytes()).expect("checked");
-                compression.encode_chunk(frame, es, buf)
-            })?;
+            self.chunks[..n]
+                .par_iter_mut()
+                .zip(&batch.events)
+                .try_for_each(|(buf, ev)| {
+                    buf.clear();
+                    let frame = ev
+                        .frame
+                        .as_ref()
+                        .and_then(|f| f.as_bytes())
+                        .expect("checked");
+                    compression.encode_chunk(frame, es, buf)
+                })?;
             frame_bytes = self.chunks[..n].iter().map(Vec::len).sum::<usize>();
         }
         let file = h5image::create(frame_bytes + 256 * 1024)?;
@@ -165,10 +200,18 @@ fn write_root_attrs(file: &hdf5::File, batch: &Batch) -> Result<(), OutputError>
         ("source".to_string(), m.source.as_str()),
         ("software_version".to_string(), m.software_version.as_str()),
     ];
-    let names: Vec<&str> = batch.events.first().map(|e| e.scalars.iter().map(|(n, _)| n.as_str()).collect()).unwrap_or_default();
+    let names: Vec<&str> = batch
+        .events
+        .first()
+        .map(|e| e.scalars.iter().map(|(n, _)| n.as_str()).collect())
+        .unwrap_or_default();
     let names = serde_json::to_string(&names).expect("strings serialise");
     strs.push(("scalar_names".to_string(), names.as_str()));
-    strs.extend(m.parameters.iter().map(|(k, v)| (format!("param.{k}"), v.as_str())));
+    strs.extend(
+        m.parameters
+            .iter()
+            .map(|(k, v)| (format!("param.{k}"), v.as_str())),
+    );
     for (name, value) in strs {
         let v: VarLenUnicode = value
             .parse()
@@ -178,8 +221,14 @@ fn write_root_attrs(file: &hdf5::File, batch: &Batch) -> Result<(), OutputError>
     Ok(())
 }
 
-pub(crate) fn scalar_attr<T: hdf5::H5Type>(loc: &hdf5::Location, name: &str, v: T) -> Result<(), OutputError> {
-    loc.new_attr_builder().with_data(&ndarray::arr0(v)).create(name)?;
+pub(crate) fn scalar_attr<T: hdf5::H5Type>(
+    loc: &hdf5::Location,
+    name: &str,
+    v: T,
+) -> Result<(), OutputError> {
+    loc.new_attr_builder()
+        .with_data(&ndarray::arr0(v))
+        .create(name)?;
     Ok(())
 }
 
@@ -194,9 +243,13 @@ pub(crate) fn write_frames(
     let (ss, fs, es, kind) = frames;
     let b = chunks.len();
     let builder = group.new_dataset_builder();
-    let mut builder = if kind == "float32" { builder.empty::<f32>() } else { builder.empty::<u16>() }
-        .shape([b, ss, fs])
-        .chunk([1, ss, fs]);
+    let mut builder = if kind == "float32" {
+        builder.empty::<f32>()
+    } else {
+        builder.empty::<u16>()
+    }
+    .shape([b, ss, fs])
+    .chunk([1, ss, fs]);
     if let Some((id, cd)) = compression.pipeline(es) {
         builder = builder.add_filter(id, &cd);
     }
@@ -208,7 +261,12 @@ pub(crate) fn write_frames(
 }
 
 /// The `(B,)` / `(B, W)` peak arrays of a batch.
-pub(crate) fn peak_arrays(c: &Checked) -> (ndarray::Array1<i32>, Vec<(&'static str, ndarray::Array2<f32>)>) {
+pub(crate) fn peak_arrays(
+    c: &Checked,
+) -> (
+    ndarray::Array1<i32>,
+    Vec<(&'static str, ndarray::Array2<f32>)>,
+) {
     let b = c.batch.events.len();
     let n = ndarray::Array1::from_iter(c.batch.events.iter().map(|e| e.peaks.len() as i32));
     let names = c.batch.events[0].peaks.columns().map(|(name, _)| name);
@@ -219,7 +277,9 @@ pub(crate) fn peak_arrays(c: &Checked) -> (ndarray::Array1<i32>, Vec<(&'static s
             let mut a = ndarray::Array2::<f32>::zeros((b, c.peak_width));
             for (i, ev) in c.batch.events.iter().enumerate() {
                 let col = ev.peaks.columns()[k].1;
-                a.row_mut(i).slice_mut(ndarray::s![..col.len()]).assign(&ndarray::aview1(col));
+                a.row_mut(i)
+                    .slice_mut(ndarray::s![..col.len()])
+                    .assign(&ndarray::aview1(col));
             }
             (name, a)
         })

@@ -5,7 +5,7 @@ use hdf5::{Dataset, File, Group};
 use ndarray::Array2;
 
 use super::batch::{Batch, EventRecord, Frame, Peaks, RunMeta};
-use super::{OutputError, Layout, h5image, lclstreamer_layout::frame_key};
+use super::{Layout, OutputError, h5image, lclstreamer_layout::frame_key};
 
 /// Stream identity of a batch image (root attributes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +38,17 @@ pub fn image_info(bytes: &[u8]) -> Result<ImageInfo, OutputError> {
 }
 
 fn dataset(g: &Group, name: &str) -> Result<Dataset, OutputError> {
-    g.dataset(name).map_err(|e| OutputError::Malformed(format!("dataset {name}: {e}")))
+    g.dataset(name)
+        .map_err(|e| OutputError::Malformed(format!("dataset {name}: {e}")))
 }
 
 fn read_vec<T: hdf5::H5Type>(g: &Group, name: &str, n: usize) -> Result<Vec<T>, OutputError> {
     let v = dataset(g, name)?.read_raw::<T>()?;
     if v.len() != n {
-        return Err(OutputError::Malformed(format!("{name} has {} values, expected {n}", v.len())));
+        return Err(OutputError::Malformed(format!(
+            "{name} has {} values, expected {n}",
+            v.len()
+        )));
     }
     Ok(v)
 }
@@ -68,36 +72,62 @@ pub fn read_batch(bytes: &[u8]) -> Result<(Batch, Layout), OutputError> {
     };
     let scalar_names: Vec<String> = serde_json::from_str(&str_attr(&file, "scalar_names")?)
         .map_err(|e| OutputError::Malformed(format!("scalar_names: {e}")))?;
-    let layout = if file.link_exists("entry_1") { Layout::Cxi } else { Layout::Lclstreamer };
-    let root: &Group = &file;
-    let (frame_ds, peak_group, peak_prefix, per_event): (Option<Dataset>, Group, &str, Group) = match layout {
-        Layout::Cxi => (
-            file.link_exists("entry_1/data_1/data").then(|| file.dataset("entry_1/data_1/data")).transpose()?,
-            file.group("entry_1/result_1")?,
-            "",
-            file.group("LCLS")?,
-        ),
-        Layout::Lclstreamer => {
-            let f32_key = frame_key(&meta.source, "float32");
-            let u16_key = frame_key(&meta.source, "uint16");
-            let key = [f32_key, u16_key].into_iter().find(|k| file.link_exists(k));
-            (key.map(|k| file.dataset(&k)).transpose()?, root.clone(), "peaks.", root.clone())
-        }
+    let layout = if file.link_exists("entry_1") {
+        Layout::Cxi
+    } else {
+        Layout::Lclstreamer
     };
+    let root: &Group = &file;
+    let (frame_ds, peak_group, peak_prefix, per_event): (Option<Dataset>, Group, &str, Group) =
+        match layout {
+            Layout::Cxi => (
+                file.link_exists("entry_1/data_1/data")
+                    .then(|| file.dataset("entry_1/data_1/data"))
+                    .transpose()?,
+                file.group("entry_1/result_1")?,
+                "",
+                file.group("LCLS")?,
+            ),
+            Layout::Lclstreamer => {
+                let f32_key = frame_key(&meta.source, "float32");
+                let u16_key = frame_key(&meta.source, "uint16");
+                let key = [f32_key, u16_key].into_iter().find(|k| file.link_exists(k));
+                (
+                    key.map(|k| file.dataset(&k)).transpose()?,
+                    root.clone(),
+                    "peaks.",
+                    root.clone(),
+                )
+            }
+        };
     let frames: Vec<Option<Frame>> = match frame_ds {
         None => vec![None; n],
         Some(ds) => {
             let shape = ds.shape();
             if shape.len() != 3 || shape[0] != n {
-                return Err(OutputError::Malformed(format!("frame dataset shape {shape:?}, {n} events")));
+                return Err(OutputError::Malformed(format!(
+                    "frame dataset shape {shape:?}, {n} events"
+                )));
             }
             let (ss, fs) = (shape[1], shape[2]);
             if ds.dtype()?.is::<f32>() {
                 let v = ds.read_raw::<f32>()?;
-                v.chunks_exact(ss * fs).map(|c| Some(Frame::F32(Array2::from_shape_vec((ss, fs), c.to_vec()).unwrap()))).collect()
+                v.chunks_exact(ss * fs)
+                    .map(|c| {
+                        Some(Frame::F32(
+                            Array2::from_shape_vec((ss, fs), c.to_vec()).unwrap(),
+                        ))
+                    })
+                    .collect()
             } else {
                 let v = ds.read_raw::<u16>()?;
-                v.chunks_exact(ss * fs).map(|c| Some(Frame::U16(Array2::from_shape_vec((ss, fs), c.to_vec()).unwrap()))).collect()
+                v.chunks_exact(ss * fs)
+                    .map(|c| {
+                        Some(Frame::U16(
+                            Array2::from_shape_vec((ss, fs), c.to_vec()).unwrap(),
+                        ))
+                    })
+                    .collect()
             }
         }
     };
@@ -108,13 +138,19 @@ pub fn read_batch(bytes: &[u8]) -> Result<(Batch, Layout), OutputError> {
         let ds = dataset(&peak_group, &format!("{peak_prefix}{name}"))?;
         let a = ds.read_2d::<f32>()?;
         if a.nrows() != n || npeaks.iter().any(|&k| k < 0 || k as usize > a.ncols()) {
-            return Err(OutputError::Malformed(format!("{name}: shape {:?} does not hold nPeaks", a.dim())));
+            return Err(OutputError::Malformed(format!(
+                "{name}: shape {:?} does not hold nPeaks",
+                a.dim()
+            )));
         }
         cols.push(a);
     }
     let ts = read_vec::<u64>(&per_event, "timestamp", n)?;
     let idx = read_vec::<u64>(&per_event, "event_index", n)?;
-    let scalars: Vec<Vec<f64>> = scalar_names.iter().map(|s| read_vec::<f64>(&per_event, s, n)).collect::<Result<_, _>>()?;
+    let scalars: Vec<Vec<f64>> = scalar_names
+        .iter()
+        .map(|s| read_vec::<f64>(&per_event, s, n))
+        .collect::<Result<_, _>>()?;
     let events = frames
         .into_iter()
         .enumerate()
@@ -134,12 +170,21 @@ pub fn read_batch(bytes: &[u8]) -> Result<(Batch, Layout), OutputError> {
                     snr: col(5),
                     sigma: col(6),
                 },
-                scalars: scalar_names.iter().zip(&scalars).map(|(s, v)| (s.clone(), v[i])).collect(),
+                scalars: scalar_names
+                    .iter()
+                    .zip(&scalars)
+                    .map(|(s, v)| (s.clone(), v[i]))
+                    .collect(),
             }
         })
         .collect();
     Ok((
-        Batch { meta, writer_rank: attr(&file, "writer_rank")?, seq: attr(&file, "seq")?, events },
+        Batch {
+            meta,
+            writer_rank: attr(&file, "writer_rank")?,
+            seq: attr(&file, "seq")?,
+            events,
+        },
         layout,
     ))
 }

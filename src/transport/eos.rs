@@ -46,7 +46,10 @@ impl EndOfStream {
     /// `None` when `msg` is not an end-of-stream message; an error when it is one but malformed.
     pub fn parse(msg: &[u8]) -> Option<Result<Self, String>> {
         let body = msg.strip_prefix(MAGIC)?;
-        Some(serde_json::from_slice(body).map_err(|e| format!("malformed end-of-stream message: {e}")))
+        Some(
+            serde_json::from_slice(body)
+                .map_err(|e| format!("malformed end-of-stream message: {e}")),
+        )
     }
 }
 
@@ -56,10 +59,20 @@ mod tests {
 
     #[test]
     fn round_trip_and_detection() {
-        let e = EndOfStream { sender: "writer 1".into(), writer_rank: Some(1), batches: 3, events: 96, ..Default::default() };
+        let e = EndOfStream {
+            sender: "writer 1".into(),
+            writer_rank: Some(1),
+            batches: 3,
+            events: 96,
+            ..Default::default()
+        };
         let m = e.encode();
         assert_eq!(EndOfStream::parse(&m).unwrap().unwrap(), e);
         assert!(EndOfStream::parse(b"\x89HDF\r\n\x1a\n....").is_none());
-        assert!(EndOfStream::parse(b"LCLSTREAMER-EOS\n{not json").unwrap().is_err());
+        assert!(
+            EndOfStream::parse(b"LCLSTREAMER-EOS\n{not json")
+                .unwrap()
+                .is_err()
+        );
     }
 }

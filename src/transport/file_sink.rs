@@ -7,7 +7,10 @@ use super::{MessageMeta, Sink, SinkStats, TransportError};
 
 /// File name of a batch: `r<run>_w<writer rank>_s<seq>.h5`.
 pub fn batch_file_name(meta: &MessageMeta) -> String {
-    format!("r{:04}_w{:03}_s{:06}.h5", meta.run, meta.writer_rank, meta.seq)
+    format!(
+        "r{:04}_w{:03}_s{:06}.h5",
+        meta.run, meta.writer_rank, meta.seq
+    )
 }
 
 /// Writes `bytes` to `dir/name` atomically (temporary file in `dir`, fsync, rename).
@@ -38,7 +41,10 @@ impl FileSink {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, TransportError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| TransportError::io(&dir, e))?;
-        Ok(FileSink { dir, stats: SinkStats::default() })
+        Ok(FileSink {
+            dir,
+            stats: SinkStats::default(),
+        })
     }
 }
 
@@ -64,13 +70,27 @@ mod tests {
     fn files_are_named_and_complete_without_leftovers() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = FileSink::new(dir.path().join("out")).unwrap();
-        let meta = MessageMeta { run: 7, writer_rank: 2, seq: 5, events: 4 };
+        let meta = MessageMeta {
+            run: 7,
+            writer_rank: 2,
+            seq: 5,
+            events: 4,
+        };
         s.send(vec![1, 2, 3], &meta).unwrap();
         let stats = s.finish().unwrap();
         assert_eq!((stats.batches, stats.events, stats.bytes), (1, 4, 3));
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("r0007_w002_s000005.h5")]);
-        assert_eq!(std::fs::read(dir.path().join("out/r0007_w002_s000005.h5")).unwrap(), vec![1, 2, 3]);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("r0007_w002_s000005.h5")]
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("out/r0007_w002_s000005.h5")).unwrap(),
+            vec![1, 2, 3]
+        );
     }
 
     #[test]

@@ -59,9 +59,16 @@ pub trait Sink {
 #[derive(Debug, Error)]
 pub enum TransportError {
     #[error("NNG {what} {url}: {source}")]
-    Nng { what: &'static str, url: String, source: nng_socket::NngError },
+    Nng {
+        what: &'static str,
+        url: String,
+        source: nng_socket::NngError,
+    },
     #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("configuration: {0}")]
     Config(String),
     #[error("sink already finished")]
@@ -72,6 +79,9 @@ pub enum TransportError {
 
 impl TransportError {
     pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
-        TransportError::Io { path: path.into(), source }
+        TransportError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

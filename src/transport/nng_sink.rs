@@ -4,9 +4,9 @@
 //! `finish` sends an [`EndOfStream`] to every URL, then waits (up to `linger`) for the consumer
 //! to close the connection, so the writer never closes while its last messages are in flight.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -115,10 +115,20 @@ struct Endpoint {
 
 impl Endpoint {
     fn open(url: &str, cfg: &NngSinkConfig) -> Result<Self, TransportError> {
-        let err = |what| move |source| TransportError::Nng { what, url: url.to_owned(), source };
+        let err = |what| {
+            move |source| TransportError::Nng {
+                what,
+                url: url.to_owned(),
+                source,
+            }
+        };
         let socket = NngSocket::push().map_err(err("socket for"))?;
-        socket.set_send_timeout(Some(cfg.send_timeout)).map_err(err("send timeout on"))?;
-        socket.set_reconnect(cfg.reconnect_min, cfg.reconnect_max).map_err(err("reconnect time on"))?;
+        socket
+            .set_send_timeout(Some(cfg.send_timeout))
+            .map_err(err("send timeout on"))?;
+        socket
+            .set_reconnect(cfg.reconnect_min, cfg.reconnect_max)
+            .map_err(err("reconnect time on"))?;
         match cfg.role {
             Role::Dial => socket.dial(url).map_err(err("dial"))?,
             Role::Listen => socket.listen(url).map_err(err("listen on"))?,
@@ -136,7 +146,12 @@ impl Endpoint {
     }
 
     /// Sends until delivered (true), or until `deadline` (false).
-    fn send_until(&self, msg: &[u8], deadline: Option<Instant>, what: &str) -> Result<bool, TransportError> {
+    fn send_until(
+        &self,
+        msg: &[u8],
+        deadline: Option<Instant>,
+        what: &str,
+    ) -> Result<bool, TransportError> {
         let start = Instant::now();
         loop {
             match self.socket.send(msg) {
@@ -153,7 +168,13 @@ impl Endpoint {
                         );
                     }
                 }
-                Err(source) => return Err(TransportError::Nng { what: "send to", url: self.url.clone(), source }),
+                Err(source) => {
+                    return Err(TransportError::Nng {
+                        what: "send to",
+                        url: self.url.clone(),
+                        source,
+                    });
+                }
             }
         }
     }
@@ -189,8 +210,20 @@ impl NngSink {
             Distribute::ByRank => vec![&cfg.urls[writer_rank as usize % cfg.urls.len()]],
             Distribute::RoundRobin => cfg.urls.iter().collect(),
         };
-        let endpoints = urls.into_iter().map(|u| Endpoint::open(u, &cfg)).collect::<Result<_, _>>()?;
-        Ok(NngSink { cfg, writer_rank, sender: format!("writer {writer_rank}"), run: None, endpoints, next: 0, stats: SinkStats::default(), finished: false })
+        let endpoints = urls
+            .into_iter()
+            .map(|u| Endpoint::open(u, &cfg))
+            .collect::<Result<_, _>>()?;
+        Ok(NngSink {
+            cfg,
+            writer_rank,
+            sender: format!("writer {writer_rank}"),
+            run: None,
+            endpoints,
+            next: 0,
+            stats: SinkStats::default(),
+            finished: false,
+        })
     }
 
     /// Names the sender in the end-of-stream message (default `writer <rank>`).
@@ -200,7 +233,10 @@ impl NngSink {
 
     /// Number of consumer connections currently open, per URL.
     pub fn connections(&self) -> Vec<(String, usize)> {
-        self.endpoints.iter().map(|e| (e.url.clone(), e.socket.pipes().get())).collect()
+        self.endpoints
+            .iter()
+            .map(|e| (e.url.clone(), e.socket.pipes().get()))
+            .collect()
     }
 }
 
@@ -214,7 +250,13 @@ impl NngSink {
 
     /// Sends one message to endpoint `i`, applying the policy when nobody takes it.
     /// `resend`: a copy of a message already counted as delivered.
-    fn deliver(&mut self, i: usize, bytes: Vec<u8>, meta: MessageMeta, resend: bool) -> Result<(), TransportError> {
+    fn deliver(
+        &mut self,
+        i: usize,
+        bytes: Vec<u8>,
+        meta: MessageMeta,
+        resend: bool,
+    ) -> Result<(), TransportError> {
         let deadline = self.deadline();
         let ep = &mut self.endpoints[i];
         let what = format!("batch {} of writer {}", meta.seq, meta.writer_rank);
@@ -346,4 +388,3 @@ impl Sink for NngSink {
         Ok(self.stats)
     }
 }
-

@@ -71,7 +71,8 @@ unsafe extern "C" fn pipe_cb(_: sys::nng_pipe, ev: sys::nng_pipe_ev, arg: *mut c
         sys::NNG_PIPE_EV_ADD_POST => *n += 1,
         sys::NNG_PIPE_EV_REM_POST => {
             *n = n.saturating_sub(1);
-            pc.removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            pc.removed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         _ => return,
     }
@@ -88,7 +89,12 @@ impl std::ops::Deref for NngMsg {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: body/len describe the message's valid bytes.
-        unsafe { std::slice::from_raw_parts(sys::nng_msg_body(self.0) as *const u8, sys::nng_msg_len(self.0)) }
+        unsafe {
+            std::slice::from_raw_parts(
+                sys::nng_msg_body(self.0) as *const u8,
+                sys::nng_msg_len(self.0),
+            )
+        }
     }
 }
 
@@ -114,7 +120,10 @@ impl NngSocket {
         let mut raw = sys::nng_socket::default();
         // SAFETY: raw is a valid out-pointer.
         check(unsafe { f(&mut raw) })?;
-        let s = NngSocket { raw, pipes: Arc::default() };
+        let s = NngSocket {
+            raw,
+            pipes: Arc::default(),
+        };
         let arg = Arc::as_ptr(&s.pipes) as *mut c_void;
         for ev in [sys::NNG_PIPE_EV_ADD_POST, sys::NNG_PIPE_EV_REM_POST] {
             // SAFETY: the callback and its argument live as long as the socket.
@@ -134,7 +143,9 @@ impl NngSocket {
     }
 
     fn set_ms(&self, opt: &[u8], d: Option<Duration>) -> Result<(), NngError> {
-        let ms = d.map(|d| d.as_millis().min(i32::MAX as u128) as i32).unwrap_or(-1);
+        let ms = d
+            .map(|d| d.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(-1);
         // SAFETY: opt is a NUL-terminated option name from nng-sys.
         check(unsafe { sys::nng_socket_set_ms(self.raw, opt.as_ptr() as *const _, ms) })
     }
@@ -158,14 +169,23 @@ impl NngSocket {
     /// Largest message accepted; larger ones close their connection (0 = unlimited).
     pub fn set_recv_max_size(&self, bytes: usize) -> Result<(), NngError> {
         // SAFETY: valid option name.
-        check(unsafe { sys::nng_socket_set_size(self.raw, sys::NNG_OPT_RECVMAXSZ.as_ptr() as *const _, bytes) })
+        check(unsafe {
+            sys::nng_socket_set_size(self.raw, sys::NNG_OPT_RECVMAXSZ.as_ptr() as *const _, bytes)
+        })
     }
 
     /// Dials `url` in the background (retrying until a peer listens).
     pub fn dial(&self, url: &str) -> Result<(), NngError> {
         let u = CString::new(url).map_err(|_| NngError(sys::NNG_EADDRINVAL as c_int))?;
         // SAFETY: valid socket and NUL-terminated URL.
-        check(unsafe { sys::nng_dial(self.raw, u.as_ptr(), std::ptr::null_mut(), sys::NNG_FLAG_NONBLOCK as c_int) })
+        check(unsafe {
+            sys::nng_dial(
+                self.raw,
+                u.as_ptr(),
+                std::ptr::null_mut(),
+                sys::NNG_FLAG_NONBLOCK as c_int,
+            )
+        })
     }
 
     /// Listens on `url`.

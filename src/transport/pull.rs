@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-
 use super::eos::EndOfStream;
 use super::file_sink::write_atomic;
 use super::nng_sink::Role;
@@ -76,11 +75,21 @@ impl PullSummary {
         for e in &self.eos {
             s += &format!(
                 "  end-of-stream from {} ({}): {} batches, {} events sent; spilled {} ({} events), dropped {} ({} events)\n",
-                e.sender, e.url, e.batches, e.events, e.spilled, e.spilled_events, e.dropped, e.dropped_events
+                e.sender,
+                e.url,
+                e.batches,
+                e.events,
+                e.spilled,
+                e.spilled_events,
+                e.dropped,
+                e.dropped_events
             );
         }
         if !self.duplicates.is_empty() {
-            s += &format!("  {} duplicate batches (resent after a reconnect) ignored\n", self.duplicates.len());
+            s += &format!(
+                "  {} duplicate batches (resent after a reconnect) ignored\n",
+                self.duplicates.len()
+            );
         }
         if self.complete {
             s += "  complete: every announced batch and event was received\n";
@@ -98,10 +107,20 @@ pub fn pull(
     cfg: &PullConfig,
     mut on_batch: impl FnMut(&[u8], &ImageInfo) -> Result<(), TransportError>,
 ) -> Result<PullSummary, TransportError> {
-    let err = |what| move |source| TransportError::Nng { what, url: cfg.url.clone(), source };
+    let err = |what| {
+        move |source| TransportError::Nng {
+            what,
+            url: cfg.url.clone(),
+            source,
+        }
+    };
     let socket = NngSocket::pull().map_err(err("socket for"))?;
-    socket.set_recv_max_size(cfg.recv_max_size).map_err(err("receive limit on"))?;
-    socket.set_recv_timeout(Some(Duration::from_millis(200))).map_err(err("receive timeout on"))?;
+    socket
+        .set_recv_max_size(cfg.recv_max_size)
+        .map_err(err("receive limit on"))?;
+    socket
+        .set_recv_timeout(Some(Duration::from_millis(200)))
+        .map_err(err("receive timeout on"))?;
     match cfg.role {
         Role::Listen => socket.listen(&cfg.url).map_err(err("listen on"))?,
         Role::Dial => socket.dial(&cfg.url).map_err(err("dial"))?,
@@ -128,7 +147,13 @@ pub fn pull(
                 }
                 continue;
             }
-            Err(source) => return Err(TransportError::Nng { what: "receive from", url: cfg.url.clone(), source }),
+            Err(source) => {
+                return Err(TransportError::Nng {
+                    what: "receive from",
+                    url: cfg.url.clone(),
+                    source,
+                });
+            }
         };
         last = Instant::now();
         start.get_or_insert(last);
@@ -137,7 +162,11 @@ pub fn pull(
             continue;
         }
         let info = image_info(&msg).map_err(|e| {
-            TransportError::Incomplete(format!("message {} ({} bytes) is not a batch image: {e}", sum.batches, msg.len()))
+            TransportError::Incomplete(format!(
+                "message {} ({} bytes) is not a batch image: {e}",
+                sum.batches,
+                msg.len()
+            ))
         })?;
         if !seen.insert((info.writer_rank, info.seq)) {
             sum.duplicates.push((info.writer_rank, info.seq));
@@ -147,13 +176,21 @@ pub fn pull(
         sum.events += info.n_events;
         sum.bytes += msg.len() as u64;
         if let Some(dir) = &cfg.out_dir {
-            let meta = MessageMeta { run: info.run, writer_rank: info.writer_rank, seq: info.seq, events: info.n_events };
+            let meta = MessageMeta {
+                run: info.run,
+                writer_rank: info.writer_rank,
+                seq: info.seq,
+                events: info.n_events,
+            };
             write_atomic(dir, &super::file_sink::batch_file_name(&meta), &msg)?;
         }
         on_batch(&msg, &info)?;
     }
     sum.elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
-    let (b, e) = sum.eos.iter().fold((0, 0), |(b, e), x| (b + x.batches, e + x.events));
+    let (b, e) = sum
+        .eos
+        .iter()
+        .fold((0, 0), |(b, e), x| (b + x.batches, e + x.events));
     if sum.eos.len() == cfg.producers && (b, e) != (sum.batches, sum.events) {
         sum.problems.push(format!(
             "producers announced {b} batches / {e} events, received {} / {}",

@@ -9,7 +9,11 @@ use crate::output::read::image_info;
 /// Sends every `*.h5` batch file in `dir` (sorted by name) through an NNG sink configured by
 /// `cfg` (policy forced to `block`), then the end-of-stream message naming `push <dir>`.
 /// With `delete`, each file is removed once the whole stream, end-of-stream included, was delivered.
-pub fn push_dir(dir: &Path, mut cfg: NngSinkConfig, delete: bool) -> Result<SinkStats, TransportError> {
+pub fn push_dir(
+    dir: &Path,
+    mut cfg: NngSinkConfig,
+    delete: bool,
+) -> Result<SinkStats, TransportError> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| TransportError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -21,9 +25,15 @@ pub fn push_dir(dir: &Path, mut cfg: NngSinkConfig, delete: bool) -> Result<Sink
     sink.set_sender(format!("push {}", dir.display()));
     for path in &files {
         let bytes = std::fs::read(path).map_err(|e| TransportError::io(path, e))?;
-        let info = image_info(&bytes)
-            .map_err(|e| TransportError::Incomplete(format!("{}: not a batch image: {e}", path.display())))?;
-        let meta = MessageMeta { run: info.run, writer_rank: info.writer_rank, seq: info.seq, events: info.n_events };
+        let info = image_info(&bytes).map_err(|e| {
+            TransportError::Incomplete(format!("{}: not a batch image: {e}", path.display()))
+        })?;
+        let meta = MessageMeta {
+            run: info.run,
+            writer_rank: info.writer_rank,
+            seq: info.seq,
+            events: info.n_events,
+        };
         sink.send(bytes, &meta)?;
     }
     let stats = sink.finish()?;
