@@ -224,6 +224,7 @@ pub enum BlockCodec {
 pub struct BlockEncoder {
     shuffled: Vec<u8>,
     planes: Vec<u8>,
+    compressed: Vec<u8>,
     lz4_table: Option<lz4_flex::block::CompressTable>,
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
 }
@@ -246,6 +247,7 @@ impl BlockEncoder {
             block_elems
         };
         let block_bytes = block_elems * elem_size;
+        out.reserve(input.len() / 2 + 64);
         out.extend_from_slice(&(input.len() as u64).to_be_bytes());
         out.extend_from_slice(&(block_bytes as u32).to_be_bytes());
         let n = input.len() / elem_size;
@@ -275,16 +277,18 @@ impl BlockEncoder {
         match codec {
             BlockCodec::Lz4 => {
                 let bound = lz4_flex::block::get_maximum_output_size(block.len());
-                out.resize(at + 4 + bound, 0);
+                if self.compressed.len() < bound {
+                    self.compressed.resize(bound, 0);
+                }
                 let table = self.lz4_table.get_or_insert_with(Default::default);
                 let k = lz4_flex::block::compress_into_with_table(
                     &self.shuffled,
-                    &mut out[at + 4..],
+                    &mut self.compressed,
                     table,
                 )
                 .map_err(std::io::Error::other)?;
-                out.truncate(at + 4 + k);
-                out[at..at + 4].copy_from_slice(&(k as u32).to_be_bytes());
+                out.extend_from_slice(&(k as u32).to_be_bytes());
+                out.extend_from_slice(&self.compressed[..k]);
             }
             BlockCodec::Zstd(level) => {
                 if self.zstd.as_ref().map(|z| z.0) != Some(level) {
