@@ -369,3 +369,25 @@ fn ipc_and_round_robin_over_two_urls() {
     assert_eq!(assert_all_equal(&all, &sent), 6);
     assert_eq!(all.len(), 6);
 }
+
+#[test]
+fn foreign_messages_are_reported_not_fatal() {
+    let url = free_url();
+    let (h, got) = spawn_pull(pull_cfg(&url, 1));
+    let push = NngSocket::push().unwrap();
+    push.dial(&url).unwrap();
+    push.send(b"not an hdf5 image").unwrap();
+    let eos = lclstreamer::transport::EndOfStream {
+        sender: "test".into(),
+        ..Default::default()
+    };
+    push.send(&eos.encode()).unwrap();
+    let summary = h.join().unwrap().unwrap();
+    assert!(!summary.complete);
+    assert!(
+        summary.report().contains("not a batch image"),
+        "{}",
+        summary.report()
+    );
+    assert!(got.lock().unwrap().is_empty());
+}

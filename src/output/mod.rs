@@ -156,7 +156,6 @@ impl Serializer {
         filters::register_filters().map_err(OutputError::Filter)?;
         let checked = check(batch, self.min_peak_width)?;
         let n = batch.events.len();
-        let mut frame_bytes = 0;
         if let Some((_, _, es, _)) = checked.frames
             && compression != Compression::None
         {
@@ -175,11 +174,10 @@ impl Serializer {
                         .expect("checked");
                     compression.encode_chunk(frame, es, buf)
                 })?;
-            frame_bytes = self.chunks[..n].iter().map(Vec::len).sum::<usize>();
-        } else if let Some((ss, fs, es, _)) = checked.frames {
-            frame_bytes = n * ss * fs * es;
         }
-        let file = h5image::create(frame_bytes + 256 * 1024)?;
+        // A large core-driver increment is allocated and cleared up front (measured ~200 ms for
+        // 69 MB); growing in 1 MiB steps (realloc/mremap) is much cheaper.
+        let file = h5image::create(1 << 20)?;
         write_root_attrs(&file, batch)?;
         // Without compression the frames are stored as they are, without a copy.
         let chunks: Vec<&[u8]> = match checked.frames {

@@ -153,6 +153,7 @@ impl Endpoint {
         what: &str,
     ) -> Result<bool, TransportError> {
         let start = Instant::now();
+        let mut next_log = 5.0;
         loop {
             match self.socket.send(msg) {
                 Ok(()) => return Ok(true),
@@ -160,7 +161,8 @@ impl Endpoint {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Ok(false);
                     }
-                    if deadline.is_none() {
+                    if deadline.is_none() && start.elapsed().as_secs_f64() >= next_log {
+                        next_log *= 2.0;
                         eprintln!(
                             "lclstreamer: no consumer has taken {what} on {} for {:.0} s; waiting (policy block)",
                             self.url,

@@ -161,13 +161,18 @@ pub fn pull(
             sum.eos.push(eos.map_err(TransportError::Incomplete)?);
             continue;
         }
-        let info = image_info(&msg).map_err(|e| {
-            TransportError::Incomplete(format!(
-                "message {} ({} bytes) is not a batch image: {e}",
-                sum.batches,
-                msg.len()
-            ))
-        })?;
+        let info = match image_info(&msg) {
+            Ok(info) => info,
+            Err(e) => {
+                let p = format!(
+                    "message of {} bytes is not a batch image ({e}); ignored",
+                    msg.len()
+                );
+                eprintln!("pull: {p}");
+                sum.problems.push(p);
+                continue;
+            }
+        };
         if !seen.insert((info.writer_rank, info.seq)) {
             sum.duplicates.push((info.writer_rank, info.seq));
             continue;
