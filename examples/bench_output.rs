@@ -1,6 +1,7 @@
 //! Benchmarks behind `scripts/bench-output` (prints one JSON object per line).
 //!
-//! `bench_output serialize DIR`: serialises ePix10k2M-sized batches (8 x 5632 x 384) with every
+//! `bench_output serialize DIR`: serialises ePix10k2M-sized batches (`BENCH_BATCH` x 5632 x 384,
+//! default 8) with every
 //! compression on 1 and on all rayon threads, and writes the frames as raw little-endian files
 //! under DIR so the h5py reference compresses exactly the same arrays.
 //! `bench_output nng`: NNG Push0 -> Pull0 loopback throughput (TCP and IPC) and the memcpy
@@ -15,7 +16,6 @@ use lclstreamer::transport::{MessageMeta, NngSink, NngSinkConfig, Sink};
 
 const SS: usize = 5632;
 const FS: usize = 384;
-const B: usize = 8;
 
 /// Best (shortest) time of at least `min_reps` runs and `min_secs` seconds after one warm-up run:
 /// on a shared machine the fastest run is the least disturbed one.
@@ -33,7 +33,16 @@ fn time_it(min_reps: usize, min_secs: f64, mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// Events per batch: `BENCH_BATCH` (default 8).
+fn batch_size() -> usize {
+    std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
+
 fn serialize_bench(dir: &str) {
+    let b = batch_size();
     let threads_all = rayon::current_num_threads();
     let datasets = [
         ("raw_u16", ExampleKind::Raw),
@@ -48,7 +57,7 @@ fn serialize_bench(dir: &str) {
         Compression::Gzip { level: 4 },
     ];
     for (name, kind) in datasets {
-        let batch = example_batch(B, SS, FS, kind, 42);
+        let batch = example_batch(b, SS, FS, kind, 42);
         let mut raw = Vec::new();
         for ev in &batch.events {
             raw.extend_from_slice(ev.frame.as_ref().and_then(Frame::as_bytes).unwrap());
@@ -59,7 +68,7 @@ fn serialize_bench(dir: &str) {
             "<f4"
         };
         std::fs::write(format!("{dir}/{name}.bin"), &raw).unwrap();
-        println!(r#"{{"kind":"data","name":"{name}","dtype":"{dtype}","shape":[{B},{SS},{FS}]}}"#);
+        println!(r#"{{"kind":"data","name":"{name}","dtype":"{dtype}","shape":[{b},{SS},{FS}]}}"#);
         for c in compressions {
             let es = if matches!(kind, ExampleKind::Raw) {
                 2
