@@ -58,13 +58,13 @@ pub trait Sink {
 /// Transport errors.
 #[derive(Debug, Error)]
 pub enum TransportError {
-    #[error("NNG {what} {url}: {source}")]
+    #[error("NNG {what} {url}")]
     Nng {
         what: &'static str,
         url: String,
         source: nng_socket::NngError,
     },
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: std::path::PathBuf,
         source: std::io::Error,
