@@ -2,6 +2,7 @@
 """Example lclstreamer consumer: receives HDF5 batch images over NNG (pynng Pull0), opens each
 with h5py.File(io.BytesIO(msg)) after `import hdf5plugin`, and stops once every producer's
 end-of-stream message (b"LCLSTREAMER-EOS\\n" + JSON) has arrived, checking the announced counts.
+Copies resent after a reconnect are recognised by the root attributes (writer_rank, seq) and skipped.
 
     .venv/bin/python scripts/consumer.py tcp://127.0.0.1:12321 --producers 2
 
@@ -68,7 +69,8 @@ def main():
     if args.dump:
         os.makedirs(args.dump, exist_ok=True)
 
-    batches = events = nbytes = pixels = 0
+    batches = events = nbytes = pixels = duplicates = 0
+    seen = set()
     eos = []
     start = None
     last = time.monotonic()
@@ -85,13 +87,18 @@ def main():
             eos.append(json.loads(msg[len(EOS_MAGIC):]))
             continue
         with h5py.File(io.BytesIO(msg), "r") as f:
+            key = (int(f.attrs["writer_rank"]), int(f.attrs["seq"]))
+            if key in seen:  # a copy resent after a reconnect
+                duplicates += 1
+                continue
+            seen.add(key)
             n = int(f.attrs["n_events"])
             data = frames_of(f)
             if data is not None:
                 assert data.shape[0] == n, (data.shape, n)
                 pixels += data[()].size  # decodes every chunk through hdf5plugin
             if args.dump:
-                name = "w%03d_s%06d.h5" % (int(f.attrs["writer_rank"]), int(f.attrs["seq"]))
+                name = "w%03d_s%06d.h5" % key
                 plain_copy(f, os.path.join(args.dump, name))
         batches += 1
         events += n
@@ -101,7 +108,7 @@ def main():
     want = (sum(e["batches"] for e in eos), sum(e["events"] for e in eos))
     complete = len(eos) == args.producers and want == (batches, events)
     secs = (time.monotonic() - start) if start else 0.0
-    print(json.dumps({"batches": batches, "events": events, "bytes": nbytes, "pixels": pixels,
+    print(json.dumps({"batches": batches, "events": events, "bytes": nbytes, "pixels": pixels, "duplicates": duplicates,
                       "seconds": secs, "eos": eos, "complete": complete}))
     sys.exit(0 if complete else 1)
 

@@ -60,7 +60,7 @@ fn transpose8(mut x: u64) -> u64 {
 /// `planes` is scratch space (resized as needed).
 pub fn shuffle_block(input: &[u8], output: &mut [u8], elem_size: usize, planes: &mut Vec<u8>) {
     assert_eq!(input.len(), output.len());
-    assert!(elem_size > 0 && input.len() % (8 * elem_size) == 0);
+    assert!(elem_size > 0 && input.len().is_multiple_of(8 * elem_size));
     let n = input.len() / elem_size;
     if elem_size == 1 {
         bits_of_planes(input, output, n);
@@ -117,7 +117,7 @@ fn bit_rows_scalar(plane: &[u8], rows: &mut [u8], row: usize, b0: usize) {
 /// Inverse of [`shuffle_block`].
 pub fn unshuffle_block(input: &[u8], output: &mut [u8], elem_size: usize, planes: &mut Vec<u8>) {
     assert_eq!(input.len(), output.len());
-    assert!(elem_size > 0 && input.len() % (8 * elem_size) == 0);
+    assert!(elem_size > 0 && input.len().is_multiple_of(8 * elem_size));
     let n = input.len() / elem_size;
     let row = n / 8;
     planes.resize(input.len(), 0);
@@ -224,6 +224,7 @@ pub enum BlockCodec {
 pub struct BlockEncoder {
     shuffled: Vec<u8>,
     planes: Vec<u8>,
+    compressed: Vec<u8>,
     lz4_table: Option<lz4_flex::block::CompressTable>,
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
 }
@@ -239,13 +240,14 @@ impl BlockEncoder {
         codec: BlockCodec,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        assert!(elem_size > 0 && input.len() % elem_size == 0);
+        assert!(elem_size > 0 && input.len().is_multiple_of(elem_size));
         let block_elems = if block_elems == 0 {
             default_block_elems(elem_size)
         } else {
             block_elems
         };
         let block_bytes = block_elems * elem_size;
+        out.reserve(input.len() / 2 + 64);
         out.extend_from_slice(&(input.len() as u64).to_be_bytes());
         out.extend_from_slice(&(block_bytes as u32).to_be_bytes());
         let n = input.len() / elem_size;
@@ -275,16 +277,18 @@ impl BlockEncoder {
         match codec {
             BlockCodec::Lz4 => {
                 let bound = lz4_flex::block::get_maximum_output_size(block.len());
-                out.resize(at + 4 + bound, 0);
+                if self.compressed.len() < bound {
+                    self.compressed.resize(bound, 0);
+                }
                 let table = self.lz4_table.get_or_insert_with(Default::default);
                 let k = lz4_flex::block::compress_into_with_table(
                     &self.shuffled,
-                    &mut out[at + 4..],
+                    &mut self.compressed,
                     table,
                 )
                 .map_err(std::io::Error::other)?;
-                out.truncate(at + 4 + k);
-                out[at..at + 4].copy_from_slice(&(k as u32).to_be_bytes());
+                out.extend_from_slice(&(k as u32).to_be_bytes());
+                out.extend_from_slice(&self.compressed[..k]);
             }
             BlockCodec::Zstd(level) => {
                 if self.zstd.as_ref().map(|z| z.0) != Some(level) {
@@ -317,10 +321,10 @@ pub fn decompress_chunk(
     }
     let total = u64::from_be_bytes(input[0..8].try_into().unwrap()) as usize;
     let block_bytes = u32::from_be_bytes(input[8..12].try_into().unwrap()) as usize;
-    if block_bytes == 0 || block_bytes % (8 * elem_size) != 0 {
+    if block_bytes == 0 || !block_bytes.is_multiple_of(8 * elem_size) {
         return Err(BitshuffleError::BadBlockSize(block_bytes));
     }
-    if total % elem_size != 0 {
+    if !total.is_multiple_of(elem_size) {
         return Err(BitshuffleError::SizeMismatch {
             declared: total,
             expected: total / elem_size * elem_size,

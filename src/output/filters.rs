@@ -21,6 +21,7 @@ pub const DEFLATE_FILTER_ID: i32 = 1;
 /// Frame compression: each frame chunk goes through exactly one HDF5 filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(Default)]
 pub enum Compression {
     /// No filter.
     None,
@@ -29,15 +30,10 @@ pub enum Compression {
     /// Plain zstd (filter 32015), one frame per chunk carrying its content size.
     Zstd { level: i32 },
     /// Bitshuffle + LZ4 (filter 32008, `cd_values[4] = 2`), default block size.
+    #[default]
     BitshuffleLz4,
     /// Bitshuffle + zstd (filter 32008, `cd_values[4] = 3`).
     BitshuffleZstd { level: i32 },
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::BitshuffleLz4
-    }
 }
 
 impl fmt::Display for Compression {
@@ -258,7 +254,7 @@ fn encode_with_cd(id: i32, cd: &[c_uint], input: &[u8], out: &mut Vec<u8>) -> Re
                 }
                 other => return Err(format!("bitshuffle compression {other:?} not supported")),
             };
-            if es == 0 || input.len() % es != 0 || block % 8 != 0 {
+            if es == 0 || !input.len().is_multiple_of(es) || !block.is_multiple_of(8) {
                 return Err("bitshuffle: bad element or block size".into());
             }
             return ENCODERS.with(|e| {

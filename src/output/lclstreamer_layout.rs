@@ -23,7 +23,7 @@ pub(crate) fn write(
     file: &hdf5::File,
     c: &Checked,
     compression: Compression,
-    chunks: &[Vec<u8>],
+    chunks: &[&[u8]],
 ) -> Result<(), OutputError> {
     let events = &c.batch.events;
     if let Some(frames) = c.frames {

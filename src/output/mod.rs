@@ -156,8 +156,9 @@ impl Serializer {
         filters::register_filters().map_err(OutputError::Filter)?;
         let checked = check(batch, self.min_peak_width)?;
         let n = batch.events.len();
-        let mut frame_bytes = 0;
-        if let Some((_, _, es, _)) = checked.frames {
+        if let Some((_, _, es, _)) = checked.frames
+            && compression != Compression::None
+        {
             if self.chunks.len() < n {
                 self.chunks.resize_with(n, Vec::new);
             }
@@ -173,11 +174,22 @@ impl Serializer {
                         .expect("checked");
                     compression.encode_chunk(frame, es, buf)
                 })?;
-            frame_bytes = self.chunks[..n].iter().map(Vec::len).sum::<usize>();
         }
-        let file = h5image::create(frame_bytes + 256 * 1024)?;
+        // A large core-driver increment is allocated and cleared up front (measured ~200 ms for
+        // 69 MB); growing in 1 MiB steps (realloc/mremap) is much cheaper.
+        let file = h5image::create(1 << 20)?;
         write_root_attrs(&file, batch)?;
-        let chunks = &self.chunks[..if checked.frames.is_some() { n } else { 0 }];
+        // Without compression the frames are stored as they are, without a copy.
+        let chunks: Vec<&[u8]> = match checked.frames {
+            None => Vec::new(),
+            Some(_) if compression == Compression::None => batch
+                .events
+                .iter()
+                .filter_map(|e| e.frame.as_ref().and_then(Frame::as_bytes))
+                .collect(),
+            Some(_) => self.chunks[..n].iter().map(Vec::as_slice).collect(),
+        };
+        let chunks = &chunks[..];
         match layout {
             Layout::Cxi => cxi::write(&file, &checked, compression, chunks)?,
             Layout::Lclstreamer => lclstreamer_layout::write(&file, &checked, compression, chunks)?,
@@ -238,7 +250,7 @@ pub(crate) fn write_frames(
     name: &str,
     frames: (usize, usize, usize, &'static str),
     compression: Compression,
-    chunks: &[Vec<u8>],
+    chunks: &[&[u8]],
 ) -> Result<hdf5::Dataset, OutputError> {
     let (ss, fs, es, kind) = frames;
     let b = chunks.len();

@@ -3,10 +3,11 @@
 //! ```text
 //! LCLSTREAMER-EOS
 //! {"sender":"writer 3","writer_rank":3,"run":12,"url":"tcp://...","batches":10,"events":320,
-//!  "bytes":123456,"spilled":0,"spilled_events":0,"dropped":0,"dropped_events":0}
+//!  "bytes":123456,"spilled":0,"spilled_events":0,"dropped":0,"dropped_events":0,"resent":0}
 //! ```
-//! `batches`/`events`/`bytes` count the data messages this sender delivered to this URL before
-//! the end-of-stream; `spilled`/`dropped` are the sender's totals. Data messages are HDF5 file
+//! `batches`/`events`/`bytes` count the distinct data messages this sender delivered to this URL
+//! before the end-of-stream; `spilled`/`dropped`/`resent` are the sender's totals (`resent`:
+//! copies sent again after a consumer disconnected; consumers drop them by writer rank and seq). Data messages are HDF5 file
 //! images (they start with `\x89HDF`), so the two never collide.
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ pub struct EndOfStream {
     pub spilled_events: u64,
     pub dropped: u64,
     pub dropped_events: u64,
+    /// Copies resent after a consumer disconnected (duplicates a consumer may already hold).
+    #[serde(default)]
+    pub resent: u64,
 }
 
 impl EndOfStream {

@@ -7,6 +7,7 @@
 pub mod eos;
 pub mod file_sink;
 pub mod nng_sink;
+pub mod nng_socket;
 pub mod pull;
 pub mod spill;
 
@@ -42,6 +43,8 @@ pub struct SinkStats {
     /// Messages dropped (policy `drop`).
     pub dropped: u64,
     pub dropped_events: u64,
+    /// Copies sent again after a consumer disconnected (not counted in `batches`).
+    pub resent: u64,
 }
 
 /// A destination for batch images.
@@ -55,13 +58,13 @@ pub trait Sink {
 /// Transport errors.
 #[derive(Debug, Error)]
 pub enum TransportError {
-    #[error("NNG {what} {url}: {source}")]
+    #[error("NNG {what} {url}")]
     Nng {
         what: &'static str,
         url: String,
-        source: nng::Error,
+        source: nng_socket::NngError,
     },
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: std::path::PathBuf,
         source: std::io::Error,

@@ -4,17 +4,16 @@
 //! `finish` sends an [`EndOfStream`] to every URL, then waits (up to `linger`) for the consumer
 //! to close the connection, so the writer never closes while its last messages are in flight.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use nng::options::{Options, ReconnectMaxTime, ReconnectMinTime, SendTimeout};
-use nng::{Message, PipeEvent, Protocol, Socket};
 use serde::{Deserialize, Serialize};
 
 use super::eos::EndOfStream;
 use super::file_sink::{batch_file_name, write_atomic};
+use super::nng_socket::NngSocket;
 use super::{MessageMeta, Sink, SinkStats, TransportError};
 
 /// Whether the sink connects to consumers or waits for them to connect.
@@ -75,10 +74,16 @@ pub struct NngSinkConfig {
     pub linger: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Resend window: the most recent messages kept (at least `resend_min_messages` and at
+    /// least `resend_min_bytes` worth) and sent again when a consumer connection closes, since
+    /// Push0 cannot tell which of them the departed consumer had really read.
+    pub resend_min_messages: usize,
+    pub resend_min_bytes: usize,
 }
 
 impl NngSinkConfig {
-    /// Defaults: dial, block, by rank, 1 s send timeout, 30 s linger, reconnect 100 ms .. 2 s.
+    /// Defaults: dial, block, by rank, 1 s send timeout, 30 s linger, reconnect 100 ms .. 2 s,
+    /// resend window of at least 2 messages and 32 MiB.
     pub fn new(urls: Vec<String>) -> Self {
         NngSinkConfig {
             urls,
@@ -89,17 +94,23 @@ impl NngSinkConfig {
             linger: Duration::from_secs(30),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
+            resend_min_messages: 2,
+            resend_min_bytes: 32 << 20,
         }
     }
 }
 
 struct Endpoint {
     url: String,
-    socket: Socket,
-    pipes: Arc<(Mutex<usize>, Condvar)>,
+    socket: NngSocket,
     batches: u64,
     events: u64,
     bytes: u64,
+    /// Recently delivered messages, oldest first, and their total size.
+    window: VecDeque<(MessageMeta, Vec<u8>)>,
+    window_bytes: usize,
+    /// Connection closures already answered by a resend.
+    closed_seen: u64,
 }
 
 impl Endpoint {
@@ -111,69 +122,55 @@ impl Endpoint {
                 source,
             }
         };
-        let socket = Socket::new(Protocol::Push0).map_err(err("socket for"))?;
+        let socket = NngSocket::push().map_err(err("socket for"))?;
         socket
-            .set_opt::<SendTimeout>(Some(cfg.send_timeout))
+            .set_send_timeout(Some(cfg.send_timeout))
             .map_err(err("send timeout on"))?;
         socket
-            .set_opt::<ReconnectMinTime>(Some(cfg.reconnect_min))
+            .set_reconnect(cfg.reconnect_min, cfg.reconnect_max)
             .map_err(err("reconnect time on"))?;
-        socket
-            .set_opt::<ReconnectMaxTime>(Some(cfg.reconnect_max))
-            .map_err(err("reconnect time on"))?;
-        let pipes = Arc::new((Mutex::new(0usize), Condvar::new()));
-        let p = pipes.clone();
-        socket
-            .pipe_notify(move |_, ev| {
-                let (count, cv) = &*p;
-                let mut n = count.lock().unwrap();
-                match ev {
-                    PipeEvent::AddPost => *n += 1,
-                    PipeEvent::RemovePost => *n = n.saturating_sub(1),
-                    _ => return,
-                }
-                cv.notify_all();
-            })
-            .map_err(err("pipe notification on"))?;
         match cfg.role {
-            Role::Dial => socket.dial_async(url).map_err(err("dial"))?,
+            Role::Dial => socket.dial(url).map_err(err("dial"))?,
             Role::Listen => socket.listen(url).map_err(err("listen on"))?,
         }
         Ok(Endpoint {
             url: url.to_owned(),
             socket,
-            pipes,
             batches: 0,
             events: 0,
             bytes: 0,
+            window: VecDeque::new(),
+            window_bytes: 0,
+            closed_seen: 0,
         })
     }
 
-    /// Sends until delivered, or until `deadline`; returns the message back on timeout.
+    /// Sends until delivered (true), or until `deadline` (false).
     fn send_until(
         &self,
-        mut msg: Message,
+        msg: &[u8],
         deadline: Option<Instant>,
         what: &str,
-    ) -> Result<Option<Message>, TransportError> {
+    ) -> Result<bool, TransportError> {
         let start = Instant::now();
+        let mut next_log = 5.0;
         loop {
             match self.socket.send(msg) {
-                Ok(()) => return Ok(None),
-                Err((m, nng::Error::TimedOut)) => {
+                Ok(()) => return Ok(true),
+                Err(e) if e.is_timeout() => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(Some(m));
+                        return Ok(false);
                     }
-                    if deadline.is_none() {
+                    if deadline.is_none() && start.elapsed().as_secs_f64() >= next_log {
+                        next_log *= 2.0;
                         eprintln!(
                             "lclstreamer: no consumer has taken {what} on {} for {:.0} s; waiting (policy block)",
                             self.url,
                             start.elapsed().as_secs_f64()
                         );
                     }
-                    msg = m;
                 }
-                Err((_, source)) => {
+                Err(source) => {
                     return Err(TransportError::Nng {
                         what: "send to",
                         url: self.url.clone(),
@@ -186,10 +183,7 @@ impl Endpoint {
 
     /// Waits until no consumer is connected, or `timeout`; true if they all went away.
     fn wait_disconnect(&self, timeout: Duration) -> bool {
-        let (count, cv) = &*self.pipes;
-        let n = count.lock().unwrap();
-        let (n, _) = cv.wait_timeout_while(n, timeout, |n| *n > 0).unwrap();
-        *n == 0
+        self.socket.pipes().wait_zero(timeout)
     }
 }
 
@@ -243,8 +237,91 @@ impl NngSink {
     pub fn connections(&self) -> Vec<(String, usize)> {
         self.endpoints
             .iter()
-            .map(|e| (e.url.clone(), *e.pipes.0.lock().unwrap()))
+            .map(|e| (e.url.clone(), e.socket.pipes().get()))
             .collect()
+    }
+}
+
+impl NngSink {
+    fn deadline(&self) -> Option<Instant> {
+        match self.cfg.policy {
+            Policy::Block => None,
+            _ => Some(Instant::now()),
+        }
+    }
+
+    /// Sends one message to endpoint `i`, applying the policy when nobody takes it.
+    /// `resend`: a copy of a message already counted as delivered.
+    fn deliver(
+        &mut self,
+        i: usize,
+        bytes: Vec<u8>,
+        meta: MessageMeta,
+        resend: bool,
+    ) -> Result<(), TransportError> {
+        let deadline = self.deadline();
+        let ep = &mut self.endpoints[i];
+        let what = format!("batch {} of writer {}", meta.seq, meta.writer_rank);
+        if ep.send_until(&bytes, deadline, &what)? {
+            if resend {
+                self.stats.resent += 1;
+            } else {
+                ep.batches += 1;
+                ep.events += meta.events;
+                ep.bytes += bytes.len() as u64;
+                self.stats.batches += 1;
+                self.stats.events += meta.events;
+                self.stats.bytes += bytes.len() as u64;
+            }
+            ep.window_bytes += bytes.len();
+            ep.window.push_back((meta, bytes));
+            while ep.window.len() > self.cfg.resend_min_messages
+                && ep.window_bytes - ep.window[0].1.len() >= self.cfg.resend_min_bytes
+            {
+                let (_, old) = ep.window.pop_front().expect("non-empty");
+                ep.window_bytes -= old.len();
+            }
+            return Ok(());
+        }
+        match &self.cfg.policy {
+            Policy::Spill(dir) => {
+                write_atomic(dir, &batch_file_name(&meta), &bytes)?;
+                if !resend {
+                    self.stats.spilled += 1;
+                    self.stats.spilled_events += meta.events;
+                }
+            }
+            _ if !resend => {
+                self.stats.dropped += 1;
+                self.stats.dropped_events += meta.events;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// When a consumer connection of endpoint `i` closed since the last check, sends the
+    /// resend window again (consumers drop duplicates by writer rank and sequence number).
+    fn resend_after_disconnect(&mut self, i: usize) -> Result<(), TransportError> {
+        let ep = &mut self.endpoints[i];
+        let closed = ep.socket.pipes().removed();
+        if closed == ep.closed_seen {
+            return Ok(());
+        }
+        ep.closed_seen = closed;
+        let window = std::mem::take(&mut ep.window);
+        ep.window_bytes = 0;
+        if !window.is_empty() {
+            eprintln!(
+                "lclstreamer: a consumer of {} disconnected; resending the last {} batches",
+                ep.url,
+                window.len()
+            );
+        }
+        for (meta, bytes) in window {
+            self.deliver(i, bytes, meta, true)?;
+        }
+        Ok(())
     }
 }
 
@@ -256,34 +333,8 @@ impl Sink for NngSink {
         self.run = Some(meta.run);
         let i = self.next % self.endpoints.len();
         self.next += 1;
-        let ep = &mut self.endpoints[i];
-        let deadline = match self.cfg.policy {
-            Policy::Block => None,
-            _ => Some(Instant::now()),
-        };
-        let what = format!("batch {} of writer {}", meta.seq, meta.writer_rank);
-        match ep.send_until(Message::from(&bytes[..]), deadline, &what)? {
-            None => {
-                ep.batches += 1;
-                ep.events += meta.events;
-                ep.bytes += bytes.len() as u64;
-                self.stats.batches += 1;
-                self.stats.events += meta.events;
-                self.stats.bytes += bytes.len() as u64;
-            }
-            Some(_) => match &self.cfg.policy {
-                Policy::Spill(dir) => {
-                    write_atomic(dir, &batch_file_name(meta), &bytes)?;
-                    self.stats.spilled += 1;
-                    self.stats.spilled_events += meta.events;
-                }
-                _ => {
-                    self.stats.dropped += 1;
-                    self.stats.dropped_events += meta.events;
-                }
-            },
-        }
-        Ok(())
+        self.resend_after_disconnect(i)?;
+        self.deliver(i, bytes, *meta, false)
     }
 
     fn finish(&mut self) -> Result<SinkStats, TransportError> {
@@ -291,6 +342,9 @@ impl Sink for NngSink {
             return Ok(self.stats);
         }
         self.finished = true;
+        for i in 0..self.endpoints.len() {
+            self.resend_after_disconnect(i)?;
+        }
         let deadline = match self.cfg.policy {
             Policy::Block => None,
             _ => Some(Instant::now() + self.cfg.linger),
@@ -309,15 +363,9 @@ impl Sink for NngSink {
                 spilled_events: self.stats.spilled_events,
                 dropped: self.stats.dropped,
                 dropped_events: self.stats.dropped_events,
+                resent: self.stats.resent,
             };
-            if ep
-                .send_until(
-                    Message::from(&eos.encode()[..]),
-                    deadline,
-                    "the end-of-stream message",
-                )?
-                .is_some()
-            {
+            if !ep.send_until(&eos.encode(), deadline, "the end-of-stream message")? {
                 undelivered.push(ep.url.clone());
             }
         }
@@ -329,8 +377,8 @@ impl Sink for NngSink {
                     self.cfg.linger.as_secs_f64()
                 );
             }
-            ep.socket.close();
         }
+        self.endpoints.clear();
         if !undelivered.is_empty() {
             return Err(TransportError::Incomplete(format!(
                 "{}: end-of-stream not delivered to {} within {:.0} s (no consumer)",
@@ -340,13 +388,5 @@ impl Sink for NngSink {
             )));
         }
         Ok(self.stats)
-    }
-}
-
-impl Drop for NngSink {
-    fn drop(&mut self) {
-        for ep in &self.endpoints {
-            ep.socket.close();
-        }
     }
 }

@@ -6,12 +6,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nng::options::{Options, RecvMaxSize, RecvTimeout};
-use nng::{Protocol, Socket};
-
 use super::eos::EndOfStream;
 use super::file_sink::write_atomic;
 use super::nng_sink::Role;
+use super::nng_socket::NngSocket;
 use super::{MessageMeta, TransportError};
 use crate::output::read::{ImageInfo, image_info};
 
@@ -52,7 +50,7 @@ pub struct PullSummary {
     pub events: u64,
     pub bytes: u64,
     pub eos: Vec<EndOfStream>,
-    /// `(writer_rank, seq)` pairs received more than once.
+    /// `(writer_rank, seq)` pairs received again (resent after a reconnect) and ignored.
     pub duplicates: Vec<(u32, u64)>,
     pub elapsed: Duration,
     /// True when all expected end-of-stream messages arrived and the counts match.
@@ -87,6 +85,12 @@ impl PullSummary {
                 e.dropped_events
             );
         }
+        if !self.duplicates.is_empty() {
+            s += &format!(
+                "  {} duplicate batches (resent after a reconnect) ignored\n",
+                self.duplicates.len()
+            );
+        }
         if self.complete {
             s += "  complete: every announced batch and event was received\n";
         }
@@ -98,7 +102,7 @@ impl PullSummary {
 }
 
 /// Receives until `cfg.producers` end-of-stream messages or the idle timeout, calling
-/// `on_batch(bytes, info)` for every data message.
+/// `on_batch(bytes, info)` once for every distinct `(writer_rank, seq)` data message.
 pub fn pull(
     cfg: &PullConfig,
     mut on_batch: impl FnMut(&[u8], &ImageInfo) -> Result<(), TransportError>,
@@ -110,16 +114,16 @@ pub fn pull(
             source,
         }
     };
-    let socket = Socket::new(Protocol::Pull0).map_err(err("socket for"))?;
+    let socket = NngSocket::pull().map_err(err("socket for"))?;
     socket
-        .set_opt::<RecvMaxSize>(cfg.recv_max_size)
+        .set_recv_max_size(cfg.recv_max_size)
         .map_err(err("receive limit on"))?;
     socket
-        .set_opt::<RecvTimeout>(Some(Duration::from_millis(200)))
+        .set_recv_timeout(Some(Duration::from_millis(200)))
         .map_err(err("receive timeout on"))?;
     match cfg.role {
         Role::Listen => socket.listen(&cfg.url).map_err(err("listen on"))?,
-        Role::Dial => socket.dial_async(&cfg.url).map_err(err("dial"))?,
+        Role::Dial => socket.dial(&cfg.url).map_err(err("dial"))?,
     }
     if let Some(dir) = &cfg.out_dir {
         std::fs::create_dir_all(dir).map_err(|e| TransportError::io(dir, e))?;
@@ -131,7 +135,7 @@ pub fn pull(
     while sum.eos.len() < cfg.producers {
         let msg = match socket.recv() {
             Ok(m) => m,
-            Err(nng::Error::TimedOut) => {
+            Err(e) if e.is_timeout() => {
                 if last.elapsed() >= cfg.idle_timeout {
                     sum.problems.push(format!(
                         "nothing received for {:.0} s; {} of {} end-of-stream messages arrived",
@@ -157,15 +161,21 @@ pub fn pull(
             sum.eos.push(eos.map_err(TransportError::Incomplete)?);
             continue;
         }
-        let info = image_info(&msg).map_err(|e| {
-            TransportError::Incomplete(format!(
-                "message {} ({} bytes) is not a batch image: {e}",
-                sum.batches,
-                msg.len()
-            ))
-        })?;
+        let info = match image_info(&msg) {
+            Ok(info) => info,
+            Err(e) => {
+                let p = format!(
+                    "message of {} bytes is not a batch image ({e}); ignored",
+                    msg.len()
+                );
+                eprintln!("pull: {p}");
+                sum.problems.push(p);
+                continue;
+            }
+        };
         if !seen.insert((info.writer_rank, info.seq)) {
             sum.duplicates.push((info.writer_rank, info.seq));
+            continue;
         }
         sum.batches += 1;
         sum.events += info.n_events;
@@ -188,14 +198,16 @@ pub fn pull(
         .fold((0, 0), |(b, e), x| (b + x.batches, e + x.events));
     if sum.eos.len() == cfg.producers && (b, e) != (sum.batches, sum.events) {
         sum.problems.push(format!(
-            "producers announced {b} batches / {e} events, received {} / {} (messages over the {} byte receive limit are dropped by NNG)",
-            sum.batches, sum.events, cfg.recv_max_size
+            "producers announced {b} batches / {e} events, received {} / {}",
+            sum.batches, sum.events
         ));
     }
-    if !sum.duplicates.is_empty() {
+    let dropped = socket.pipes().removed();
+    if !sum.problems.is_empty() && dropped > 0 {
         sum.problems.push(format!(
-            "duplicate (writer, seq) batches: {:?}",
-            sum.duplicates
+            "{dropped} connections closed before the end (NNG closes a connection, losing its message, when a \
+             message exceeds the {} byte receive limit, or when a producer dies)",
+            cfg.recv_max_size
         ));
     }
     for e in &sum.eos {
@@ -207,6 +219,6 @@ pub fn pull(
         }
     }
     sum.complete = sum.problems.is_empty();
-    socket.close();
+    drop(socket);
     Ok(sum)
 }

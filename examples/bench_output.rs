@@ -1,0 +1,256 @@
+//! Benchmarks behind `scripts/bench-output` (prints one JSON object per line).
+//!
+//! `bench_output serialize DIR`: serialises ePix10k2M-sized batches (`BENCH_BATCH` x 5632 x 384,
+//! default 8) with every
+//! compression on 1 and on all rayon threads, and writes the frames as raw little-endian files
+//! under DIR so the h5py reference compresses exactly the same arrays.
+//! `bench_output nng`: NNG Push0 -> Pull0 loopback throughput (TCP and IPC) and the memcpy
+//! bandwidth of this machine, measured in the same run.
+
+use std::time::Instant;
+
+use lclstreamer::output::batch::{ExampleKind, example_batch};
+use lclstreamer::output::{Compression, Frame, Layout, Serializer};
+use lclstreamer::transport::nng_socket::NngSocket;
+use lclstreamer::transport::{MessageMeta, NngSink, NngSinkConfig, Sink};
+
+const SS: usize = 5632;
+const FS: usize = 384;
+
+/// Best (shortest) time of at least `min_reps` runs and `min_secs` seconds after one warm-up run:
+/// on a shared machine the fastest run is the least disturbed one.
+fn time_it(min_reps: usize, min_secs: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut n = 0;
+    let mut best = f64::INFINITY;
+    while n < min_reps || start.elapsed().as_secs_f64() < min_secs {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        n += 1;
+    }
+    best
+}
+
+/// Events per batch: `BENCH_BATCH` (default 8).
+fn batch_size() -> usize {
+    std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
+
+fn serialize_bench(dir: &str) {
+    let b = batch_size();
+    let threads_all = rayon::current_num_threads();
+    let datasets = [
+        ("raw_u16", ExampleKind::Raw),
+        ("calib_f32", ExampleKind::Calib { quantum: None }),
+        ("calib_f32_q1", ExampleKind::Calib { quantum: Some(1.0) }),
+    ];
+    let compressions = [
+        Compression::None,
+        Compression::BitshuffleLz4,
+        Compression::BitshuffleZstd { level: 3 },
+        Compression::Zstd { level: 3 },
+        Compression::Gzip { level: 4 },
+    ];
+    for (name, kind) in datasets {
+        let batch = example_batch(b, SS, FS, kind, 42);
+        let mut raw = Vec::new();
+        for ev in &batch.events {
+            raw.extend_from_slice(ev.frame.as_ref().and_then(Frame::as_bytes).unwrap());
+        }
+        let dtype = if matches!(kind, ExampleKind::Raw) {
+            "<u2"
+        } else {
+            "<f4"
+        };
+        std::fs::write(format!("{dir}/{name}.bin"), &raw).unwrap();
+        println!(r#"{{"kind":"data","name":"{name}","dtype":"{dtype}","shape":[{b},{SS},{FS}]}}"#);
+        for c in compressions {
+            let es = if matches!(kind, ExampleKind::Raw) {
+                2
+            } else {
+                4
+            };
+            let mut out = Vec::new();
+            let slow = matches!(c, Compression::Gzip { .. });
+            let secs = time_it(
+                if slow { 2 } else { 5 },
+                if slow { 0.0 } else { 1.0 },
+                || {
+                    for ev in &batch.events {
+                        out.clear();
+                        c.encode_chunk(
+                            ev.frame.as_ref().and_then(Frame::as_bytes).unwrap(),
+                            es,
+                            &mut out,
+                        )
+                        .unwrap();
+                    }
+                },
+            );
+            println!(
+                r#"{{"kind":"encode","impl":"rust","data":"{name}","compression":"{c}","threads":1,"gbps":{:.3}}}"#,
+                raw.len() as f64 / secs / 1e9
+            );
+            for threads in [1, threads_all] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut ser = Serializer::default();
+                let mut size = 0;
+                let slow = matches!(c, Compression::Gzip { .. });
+                let secs = pool.install(|| {
+                    time_it(
+                        if slow { 2 } else { 5 },
+                        if slow { 0.0 } else { 1.0 },
+                        || {
+                            size = ser.serialize(&batch, Layout::Cxi, c).unwrap().len();
+                        },
+                    )
+                });
+                println!(
+                    r#"{{"kind":"serialize","impl":"rust","data":"{name}","compression":"{c}","threads":{threads},"gbps":{:.3},"ratio":{:.3}}}"#,
+                    raw.len() as f64 / secs / 1e9,
+                    raw.len() as f64 / size as f64
+                );
+            }
+        }
+    }
+}
+
+fn memcpy_gbps() -> f64 {
+    let src = vec![1u8; 256 << 20];
+    let mut dst = vec![0u8; 256 << 20];
+    let secs = time_it(5, 1.0, || {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    });
+    src.len() as f64 / secs / 1e9
+}
+
+/// Receives `n` messages on a Pull0 socket listening on `url`; returns (bytes, seconds from the
+/// first message to the last).
+fn receiver(url: &str, n: u64) -> std::thread::JoinHandle<(u64, f64)> {
+    let sock = NngSocket::pull().unwrap();
+    sock.set_recv_max_size(0).unwrap();
+    sock.listen(url).unwrap();
+    std::thread::spawn(move || {
+        let mut bytes = 0;
+        let mut start = None;
+        for _ in 0..n {
+            let m = sock.recv().unwrap();
+            start.get_or_insert_with(Instant::now);
+            bytes += m.len() as u64;
+        }
+        (bytes, start.unwrap().elapsed().as_secs_f64())
+    })
+}
+
+fn nng_bench() {
+    println!(r#"{{"kind":"memcpy","gbps":{:.3}}}"#, memcpy_gbps());
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let urls = [
+        format!("tcp://127.0.0.1:{port}"),
+        format!("ipc://{}", dir.path().join("bench.ipc").display()),
+    ];
+    for url in &urls {
+        for msg_mb in [8usize, 64] {
+            let msg = vec![7u8; msg_mb << 20];
+            let n = (4096 / msg_mb) as u64; // 4 GiB per run
+            // The transport alone: one Push0 socket sending the same buffer.
+            let rx = receiver(url, n + 1);
+            let push = NngSocket::push().unwrap();
+            push.dial(url).unwrap();
+            push.send(&msg).unwrap(); // connection set up, not timed
+            let start = Instant::now();
+            for _ in 0..n {
+                push.send(&msg).unwrap();
+            }
+            let (bytes, rx_secs) = rx.join().unwrap();
+            let secs = start.elapsed().as_secs_f64();
+            drop(push);
+            // The sink path: a fresh Vec per batch (as the serializer hands over) through NngSink.
+            let rx = receiver(url, n + 1);
+            let mut sink = NngSink::new(NngSinkConfig::new(vec![url.clone()]), 0).unwrap();
+            let sink_start = Instant::now();
+            for seq in 0..n {
+                sink.send(
+                    msg.clone(),
+                    &MessageMeta {
+                        run: 12,
+                        writer_rank: 0,
+                        seq,
+                        events: 1,
+                    },
+                )
+                .unwrap();
+            }
+            let sink_secs = sink_start.elapsed().as_secs_f64();
+            sink.finish().unwrap(); // the end-of-stream is the receiver's last message
+            let _ = rx.join().unwrap();
+            println!(
+                r#"{{"kind":"nng","transport":"{}","message_mb":{msg_mb},"messages":{n},"gbps":{:.3},"receiver_gbps":{:.3},"sink_gbps":{:.3}}}"#,
+                url.split(':').next().unwrap(),
+                (n as f64 * msg.len() as f64) / secs / 1e9,
+                (bytes - msg.len() as u64) as f64 / rx_secs / 1e9,
+                (n as f64 * msg.len() as f64) / sink_secs / 1e9,
+            );
+        }
+    }
+}
+
+fn kernels_bench() {
+    use lclstreamer::output::bitshuffle::shuffle_block;
+    for (name, kind, es) in [
+        ("raw_u16", ExampleKind::Raw, 2),
+        ("calib_f32", ExampleKind::Calib { quantum: None }, 4),
+    ] {
+        let b = example_batch(1, SS, FS, kind, 1);
+        let frame = b.events[0]
+            .frame
+            .as_ref()
+            .and_then(Frame::as_bytes)
+            .unwrap()
+            .to_vec();
+        let mut shuffled = vec![0u8; frame.len()];
+        let mut planes = Vec::new();
+        let blk = 8192;
+        let t = time_it(5, 1.0, || {
+            for (i, o) in frame.chunks_exact(blk).zip(shuffled.chunks_exact_mut(blk)) {
+                shuffle_block(i, o, es, &mut planes);
+            }
+        });
+        let mut table = lz4_flex::block::CompressTable::default();
+        let mut out = vec![0u8; lz4_flex::block::get_maximum_output_size(blk)];
+        let t2 = time_it(5, 1.0, || {
+            for i in shuffled.chunks_exact(blk) {
+                lz4_flex::block::compress_into_with_table(i, &mut out, &mut table).unwrap();
+            }
+        });
+        println!(
+            r#"{{"kind":"kernel","data":"{name}","bitshuffle_gbps":{:.3},"lz4_gbps":{:.3}}}"#,
+            frame.len() as f64 / t / 1e9,
+            frame.len() as f64 / t2 / 1e9
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("serialize") => serialize_bench(args.get(2).expect("serialize DIR")),
+        Some("nng") => nng_bench(),
+        Some("kernels") => kernels_bench(),
+        _ => eprintln!("usage: bench_output serialize DIR | nng"),
+    }
+}
