@@ -1,6 +1,7 @@
 //! The job's YAML configuration: schema, strict validation (unknown keys are errors naming the
 //! key path and line), and command-line overrides.
 
+use crate::algo::peakfinder8::Pf8Params;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -66,36 +67,6 @@ pub struct DetectorConfig {
     pub common_mode: Option<Vec<f64>>,
 }
 
-/// peakfinder8 parameters, as in OM configs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Peakfinder8 {
-    pub adc_threshold: f32,
-    pub minimum_snr: f32,
-    pub min_pixel_count: usize,
-    pub max_pixel_count: usize,
-    pub local_bg_radius: usize,
-    pub min_res: f32,
-    pub max_res: f32,
-    pub max_num_peaks: usize,
-}
-
-impl Default for Peakfinder8 {
-    fn default() -> Self {
-        let d = crate::algo::peakfinder8::Pf8Params::default();
-        Self {
-            adc_threshold: d.adc_threshold,
-            minimum_snr: d.minimum_snr,
-            min_pixel_count: d.min_pixel_count,
-            max_pixel_count: d.max_pixel_count,
-            local_bg_radius: d.local_bg_radius,
-            min_res: d.min_res,
-            max_res: d.max_res,
-            max_num_peaks: d.max_num_peaks,
-        }
-    }
-}
-
 /// Which events are sent on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -119,8 +90,9 @@ pub enum Send {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Processing {
+    /// OM's parameter names; `om_bit_exact: true` reproduces OM's f32 statistics bit for bit.
     #[serde(default)]
-    pub peakfinder8: Peakfinder8,
+    pub peakfinder8: Pf8Params,
     #[serde(default = "min_peaks")]
     pub min_num_peaks_for_hit: usize,
     #[serde(default = "max_peaks")]
@@ -141,7 +113,7 @@ fn max_peaks() -> usize {
 impl Default for Processing {
     fn default() -> Self {
         Self {
-            peakfinder8: Peakfinder8::default(),
+            peakfinder8: Pf8Params::default(),
             min_num_peaks_for_hit: min_peaks(),
             max_num_peaks_for_hit: max_peaks(),
             keep: Keep::default(),

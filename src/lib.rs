@@ -6,6 +6,7 @@
 
 pub mod algo;
 pub mod arp;
+pub mod atomic_file;
 pub mod config;
 pub mod detector;
 pub mod eval;

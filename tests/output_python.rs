@@ -13,6 +13,11 @@ fn python() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} missing under CI: scripts/test must run scripts/setup-python",
+            p.display()
+        );
         eprintln!(
             "SKIPPED: {} missing; run scripts/setup-python (scripts/test does)",
             p.display()

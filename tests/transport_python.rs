@@ -14,6 +14,11 @@ fn python_consumer_receives_and_decodes_every_value() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let py = root.join(".venv/bin/python");
     if !py.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} missing under CI: scripts/test must run scripts/setup-python",
+            py.display()
+        );
         eprintln!(
             "SKIPPED: {} missing; run scripts/setup-python (scripts/test does)",
             py.display()

@@ -18,6 +18,7 @@ use crate::detector::geometry::SlabLayout;
 
 /// peakfinder8 parameters, named as in OM's configuration files.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Pf8Params {
     pub max_num_peaks: usize,
     pub adc_threshold: f32,

@@ -362,9 +362,7 @@ impl Geometry {
 
     /// Writes the geometry atomically (temporary name, then rename).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("geom.tmp");
-        std::fs::write(&tmp, self.to_geom_string())?;
-        std::fs::rename(&tmp, path)
+        crate::atomic_file::write(path, self.to_geom_string().as_bytes())
     }
 
     /// Slab shape `(ss, fs)` covered by the panels.

@@ -244,11 +244,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     if let Some(s) = summary {
         print!("{}", s.render());
         if let Some(path) = &opts.summary {
-            let tmp = path.with_extension("json.tmp");
             let written = serde_json::to_vec_pretty(&s)
                 .map_err(std::io::Error::other)
-                .and_then(|b| std::fs::write(&tmp, b))
-                .and_then(|_| std::fs::rename(&tmp, path));
+                .and_then(|b| crate::atomic_file::write(path, &b));
             if let Err(e) = written {
                 eprintln!("lclstreamer: {}: {e}", path.display());
                 return 1;

@@ -75,18 +75,7 @@ impl Static {
             })?),
             None => None,
         };
-        let p = &cfg.processing.peakfinder8;
-        let pf8 = Pf8Params {
-            max_num_peaks: p.max_num_peaks,
-            adc_threshold: p.adc_threshold,
-            minimum_snr: p.minimum_snr,
-            min_pixel_count: p.min_pixel_count,
-            max_pixel_count: p.max_pixel_count,
-            local_bg_radius: p.local_bg_radius,
-            min_res: p.min_res,
-            max_res: p.max_res,
-            ..Pf8Params::default()
-        };
+        let pf8 = cfg.processing.peakfinder8;
         Ok(Static {
             kind,
             detector: cfg.source.detector.clone(),

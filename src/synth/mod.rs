@@ -18,6 +18,7 @@ pub use detector_spec::{DetectorModel, DetectorSpec};
 pub use encode::{Encoder, Noise, SegmentInput};
 pub use scene::{EventScene, Scene, SceneParams, TruthSpot};
 
+use crate::atomic_file::AtomicFile;
 use crate::xtc::XtcError;
 use crate::xtc::run::{FileName, xtc_dir};
 use rayon::prelude::*;
@@ -49,53 +50,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
     }
 }
 
-/// A file written under `<name>.tmp` and renamed into place by [`AtomicFile::commit`].
-pub struct AtomicFile {
-    out: BufWriter<File>,
-    tmp: PathBuf,
-    path: PathBuf,
-}
-
-impl AtomicFile {
-    /// Creates the temporary file for `path`.
-    pub fn create(path: &Path) -> Result<AtomicFile, SynthError> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let f = File::create(&tmp).map_err(io_err(&tmp))?;
-        Ok(AtomicFile {
-            out: BufWriter::with_capacity(1 << 20, f),
-            tmp,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// The writer.
-    pub fn writer(&mut self) -> &mut BufWriter<File> {
-        &mut self.out
-    }
-
-    /// Flushes, syncs and renames to the final name.
-    pub fn commit(self) -> Result<PathBuf, SynthError> {
-        let tmp = self.tmp;
-        let f = self.out.into_inner().map_err(|e| SynthError::Io {
-            path: tmp.clone(),
-            err: e.into_error(),
-        })?;
-        f.sync_data().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        Ok(self.path)
-    }
-}
-
 /// Writes `path` atomically with `f`.
 pub fn atomic_write_with(
     path: &Path,
     f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<(), SynthError> {
-    let mut a = AtomicFile::create(path)?;
+    let mut a = AtomicFile::create(path, ".tmp").map_err(io_err(path))?;
     f(a.writer()).map_err(io_err(path))?;
-    a.commit()?;
+    a.commit().map_err(io_err(path))?;
     Ok(())
 }
 
@@ -271,7 +233,7 @@ pub fn generate_with(
     let mut writer =
         RunWriter::create(&p.xtc_dir(), &p.exp, p.run, spec, p.streams, p.chunk_bytes)?;
     let truth_path = side.join("truth.jsonl");
-    let mut truth = AtomicFile::create(&truth_path)?;
+    let mut truth = AtomicFile::create(&truth_path, ".tmp").map_err(io_err(&truth_path))?;
     let mut clock = Clock::for_run(p.run);
     let first_timestamp = clock.timestamp();
     use crate::xtc::TransitionId as T;
@@ -344,7 +306,7 @@ pub fn generate_with(
     let chunks = writer.chunks();
     let dgrams_per_stream = writer.dgrams;
     let xtc_files = writer.finish()?;
-    side_files.push(truth.commit()?);
+    side_files.push(truth.commit().map_err(io_err(&truth_path))?);
 
     let summary = SynthSummary {
         xtc_files,

@@ -1,6 +1,5 @@
 //! Atomic `.h5` files: written under a temporary name in the target directory, then renamed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{MessageMeta, Sink, SinkStats, TransportError};
@@ -16,17 +15,7 @@ pub fn batch_file_name(meta: &MessageMeta) -> String {
 /// Writes `bytes` to `dir/name` atomically (temporary file in `dir`, fsync, rename).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, TransportError> {
     let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TransportError::io(&path, e));
-    }
+    crate::atomic_file::write(&path, bytes).map_err(|e| TransportError::io(&path, e))?;
     Ok(path)
 }
 

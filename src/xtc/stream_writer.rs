@@ -10,55 +10,40 @@ use super::names::NamesLookup;
 use super::run::{FileName, IN_PROGRESS};
 use super::smalldata::{SMDINFO_NAMES_ID, chunkinfo_schema, smd_dgram_for};
 use super::writer::{DgramBuilder, VarData};
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use crate::atomic_file::AtomicFile;
 use std::path::{Path, PathBuf};
 
-struct OutFile {
-    out: BufWriter<File>,
-    tmp: PathBuf,
-    path: PathBuf,
-    pos: u64,
-}
+struct OutFile(AtomicFile);
 
 impl OutFile {
     fn create(path: PathBuf) -> Result<Self, XtcError> {
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(IN_PROGRESS);
-        let tmp = PathBuf::from(tmp);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| XtcError::io(dir, 0, e))?;
         }
-        let f = File::create(&tmp).map_err(|e| XtcError::io(&tmp, 0, e))?;
-        Ok(Self {
-            out: BufWriter::with_capacity(1 << 20, f),
-            tmp,
-            path,
-            pos: 0,
-        })
+        AtomicFile::create(&path, IN_PROGRESS)
+            .map(OutFile)
+            .map_err(|e| XtcError::io(&path, 0, e))
+    }
+
+    fn tmp(&self) -> &Path {
+        self.0.tmp_path()
+    }
+
+    fn pos(&self) -> u64 {
+        self.0.position()
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<u64, XtcError> {
-        let at = self.pos;
-        self.out
+        let at = self.0.position();
+        self.0
             .write_all(bytes)
-            .map_err(|e| XtcError::io(&self.tmp, at, e))?;
-        self.pos += bytes.len() as u64;
+            .map_err(|e| XtcError::io(self.0.tmp_path(), at, e))?;
         Ok(at)
     }
 
-    fn close(mut self) -> Result<PathBuf, XtcError> {
-        self.out
-            .flush()
-            .map_err(|e| XtcError::io(&self.tmp, self.pos, e))?;
-        let f = self
-            .out
-            .into_inner()
-            .map_err(|e| XtcError::io(&self.tmp, self.pos, e.into_error()))?;
-        f.sync_data()
-            .map_err(|e| XtcError::io(&self.tmp, self.pos, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| XtcError::io(&self.path, 0, e))?;
-        Ok(self.path)
+    fn close(self) -> Result<PathBuf, XtcError> {
+        let (tmp, pos) = (self.0.tmp_path().to_path_buf(), self.0.position());
+        self.0.commit().map_err(|e| XtcError::io(&tmp, pos, e))
     }
 }
 
@@ -109,7 +94,7 @@ impl StreamWriter {
 
     /// Bytes written to the current chunk.
     pub fn chunk_bytes(&self) -> u64 {
-        self.big.pos
+        self.big.pos()
     }
 
     /// The current chunk id.
@@ -119,16 +104,16 @@ impl StreamWriter {
 
     /// Appends one complete datagram; returns where it went.
     pub fn write(&mut self, dgram: &[u8]) -> Result<Location, XtcError> {
-        let offset = self.big.pos;
-        let d = Dgram::parse(dgram, offset).map_err(|e| XtcError::format(&self.big.tmp, e))?;
+        let offset = self.big.pos();
+        let d = Dgram::parse(dgram, offset).map_err(|e| XtcError::format(self.big.tmp(), e))?;
         if d.service() == TransitionId::Configure {
             self.lookup = NamesLookup::from_configure(&d.root())
-                .map_err(|e| XtcError::format(&self.big.tmp, e))?;
+                .map_err(|e| XtcError::format(self.big.tmp(), e))?;
         }
         self.big.write(dgram)?;
         if let Some(smd) = &mut self.smd {
             let s = smd_dgram_for(&d, offset, SMDINFO_NAMES_ID)
-                .map_err(|e| XtcError::format(&smd.tmp, e))?;
+                .map_err(|e| XtcError::format(smd.tmp(), e))?;
             smd.write(&s)?;
         }
         Ok(Location {
@@ -146,9 +131,9 @@ impl StreamWriter {
     ) -> Result<(), XtcError> {
         let id: NamesId = self.lookup.find("chunkinfo", "chunkinfo").ok_or_else(|| {
             XtcError::format(
-                &self.big.tmp,
+                self.big.tmp(),
                 FormatError::new(
-                    self.big.pos,
+                    self.big.pos(),
                     "cannot start a new chunk: the Configure declares no chunkinfo",
                 ),
             )
@@ -165,7 +150,7 @@ impl StreamWriter {
                 &schema,
                 &[VarData::scalar(next), VarData::string(&name)],
             )
-            .map_err(|e| XtcError::format(&self.big.tmp, e))?;
+            .map_err(|e| XtcError::format(self.big.tmp(), e))?;
         let bytes = enable.finish();
         self.write(&bytes)?;
         let new = OutFile::create(self.dir.join(&name))?;
