@@ -91,6 +91,29 @@ fn gain_factor(gain: f32) -> f32 {
     if gain == 0.0 { 0.0 } else { 1.0 / gain }
 }
 
+/// Checks that `c` has the per-gain-range shape of `kind`.
+fn check_shape(
+    c: &GainConstants,
+    kind: DetectorKind,
+    ngr: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), CalibError> {
+    if c.ngr != ngr || c.rows != rows || c.cols != cols {
+        return Err(CalibError::ConstantsShape {
+            kind,
+            ngr: c.ngr,
+            nsegs: c.nsegs,
+            rows: c.rows,
+            cols: c.cols,
+            e_ngr: ngr,
+            e_rows: rows,
+            e_cols: cols,
+        });
+    }
+    Ok(())
+}
+
 impl Calibrator {
     /// ePix10ka: `configs` one per segment; `user_mask` optional `(nsegs·352·384)`, non-zero = good.
     pub fn epix10ka(
@@ -100,21 +123,13 @@ impl Calibrator {
         cm: Option<CommonModeParams>,
     ) -> Result<Calibrator, CalibError> {
         let c = constants;
-        if c.ngr != epix10ka::NUM_GAIN_RANGES
-            || c.rows != epix10ka::ROWS
-            || c.cols != epix10ka::COLS
-        {
-            return Err(CalibError::ConstantsShape {
-                kind: DetectorKind::Epix10ka,
-                ngr: c.ngr,
-                nsegs: c.nsegs,
-                rows: c.rows,
-                cols: c.cols,
-                e_ngr: epix10ka::NUM_GAIN_RANGES,
-                e_rows: epix10ka::ROWS,
-                e_cols: epix10ka::COLS,
-            });
-        }
+        check_shape(
+            c,
+            DetectorKind::Epix10ka,
+            epix10ka::NUM_GAIN_RANGES,
+            epix10ka::ROWS,
+            epix10ka::COLS,
+        )?;
         if configs.len() != c.nsegs {
             return Err(CalibError::Configs {
                 actual: configs.len(),
@@ -179,21 +194,13 @@ impl Calibrator {
         cm: Option<CommonModeParams>,
     ) -> Result<Calibrator, CalibError> {
         let c = constants;
-        if c.ngr != jungfrau::NUM_GAIN_RANGES
-            || c.rows != jungfrau::ROWS
-            || c.cols != jungfrau::COLS
-        {
-            return Err(CalibError::ConstantsShape {
-                kind: DetectorKind::Jungfrau,
-                ngr: c.ngr,
-                nsegs: c.nsegs,
-                rows: c.rows,
-                cols: c.cols,
-                e_ngr: jungfrau::NUM_GAIN_RANGES,
-                e_rows: jungfrau::ROWS,
-                e_cols: jungfrau::COLS,
-            });
-        }
+        check_shape(
+            c,
+            DetectorKind::Jungfrau,
+            jungfrau::NUM_GAIN_RANGES,
+            jungfrau::ROWS,
+            jungfrau::COLS,
+        )?;
         let n = c.frame_len();
         let pmask = Self::merged_mask(c, &[0, 1, 2], user_mask)?;
         let mut tables = Vec::new();
