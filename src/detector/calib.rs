@@ -292,8 +292,7 @@ impl Calibrator {
         &self.mask
     }
 
-    /// Calibrates a whole frame given as the slab (segments stacked, psana order).
-    pub fn calibrate_slab(&mut self, raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
+    fn check_slab(&self, raw: &[u16], out: &[f32]) -> Result<(), CalibError> {
         let n = self.frame_len();
         if raw.len() != n || out.len() != n {
             return Err(CalibError::Size {
@@ -302,6 +301,12 @@ impl Calibrator {
                 expected: n,
             });
         }
+        Ok(())
+    }
+
+    /// Calibrates a whole frame given as the slab (segments stacked, psana order).
+    pub fn calibrate_slab(&mut self, raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
+        self.check_slab(raw, out)?;
         let seg = self.rows * self.kernel.cols;
         for (s, (o, sc)) in out.chunks_exact_mut(seg).zip(&mut self.scratch).enumerate() {
             self.kernel
@@ -313,14 +318,7 @@ impl Calibrator {
     /// Like [`Calibrator::calibrate_slab`], segments in parallel on the current rayon pool.
     pub fn calibrate_slab_par(&mut self, raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
         use rayon::prelude::*;
-        let n = self.frame_len();
-        if raw.len() != n || out.len() != n {
-            return Err(CalibError::Size {
-                what: "raw frame / output".into(),
-                actual: raw.len().min(out.len()),
-                expected: n,
-            });
-        }
+        self.check_slab(raw, out)?;
         let seg = self.rows * self.kernel.cols;
         let kernel = &self.kernel;
         out.par_chunks_exact_mut(seg)

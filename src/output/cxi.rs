@@ -9,7 +9,7 @@
 use hdf5::types::VarLenUnicode;
 use ndarray::Array1;
 
-use super::{Checked, Compression, OutputError, peak_arrays, write_frames};
+use super::{Checked, Compression, OutputError, peak_arrays, write_event_ids, write_frames};
 
 pub(crate) fn write(
     file: &hdf5::File,
@@ -36,16 +36,7 @@ pub(crate) fn write(
         result.new_dataset_builder().with_data(&a).create(name)?;
     }
     let lcls = file.create_group("LCLS")?;
-    let ts = Array1::from_iter(events.iter().map(|e| e.timestamp));
-    lcls.new_dataset_builder()
-        .with_data(&ts)
-        .create("timestamp")?;
-    let idx = Array1::from_iter(events.iter().map(|e| e.event_index));
-    lcls.new_dataset_builder()
-        .with_data(&idx)
-        .create("event_index")?;
-    let run = Array1::from_elem(events.len(), c.batch.meta.run);
-    lcls.new_dataset_builder().with_data(&run).create("run")?;
+    write_event_ids(&lcls, c)?;
     let exp: VarLenUnicode = c
         .batch
         .meta

@@ -7,7 +7,7 @@
 
 use ndarray::Array1;
 
-use super::{Checked, Compression, OutputError, peak_arrays, write_frames};
+use super::{Checked, Compression, OutputError, peak_arrays, write_event_ids, write_frames};
 
 /// Name of the frame dataset for a source and frame dtype.
 pub(crate) fn frame_key(source: &str, kind: &str) -> String {
@@ -35,16 +35,7 @@ pub(crate) fn write(
             chunks,
         )?;
     }
-    let ts = Array1::from_iter(events.iter().map(|e| e.timestamp));
-    file.new_dataset_builder()
-        .with_data(&ts)
-        .create("timestamp")?;
-    let idx = Array1::from_iter(events.iter().map(|e| e.event_index));
-    file.new_dataset_builder()
-        .with_data(&idx)
-        .create("event_index")?;
-    let run = Array1::from_elem(events.len(), c.batch.meta.run);
-    file.new_dataset_builder().with_data(&run).create("run")?;
+    write_event_ids(file, c)?;
     for (k, name) in c.scalar_names.iter().enumerate() {
         if file.link_exists(name) || name.contains('/') {
             return Err(OutputError::InvalidBatch(format!(

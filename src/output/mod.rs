@@ -245,6 +245,24 @@ pub(crate) fn scalar_attr<T: hdf5::H5Type>(
 }
 
 /// Creates the frame dataset `(B, ss, fs)` with one frame per chunk and stores the compressed chunks.
+/// Per-event `timestamp`, `event_index` and `run` datasets in `group`.
+pub(crate) fn write_event_ids(group: &hdf5::Group, c: &Checked<'_>) -> Result<(), OutputError> {
+    let events = &c.batch.events;
+    let ts = ndarray::Array1::from_iter(events.iter().map(|e| e.timestamp));
+    group
+        .new_dataset_builder()
+        .with_data(&ts)
+        .create("timestamp")?;
+    let idx = ndarray::Array1::from_iter(events.iter().map(|e| e.event_index));
+    group
+        .new_dataset_builder()
+        .with_data(&idx)
+        .create("event_index")?;
+    let run = ndarray::Array1::from_elem(events.len(), c.batch.meta.run);
+    group.new_dataset_builder().with_data(&run).create("run")?;
+    Ok(())
+}
+
 pub(crate) fn write_frames(
     group: &hdf5::Group,
     name: &str,
