@@ -106,6 +106,10 @@ fn main() -> anyhow::Result<()> {
         ("no common mode", None),
         ("cm (7,1,100,10) rows", Some([7.0, 1.0, 100.0, 10.0])),
         ("cm (7,2,100,10) columns", Some([7.0, 2.0, 100.0, 10.0])),
+        (
+            "cm (7,2,10,10) columns, psana's default cmpars",
+            Some([7.0, 2.0, 10.0, 10.0]),
+        ),
         ("cm (7,4,100,10) banks", Some([7.0, 4.0, 100.0, 10.0])),
         ("cm (7,7,100,10) all", Some([7.0, 7.0, 100.0, 10.0])),
     ] {

@@ -1,6 +1,7 @@
-//! Detector-frame algorithms: peakfinder8, radial maps, hit decision.
+//! Detector-frame algorithms: peakfinder8, radial maps, hit decision, exact grouped medians.
 
 pub mod hit;
+pub mod median;
 pub mod peakfinder8;
 pub mod radial;
 pub mod spots;

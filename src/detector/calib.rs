@@ -439,8 +439,8 @@ impl Kernel {
             *o = f32::from(r & 0x3FFF) - p;
             *okv = k;
         }
-        // Pixels whose gain bits select another table: fix the pedestal and eligibility now and
-        // remember their gain factor for the last pass.
+        // Pixels whose gain bits select another table: fix the pedestal and eligibility now,
+        // remember their gain factor, and after common mode their calibrated value.
         let others = &mut sc.others;
         others.clear();
         let code_bits = self.code_mask << 14;
@@ -462,16 +462,14 @@ impl Kernel {
         if ok.iter().any(|&k| k != 0) {
             common_mode::apply_half(out, ok, self.cols, self.nbanks, p, &mut sc.cm);
         }
-        for &(i, g) in others.iter() {
-            out[i as usize] *= g;
+        for (i, g) in others.iter_mut() {
+            *g *= out[*i as usize];
         }
-        let mut k = 0;
-        for (i, (o, &g)) in out.iter_mut().zip(g0).enumerate() {
-            if k < others.len() && others[k].0 as usize == i {
-                k += 1;
-            } else {
-                *o *= g;
-            }
+        for (o, &g) in out.iter_mut().zip(g0) {
+            *o *= g;
+        }
+        for &(i, v) in others.iter() {
+            out[i as usize] = v;
         }
     }
 }

@@ -7,6 +7,8 @@
 //! and only they are corrected. Rows and columns need more than `npixmin` eligible pixels, banks
 //! at least `npixmin`; a correction with `|cm| ≥ cormax` is skipped.
 
+use crate::algo::median::{LANES, MedianScratch, Row, lane_medians, pooled_median};
+
 /// psana `cmpars = (alg, mode, cormax[, npixmin = 10])`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CommonModeParams {
@@ -39,24 +41,42 @@ impl CommonModeParams {
 /// Scratch reused between frames.
 #[derive(Debug, Default, Clone)]
 pub struct CmScratch {
-    buf: Vec<f32>,
-    transposed: Vec<f32>,
-    counts: Vec<u32>,
+    rows: Vec<Row>,
+    med: MedianScratch,
     col_cm: Vec<f32>,
 }
 
-/// Median as numpy computes it (mean of the two middle values for even counts); sorts partially.
-pub fn median_in_place(v: &mut [f32]) -> f32 {
-    let n = v.len();
-    debug_assert!(n > 0);
-    let k = n / 2;
-    let (left, mid, _) = v.select_nth_unstable_by(k, f32::total_cmp);
-    let hi = *mid;
-    if n % 2 == 1 {
-        hi
-    } else {
-        let lo = left.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        (lo + hi) * 0.5
+/// Copies the `width` columns from `c0` of rows `r` (for each `r` in `rows_of`) of `arr`
+/// (`cols` wide) into lanes, NaN where the pixel is not eligible or past `width`.
+fn fill_row_major(
+    out: &mut Vec<Row>,
+    arr: &[f32],
+    ok: &[u8],
+    rows_of: std::ops::Range<usize>,
+    cols: usize,
+    c0: usize,
+    width: usize,
+) {
+    out.clear();
+    for r in rows_of {
+        for j in (0..width).step_by(LANES) {
+            let i = r * cols + c0 + j;
+            if j + LANES <= width {
+                let v: &Row = arr[i..i + LANES].try_into().expect("LANES values");
+                let o: &[u8; LANES] = ok[i..i + LANES].try_into().expect("LANES flags");
+                out.push(std::array::from_fn(
+                    |l| if o[l] != 0 { v[l] } else { f32::NAN },
+                ));
+                continue;
+            }
+            out.push(std::array::from_fn(|l| {
+                if j + l < width && ok[i + l] != 0 {
+                    arr[i + l]
+                } else {
+                    f32::NAN
+                }
+            }));
+        }
     }
 }
 
@@ -89,23 +109,13 @@ pub fn apply_half(
 ) {
     let hrows = arr.len() / cols;
     let bw = cols / nbanks;
-    let buf = &mut scratch.buf;
+    let npixmin = p.npixmin as u32;
+    let lanes = &mut scratch.rows;
     if p.mode & 4 != 0 {
         for b in 0..nbanks {
-            buf.clear();
-            for r in 0..hrows {
-                let s = r * cols + b * bw;
-                for (v, &o) in arr[s..s + bw].iter().zip(&ok[s..s + bw]) {
-                    if o != 0 {
-                        buf.push(*v);
-                    }
-                }
-            }
-            if buf.is_empty() || buf.len() < p.npixmin {
-                continue;
-            }
-            let cm = median_in_place(buf);
-            if cm.abs() < p.cormax {
+            fill_row_major(lanes, arr, ok, 0..hrows, cols, b * bw, bw);
+            let g = pooled_median(lanes, p.cormax, &mut scratch.med);
+            if let Some(cm) = g.median.filter(|_| g.count >= npixmin) {
                 for r in 0..hrows {
                     let s = r * cols + b * bw;
                     subtract(&mut arr[s..s + bw], &ok[s..s + bw], cm);
@@ -114,68 +124,41 @@ pub fn apply_half(
         }
     }
     if p.mode & 1 != 0 {
-        let mut small = [0.0f32; 128];
-        for s in (0..hrows * cols).step_by(bw) {
-            let (vals, oks) = (&arr[s..s + bw], &ok[s..s + bw]);
-            let n = if bw <= small.len() {
-                let mut n = 0;
-                for (&v, &o) in vals.iter().zip(oks) {
-                    small[n] = v;
-                    n += usize::from(o != 0);
+        for r0 in (0..hrows).step_by(LANES) {
+            for b in 0..nbanks {
+                lanes.clear();
+                for j in 0..bw {
+                    lanes.push(std::array::from_fn(|l| {
+                        let i = (r0 + l) * cols + b * bw + j;
+                        if r0 + l < hrows && ok[i] != 0 {
+                            arr[i]
+                        } else {
+                            f32::NAN
+                        }
+                    }));
                 }
-                n
-            } else {
-                0
-            };
-            let cm = if bw <= small.len() {
-                if n <= p.npixmin {
-                    continue;
+                let g = lane_medians(lanes, p.cormax, &mut scratch.med);
+                for (l, g) in g.iter().enumerate().take(hrows - r0) {
+                    if let Some(cm) = g.median.filter(|_| g.count > npixmin) {
+                        let s = (r0 + l) * cols + b * bw;
+                        subtract(&mut arr[s..s + bw], &ok[s..s + bw], cm);
+                    }
                 }
-                median_in_place(&mut small[..n])
-            } else {
-                buf.clear();
-                buf.extend(
-                    vals.iter()
-                        .zip(oks)
-                        .filter(|(_, o)| **o != 0)
-                        .map(|(v, _)| *v),
-                );
-                if buf.len() <= p.npixmin {
-                    continue;
-                }
-                median_in_place(buf)
-            };
-            if cm.abs() < p.cormax {
-                subtract(&mut arr[s..s + bw], &ok[s..s + bw], cm);
             }
         }
     }
     if p.mode & 2 != 0 {
-        // All columns at once: transpose the eligible values column by column.
-        let cnt = &mut scratch.counts;
-        cnt.clear();
-        cnt.resize(cols, 0);
-        let tr = &mut scratch.transposed;
-        tr.resize(cols * hrows, 0.0);
-        for r in 0..hrows {
-            let row = &arr[r * cols..(r + 1) * cols];
-            let orow = &ok[r * cols..(r + 1) * cols];
-            for c in 0..cols {
-                let k = cnt[c] as usize;
-                tr[c * hrows + k] = row[c];
-                cnt[c] += u32::from(orow[c] != 0);
-            }
-        }
         let cms = &mut scratch.col_cm;
         cms.clear();
-        for c in 0..cols {
-            let n = cnt[c] as usize;
-            let cm = if n > p.npixmin {
-                median_in_place(&mut tr[c * hrows..c * hrows + n])
-            } else {
-                0.0
-            };
-            cms.push(if cm.abs() < p.cormax { cm } else { 0.0 });
+        for c0 in (0..cols).step_by(LANES) {
+            let width = LANES.min(cols - c0);
+            fill_row_major(lanes, arr, ok, 0..hrows, cols, c0, width);
+            let g = lane_medians(lanes, p.cormax, &mut scratch.med);
+            cms.extend(
+                g[..width]
+                    .iter()
+                    .map(|g| g.median.filter(|_| g.count > npixmin).unwrap_or(0.0)),
+            );
         }
         for r in 0..hrows {
             let row = &mut arr[r * cols..(r + 1) * cols];
