@@ -15,6 +15,58 @@ pub const LANES: usize = 8;
 /// One row of samples, one per lane.
 pub type Row = [f32; LANES];
 
+/// Rows of samples in an f32 slice: row `r` holds `vecs` consecutive [`Row`]s starting at
+/// `r * stride` (a column strip or a bank of a row-major image, or a plain list of rows).
+#[derive(Debug, Clone, Copy)]
+pub struct Samples<'a> {
+    data: &'a [f32],
+    rows: usize,
+    vecs: usize,
+    stride: usize,
+}
+
+impl<'a> Samples<'a> {
+    /// A plain list of rows.
+    pub fn contiguous(rows: &'a [Row]) -> Samples<'a> {
+        Samples {
+            data: rows.as_flattened(),
+            rows: rows.len(),
+            vecs: 1,
+            stride: LANES,
+        }
+    }
+
+    /// `rows` rows of `vecs · LANES` samples each, `stride` values apart in `data`.
+    ///
+    /// # Panics
+    /// When the last row runs past `data`.
+    pub fn strided(data: &'a [f32], rows: usize, vecs: usize, stride: usize) -> Samples<'a> {
+        assert!(rows == 0 || (rows - 1) * stride + vecs * LANES <= data.len());
+        Samples {
+            data,
+            rows,
+            vecs,
+            stride,
+        }
+    }
+
+    #[inline(always)]
+    fn for_each(&self, mut f: impl FnMut(&Row)) {
+        if self.stride == self.vecs * LANES {
+            for v in self.data[..self.rows * self.stride].as_chunks::<LANES>().0 {
+                f(v);
+            }
+            return;
+        }
+        for r in 0..self.rows {
+            let row = &self.data[r * self.stride..r * self.stride + self.vecs * LANES];
+            for v in row.as_chunks::<LANES>().0 {
+                f(v);
+            }
+        }
+    }
+}
+
 /// Median of one group.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupMedian {
@@ -52,7 +104,7 @@ pub fn median_in_place(v: &mut [f32]) -> f32 {
 
 /// The median of each lane of `rows`.
 pub fn lane_medians(
-    rows: &[Row],
+    rows: Samples<'_>,
     window: f32,
     scratch: &mut MedianScratch,
 ) -> [GroupMedian; LANES] {
@@ -60,12 +112,12 @@ pub fn lane_medians(
 }
 
 /// The median of all samples of `rows` (every lane of the result holds it).
-pub fn pooled_median(rows: &[Row], window: f32, scratch: &mut MedianScratch) -> GroupMedian {
+pub fn pooled_median(rows: Samples<'_>, window: f32, scratch: &mut MedianScratch) -> GroupMedian {
     dispatch::<true>(rows, window, scratch)[0]
 }
 
 fn dispatch<const POOLED: bool>(
-    rows: &[Row],
+    rows: Samples<'_>,
     window: f32,
     scratch: &mut MedianScratch,
 ) -> [GroupMedian; LANES] {
@@ -80,7 +132,7 @@ fn dispatch<const POOLED: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn medians_avx2<const POOLED: bool>(
-    rows: &[Row],
+    rows: Samples<'_>,
     window: f32,
     scratch: &mut MedianScratch,
 ) -> [GroupMedian; LANES] {
@@ -90,33 +142,33 @@ unsafe fn medians_avx2<const POOLED: bool>(
 /// The two vectorised passes over the rows.
 trait Passes {
     /// Per lane and threshold, the number of samples `<= t`.
-    fn count_le<const K: usize>(rows: &[Row], t: &[Row; K]) -> [[u32; LANES]; K];
+    fn count_le<const K: usize>(rows: Samples<'_>, t: &[Row; K]) -> [[u32; LANES]; K];
     /// Per lane and bracket, the smallest and the largest sample in `(lo, hi]` (+∞ and −∞ when
     /// none).
-    fn min_max_in(rows: &[Row], lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2];
+    fn min_max_in(rows: Samples<'_>, lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2];
 }
 
 struct Portable;
 
 impl Passes for Portable {
     #[inline(always)]
-    fn count_le<const K: usize>(rows: &[Row], t: &[Row; K]) -> [[u32; LANES]; K] {
+    fn count_le<const K: usize>(rows: Samples<'_>, t: &[Row; K]) -> [[u32; LANES]; K] {
         let mut c = [[0u32; LANES]; K];
-        for r in rows {
+        rows.for_each(|r| {
             for k in 0..K {
                 for l in 0..LANES {
                     c[k][l] += u32::from(r[l] <= t[k][l]);
                 }
             }
-        }
+        });
         c
     }
 
     #[inline(always)]
-    fn min_max_in(rows: &[Row], lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2] {
+    fn min_max_in(rows: Samples<'_>, lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2] {
         let mut mn = [[f32::INFINITY; LANES]; 2];
         let mut mx = [[f32::NEG_INFINITY; LANES]; 2];
-        for r in rows {
+        rows.for_each(|r| {
             for s in 0..2 {
                 for l in 0..LANES {
                     let v = r[l];
@@ -126,14 +178,14 @@ impl Passes for Portable {
                     }
                 }
             }
-        }
+        });
         [mn, mx]
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{LANES, Passes, Row};
+    use super::{LANES, Passes, Row, Samples};
     use std::arch::x86_64::*;
 
     /// AVX2 passes; only used after `is_x86_feature_detected!("avx2")`.
@@ -141,57 +193,46 @@ mod avx2 {
 
     impl Passes for Avx2 {
         #[inline(always)]
-        fn count_le<const K: usize>(rows: &[Row], t: &[Row; K]) -> [[u32; LANES]; K] {
+        fn count_le<const K: usize>(rows: Samples<'_>, t: &[Row; K]) -> [[u32; LANES]; K] {
             // SAFETY: only reached through `medians_avx2`, after AVX2 was detected.
             unsafe { count_le(rows, t) }
         }
 
         #[inline(always)]
-        fn min_max_in(rows: &[Row], lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2] {
+        fn min_max_in(rows: Samples<'_>, lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2] {
             // SAFETY: as above.
             unsafe { min_max_in(rows, lo, hi) }
         }
     }
 
     #[target_feature(enable = "avx2")]
-    fn count_le<const K: usize>(rows: &[Row], t: &[Row; K]) -> [[u32; LANES]; K] {
+    fn count_le<const K: usize>(rows: Samples<'_>, t: &[Row; K]) -> [[u32; LANES]; K] {
         let tv: [__m256; K] = std::array::from_fn(|k| load(&t[k]));
-        let mut c = [[_mm256_setzero_si256(); K]; 2];
-        let mut pairs = rows.chunks_exact(2);
-        for p in &mut pairs {
-            let (a, b) = (load(&p[0]), load(&p[1]));
-            for k in 0..K {
-                let ma = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(a, tv[k]));
-                let mb = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(b, tv[k]));
-                c[0][k] = _mm256_sub_epi32(c[0][k], ma);
-                c[1][k] = _mm256_sub_epi32(c[1][k], mb);
-            }
-        }
-        for r in pairs.remainder() {
+        let mut c = [_mm256_setzero_si256(); K];
+        rows.for_each(|r| {
             let a = load(r);
             for k in 0..K {
-                let ma = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(a, tv[k]));
-                c[0][k] = _mm256_sub_epi32(c[0][k], ma);
+                let m = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(a, tv[k]));
+                c[k] = _mm256_sub_epi32(c[k], m);
             }
-        }
+        });
         std::array::from_fn(|k| {
             let mut out = [0u32; LANES];
-            let sum = _mm256_add_epi32(c[0][k], c[1][k]);
             // SAFETY: `out` holds 8 u32 = 32 bytes.
-            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), sum) };
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), c[k]) };
             out
         })
     }
 
     #[target_feature(enable = "avx2")]
-    fn min_max_in(rows: &[Row], lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2] {
+    fn min_max_in(rows: Samples<'_>, lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2] {
         let (lo0, lo1, hi0, hi1) = (load(&lo[0]), load(&lo[1]), load(&hi[0]), load(&hi[1]));
         let (inf, ninf) = (
             _mm256_set1_ps(f32::INFINITY),
             _mm256_set1_ps(f32::NEG_INFINITY),
         );
         let (mut mn0, mut mn1, mut mx0, mut mx1) = (inf, inf, ninf, ninf);
-        for r in rows {
+        rows.for_each(|r| {
             let v = load(r);
             let in0 = _mm256_and_ps(
                 _mm256_cmp_ps::<_CMP_GT_OQ>(v, lo0),
@@ -205,7 +246,7 @@ mod avx2 {
             mx0 = _mm256_max_ps(mx0, _mm256_blendv_ps(ninf, v, in0));
             mn1 = _mm256_min_ps(mn1, _mm256_blendv_ps(inf, v, in1));
             mx1 = _mm256_max_ps(mx1, _mm256_blendv_ps(ninf, v, in1));
-        }
+        });
         [[store(mn0), store(mn1)], [store(mx0), store(mx1)]]
     }
 
@@ -256,7 +297,7 @@ fn join(v: [Row; 2]) -> Sv {
 }
 
 #[inline(always)]
-fn min_max_pooled<const POOLED: bool, P: Passes>(rows: &[Row], lo: &Sv, hi: &Sv) -> [Sv; 2] {
+fn min_max_pooled<const POOLED: bool, P: Passes>(rows: Samples<'_>, lo: &Sv, hi: &Sv) -> [Sv; 2] {
     let [mut mn, mut mx] = P::min_max_in(rows, &split(lo), &split(hi));
     for s in 0..2 {
         pool::<f32, POOLED>(&mut mn[s], f32::min);
@@ -267,7 +308,7 @@ fn min_max_pooled<const POOLED: bool, P: Passes>(rows: &[Row], lo: &Sv, hi: &Sv)
 
 #[inline(always)]
 fn medians<const POOLED: bool, P: Passes>(
-    rows: &[Row],
+    rows: Samples<'_>,
     window: f32,
     scratch: &mut MedianScratch,
 ) -> [GroupMedian; LANES] {
@@ -438,13 +479,13 @@ fn medians<const POOLED: bool, P: Passes>(
                 }
                 let g = &mut scratch.gather;
                 g.clear();
-                for r in rows {
+                rows.for_each(|r| {
                     if POOLED {
                         g.extend(r.iter().copied().filter(|v| !v.is_nan()));
                     } else if !r[l].is_nan() {
                         g.push(r[l]);
                     }
-                }
+                });
                 Some(median_in_place(g))
             }
         };
@@ -524,10 +565,10 @@ mod tests {
             let nrows = 1 + (rng.next() % 200) as usize;
             let rows = random_rows(&mut rng, nrows);
             let window = [10.0, 100.0, 3.0, f32::INFINITY, 0.0][case % 5];
-            let got = lane_medians(&rows, window, &mut sc);
+            let got = lane_medians(Samples::contiguous(&rows), window, &mut sc);
             assert_eq!(
                 got,
-                medians::<false, Portable>(&rows, window, &mut sc),
+                medians::<false, Portable>(Samples::contiguous(&rows), window, &mut sc),
                 "case {case}: dispatched and portable passes differ"
             );
             for l in 0..LANES {
@@ -537,8 +578,11 @@ mod tests {
                 assert_eq!(got[l].median, want.median, "case {case} lane {l}: {lane:?}");
             }
             let all: Vec<f32> = rows.iter().flatten().copied().collect();
-            let got = pooled_median(&rows, window, &mut sc);
-            assert_eq!(got, medians::<true, Portable>(&rows, window, &mut sc)[0]);
+            let got = pooled_median(Samples::contiguous(&rows), window, &mut sc);
+            assert_eq!(
+                got,
+                medians::<true, Portable>(Samples::contiguous(&rows), window, &mut sc)[0]
+            );
             let want = reference(&all, window);
             assert_eq!(got.count, want.count, "case {case} pooled count");
             assert_eq!(got.median, want.median, "case {case} pooled");
@@ -562,7 +606,7 @@ mod tests {
             (&[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], 10.0, Some(1.5)),
         ];
         for (vals, w, want) in cases {
-            let got = lane_medians(&rows_of(vals), *w, &mut sc);
+            let got = lane_medians(Samples::contiguous(&rows_of(vals)), *w, &mut sc);
             assert!(
                 got.iter().all(|g| g.median == *want),
                 "{vals:?} window {w}: {:?}, want {want:?}",

@@ -82,7 +82,8 @@ struct Kernel {
 
 #[derive(Debug, Clone, Default)]
 struct SegScratch {
-    ok: Vec<u8>,
+    /// Pedestal-subtracted pixels eligible for common mode, NaN elsewhere (half a segment).
+    cmv: Vec<f32>,
     cm: CmScratch,
     others: Vec<(u32, f32)>,
 }
@@ -242,7 +243,7 @@ impl Calibrator {
     fn scratch(nsegs: usize, seg: usize) -> Vec<SegScratch> {
         (0..nsegs)
             .map(|_| SegScratch {
-                ok: vec![0; seg / 2],
+                cmv: vec![0.0; seg / 2],
                 cm: CmScratch::default(),
                 others: Vec::new(),
             })
@@ -421,7 +422,7 @@ impl Kernel {
         sc: &mut SegScratch,
     ) {
         let n = raw.len();
-        let ok = &mut sc.ok[..n];
+        let cmv = &mut sc.cmv[..n];
         let t0i = self.code_table[0];
         let t0 = &self.tables[t0i];
         let range = base..base + n;
@@ -430,14 +431,14 @@ impl Kernel {
             &t0.cm_ok[range.clone()],
             &t0.gfac[range],
         );
-        for (((o, okv), &r), (&p, &k)) in out
+        for (((o, c), &r), (&p, &k)) in out
             .iter_mut()
-            .zip(ok.iter_mut())
+            .zip(cmv.iter_mut())
             .zip(raw)
             .zip(ped0.iter().zip(ok0))
         {
             *o = f32::from(r & 0x3FFF) - p;
-            *okv = k;
+            *c = if k != 0 { *o } else { f32::NAN };
         }
         // Pixels whose gain bits select another table: fix the pedestal and eligibility now,
         // remember their gain factor, and after common mode their calibrated value.
@@ -454,19 +455,25 @@ impl Kernel {
                     let i = blk * 16 + j;
                     let t = &self.tables[t];
                     out[i] = f32::from(r & 0x3FFF) - t.ped[base + i];
-                    ok[i] = t.cm_ok[base + i];
+                    cmv[i] = if t.cm_ok[base + i] != 0 {
+                        out[i]
+                    } else {
+                        f32::NAN
+                    };
                     others.push((i as u32, t.gfac[base + i]));
                 }
             }
         }
-        if ok.iter().any(|&k| k != 0) {
-            common_mode::apply_half(out, ok, self.cols, self.nbanks, p, &mut sc.cm);
+        // `cmv` holds the eligible pixels (NaN elsewhere), corrected in place.
+        if cmv.iter().any(|v| !v.is_nan()) {
+            common_mode::apply_half(cmv, self.cols, self.nbanks, p, &mut sc.cm);
         }
         for (i, g) in others.iter_mut() {
-            *g *= out[*i as usize];
+            let i = *i as usize;
+            *g *= if cmv[i].is_nan() { out[i] } else { cmv[i] };
         }
-        for (o, &g) in out.iter_mut().zip(g0) {
-            *o *= g;
+        for ((o, &c), &g) in out.iter_mut().zip(cmv.iter()).zip(g0) {
+            *o = (if c.is_nan() { *o } else { c }) * g;
         }
         for &(i, v) in others.iter() {
             out[i as usize] = v;

@@ -4,10 +4,11 @@
 //! The segment is split into top/bottom halves and `nbanks` column banks. Mode bits run in the
 //! order 4 (2-D bank median), 1 (per row inside each bank), 2 (per column inside each half).
 //! Only eligible pixels (good and, for algorithm 7, in a high/medium gain range) enter a median
-//! and only they are corrected. Rows and columns need more than `npixmin` eligible pixels, banks
+//! and only they are corrected: the caller passes the others as NaN, which no median counts and
+//! no subtraction changes. Rows and columns need more than `npixmin` eligible pixels, banks
 //! at least `npixmin`; a correction with `|cm| ≥ cormax` is skipped.
 
-use crate::algo::median::{LANES, MedianScratch, Row, lane_medians, pooled_median};
+use crate::algo::median::{LANES, MedianScratch, Row, Samples, lane_medians, pooled_median};
 
 /// psana `cmpars = (alg, mode, cormax[, npixmin = 10])`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -46,45 +47,10 @@ pub struct CmScratch {
     col_cm: Vec<f32>,
 }
 
-/// Copies the `width` columns from `c0` of rows `r` (for each `r` in `rows_of`) of `arr`
-/// (`cols` wide) into lanes, NaN where the pixel is not eligible or past `width`.
-fn fill_row_major(
-    out: &mut Vec<Row>,
-    arr: &[f32],
-    ok: &[u8],
-    rows_of: std::ops::Range<usize>,
-    cols: usize,
-    c0: usize,
-    width: usize,
-) {
-    out.clear();
-    for r in rows_of {
-        for j in (0..width).step_by(LANES) {
-            let i = r * cols + c0 + j;
-            if j + LANES <= width {
-                let v: &Row = arr[i..i + LANES].try_into().expect("LANES values");
-                let o: &[u8; LANES] = ok[i..i + LANES].try_into().expect("LANES flags");
-                out.push(std::array::from_fn(
-                    |l| if o[l] != 0 { v[l] } else { f32::NAN },
-                ));
-                continue;
-            }
-            out.push(std::array::from_fn(|l| {
-                if j + l < width && ok[i + l] != 0 {
-                    arr[i + l]
-                } else {
-                    f32::NAN
-                }
-            }));
-        }
-    }
-}
-
-/// Applies the correction to one segment `arr` (`rows×cols`, row-major) in place.
-/// `ok[i] != 0` marks eligible pixels.
+/// Applies the correction to one segment `vals` (`rows×cols`, row-major) in place; NaN marks
+/// pixels that are not eligible (they stay NaN).
 pub fn apply_segment(
-    arr: &mut [f32],
-    ok: &[u8],
+    vals: &mut [f32],
     rows: usize,
     cols: usize,
     nbanks: usize,
@@ -92,33 +58,45 @@ pub fn apply_segment(
     scratch: &mut CmScratch,
 ) {
     let half = rows / 2 * cols;
-    for h in 0..2 {
-        let r = h * half..(h + 1) * half;
-        apply_half(&mut arr[r.clone()], &ok[r], cols, nbanks, p, scratch);
+    for h in vals.chunks_exact_mut(half).take(2) {
+        apply_half(h, cols, nbanks, p, scratch);
     }
 }
 
-/// Applies the correction to one half segment (`rows/2 × cols`): modes 4, 1, then 2.
+/// Applies the correction to one half segment (`rows/2 × cols`, NaN = not eligible): modes 4,
+/// 1, then 2.
 pub fn apply_half(
-    arr: &mut [f32],
-    ok: &[u8],
+    vals: &mut [f32],
     cols: usize,
     nbanks: usize,
     p: &CommonModeParams,
     scratch: &mut CmScratch,
 ) {
-    let hrows = arr.len() / cols;
+    let hrows = vals.len() / cols;
     let bw = cols / nbanks;
     let npixmin = p.npixmin as u32;
     let lanes = &mut scratch.rows;
     if p.mode & 4 != 0 {
         for b in 0..nbanks {
-            fill_row_major(lanes, arr, ok, 0..hrows, cols, b * bw, bw);
-            let g = pooled_median(lanes, p.cormax, &mut scratch.med);
+            let g = if bw % LANES == 0 {
+                let data = &vals[b * bw..];
+                pooled_median(
+                    Samples::strided(data, hrows, bw / LANES, cols),
+                    p.cormax,
+                    &mut scratch.med,
+                )
+            } else {
+                lanes.clear();
+                for r in 0..hrows {
+                    push_padded(lanes, &vals[r * cols + b * bw..r * cols + (b + 1) * bw]);
+                }
+                pooled_median(Samples::contiguous(lanes), p.cormax, &mut scratch.med)
+            };
             if let Some(cm) = g.median.filter(|_| g.count >= npixmin) {
                 for r in 0..hrows {
-                    let s = r * cols + b * bw;
-                    subtract(&mut arr[s..s + bw], &ok[s..s + bw], cm);
+                    for v in &mut vals[r * cols + b * bw..r * cols + (b + 1) * bw] {
+                        *v -= cm;
+                    }
                 }
             }
         }
@@ -129,19 +107,20 @@ pub fn apply_half(
                 lanes.clear();
                 for j in 0..bw {
                     lanes.push(std::array::from_fn(|l| {
-                        let i = (r0 + l) * cols + b * bw + j;
-                        if r0 + l < hrows && ok[i] != 0 {
-                            arr[i]
+                        if r0 + l < hrows {
+                            vals[(r0 + l) * cols + b * bw + j]
                         } else {
                             f32::NAN
                         }
                     }));
                 }
-                let g = lane_medians(lanes, p.cormax, &mut scratch.med);
+                let g = lane_medians(Samples::contiguous(lanes), p.cormax, &mut scratch.med);
                 for (l, g) in g.iter().enumerate().take(hrows - r0) {
                     if let Some(cm) = g.median.filter(|_| g.count > npixmin) {
                         let s = (r0 + l) * cols + b * bw;
-                        subtract(&mut arr[s..s + bw], &ok[s..s + bw], cm);
+                        for v in &mut vals[s..s + bw] {
+                            *v -= cm;
+                        }
                     }
                 }
             }
@@ -152,30 +131,35 @@ pub fn apply_half(
         cms.clear();
         for c0 in (0..cols).step_by(LANES) {
             let width = LANES.min(cols - c0);
-            fill_row_major(lanes, arr, ok, 0..hrows, cols, c0, width);
-            let g = lane_medians(lanes, p.cormax, &mut scratch.med);
+            // A contiguous copy of the strip: the search passes over it several times.
+            lanes.clear();
+            for r in 0..hrows {
+                push_padded(lanes, &vals[r * cols + c0..r * cols + c0 + width]);
+            }
+            let g = lane_medians(Samples::contiguous(lanes), p.cormax, &mut scratch.med);
             cms.extend(
                 g[..width]
                     .iter()
                     .map(|g| g.median.filter(|_| g.count > npixmin).unwrap_or(0.0)),
             );
         }
-        for r in 0..hrows {
-            let row = &mut arr[r * cols..(r + 1) * cols];
-            let orow = &ok[r * cols..(r + 1) * cols];
-            for ((v, &o), &cm) in row.iter_mut().zip(orow).zip(cms.iter()) {
-                if o != 0 {
-                    *v -= cm;
-                }
+        for row in vals.chunks_exact_mut(cols) {
+            for (v, &cm) in row.iter_mut().zip(cms.iter()) {
+                *v -= cm;
             }
         }
     }
 }
 
-fn subtract(vals: &mut [f32], ok: &[u8], cm: f32) {
-    for (v, &o) in vals.iter_mut().zip(ok) {
-        if o != 0 {
-            *v -= cm;
-        }
+/// Appends `vals` as rows of lanes, the last one padded with NaN.
+fn push_padded(out: &mut Vec<Row>, vals: &[f32]) {
+    let (full, rest) = vals.as_chunks::<LANES>();
+    for v in full {
+        out.push(*v);
+    }
+    for ch in rest.chunks(LANES) {
+        out.push(std::array::from_fn(|l| {
+            ch.get(l).copied().unwrap_or(f32::NAN)
+        }));
     }
 }
