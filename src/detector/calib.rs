@@ -64,7 +64,8 @@ pub struct Calibrator {
     rows: usize,
     kernel: Kernel,
     mask: Vec<u8>,
-    /// Per-segment scratch, so segments can run in parallel without allocating.
+    /// Per-segment scratch, so segments can run in parallel without allocating (sequential
+    /// calls use the first).
     scratch: Vec<SegScratch>,
 }
 
@@ -309,7 +310,9 @@ impl Calibrator {
     pub fn calibrate_slab(&mut self, raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
         self.check_slab(raw, out)?;
         let seg = self.rows * self.kernel.cols;
-        for (s, (o, sc)) in out.chunks_exact_mut(seg).zip(&mut self.scratch).enumerate() {
+        // One scratch for every segment keeps it cache-resident.
+        let sc = &mut self.scratch[0];
+        for (s, o) in out.chunks_exact_mut(seg).enumerate() {
             self.kernel
                 .segment(s, seg, &raw[s * seg..(s + 1) * seg], o, sc);
         }
@@ -353,7 +356,7 @@ impl Calibrator {
                 });
             }
             let o = &mut out[s * seg..(s + 1) * seg];
-            self.kernel.segment(s, seg, r, o, &mut self.scratch[s]);
+            self.kernel.segment(s, seg, r, o, &mut self.scratch[0]);
         }
         Ok(())
     }

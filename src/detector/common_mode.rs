@@ -78,7 +78,7 @@ pub fn apply_half(
     let lanes = &mut scratch.rows;
     if p.mode & 4 != 0 {
         for b in 0..nbanks {
-            let g = if bw % LANES == 0 {
+            let g = if bw.is_multiple_of(LANES) {
                 let data = &vals[b * bw..];
                 pooled_median(
                     Samples::strided(data, hrows, bw / LANES, cols),
