@@ -434,6 +434,7 @@ impl Kernel {
             &t0.cm_ok[range.clone()],
             &t0.gfac[range],
         );
+        let mut eligible = 0u8;
         for (((o, c), &r), (&p, &k)) in out
             .iter_mut()
             .zip(cmv.iter_mut())
@@ -442,6 +443,7 @@ impl Kernel {
         {
             *o = f32::from(r & 0x3FFF) - p;
             *c = if k != 0 { *o } else { f32::NAN };
+            eligible |= k;
         }
         // Pixels whose gain bits select another table: fix the pedestal and eligibility now,
         // remember their gain factor, and after common mode their calibrated value.
@@ -458,25 +460,41 @@ impl Kernel {
                     let i = blk * 16 + j;
                     let t = &self.tables[t];
                     out[i] = f32::from(r & 0x3FFF) - t.ped[base + i];
-                    cmv[i] = if t.cm_ok[base + i] != 0 {
-                        out[i]
-                    } else {
-                        f32::NAN
-                    };
+                    let k = t.cm_ok[base + i];
+                    cmv[i] = if k != 0 { out[i] } else { f32::NAN };
+                    eligible |= k;
                     others.push((i as u32, t.gfac[base + i]));
                 }
             }
         }
-        // `cmv` holds the eligible pixels (NaN elsewhere), corrected in place.
-        if cmv.iter().any(|v| !v.is_nan()) {
-            common_mode::apply_half(cmv, self.cols, self.nbanks, p, &mut sc.cm);
-        }
+        // `cmv` holds the eligible pixels (NaN elsewhere), corrected in place but for the column
+        // corrections, which the gain pass folds in.
+        let cols = self.cols;
+        let cms: &[f32] = if eligible != 0 {
+            common_mode::apply_half_but_columns(cmv, cols, self.nbanks, p, &mut sc.cm)
+        } else {
+            &[]
+        };
+        let cm_of = |i: usize| cms.get(i % cols).copied().unwrap_or(0.0);
         for (i, g) in others.iter_mut() {
             let i = *i as usize;
-            *g *= if cmv[i].is_nan() { out[i] } else { cmv[i] };
+            *g *= if cmv[i].is_nan() {
+                out[i]
+            } else {
+                cmv[i] - cm_of(i)
+            };
         }
-        for ((o, &c), &g) in out.iter_mut().zip(cmv.iter()).zip(g0) {
-            *o = (if c.is_nan() { *o } else { c }) * g;
+        if cms.is_empty() {
+            for ((o, &c), &g) in out.iter_mut().zip(cmv.iter()).zip(g0) {
+                *o = (if c.is_nan() { *o } else { c }) * g;
+            }
+        } else {
+            let rows = out.chunks_exact_mut(cols).zip(cmv.chunks_exact(cols));
+            for ((orow, crow), grow) in rows.zip(g0.chunks_exact(cols)) {
+                for (((o, &c), &g), &cm) in orow.iter_mut().zip(crow).zip(grow).zip(cms) {
+                    *o = (if c.is_nan() { *o } else { c - cm }) * g;
+                }
+            }
         }
         for &(i, v) in others.iter() {
             out[i as usize] = v;

@@ -72,6 +72,26 @@ pub fn apply_half(
     p: &CommonModeParams,
     scratch: &mut CmScratch,
 ) {
+    let cms = apply_half_but_columns(vals, cols, nbanks, p, scratch);
+    if !cms.is_empty() {
+        for row in vals.chunks_exact_mut(cols) {
+            for (v, &cm) in row.iter_mut().zip(cms) {
+                *v -= cm;
+            }
+        }
+    }
+}
+
+/// Like [`apply_half`], but returns the per-column corrections of mode 2 (empty without it)
+/// instead of subtracting them, so the caller can fold them into its next pass.
+pub fn apply_half_but_columns<'s>(
+    vals: &mut [f32],
+    cols: usize,
+    nbanks: usize,
+    p: &CommonModeParams,
+    scratch: &'s mut CmScratch,
+) -> &'s [f32] {
+    scratch.col_cm.clear();
     let hrows = vals.len() / cols;
     let bw = cols / nbanks;
     let npixmin = p.npixmin as u32;
@@ -128,7 +148,6 @@ pub fn apply_half(
     }
     if p.mode & 2 != 0 {
         let cms = &mut scratch.col_cm;
-        cms.clear();
         for c0 in (0..cols).step_by(LANES) {
             let width = LANES.min(cols - c0);
             // A contiguous copy of the strip: the search passes over it several times.
@@ -143,12 +162,8 @@ pub fn apply_half(
                     .map(|g| g.median.filter(|_| g.count > npixmin).unwrap_or(0.0)),
             );
         }
-        for row in vals.chunks_exact_mut(cols) {
-            for (v, &cm) in row.iter_mut().zip(cms.iter()) {
-                *v -= cm;
-            }
-        }
     }
+    &scratch.col_cm
 }
 
 /// Appends `vals` as rows of lanes, the last one padded with NaN.
