@@ -64,8 +64,7 @@ pub struct Calibrator {
     rows: usize,
     kernel: Kernel,
     mask: Vec<u8>,
-    /// Per-segment scratch, so segments can run in parallel without allocating (sequential
-    /// calls use the first).
+    /// Scratch: one for sequential calls, one per segment once a parallel call needed them.
     scratch: Vec<SegScratch>,
 }
 
@@ -81,12 +80,22 @@ struct Kernel {
     nbanks: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct SegScratch {
     /// Pedestal-subtracted pixels eligible for common mode, NaN elsewhere (half a segment).
     cmv: Vec<f32>,
     cm: CmScratch,
     others: Vec<(u32, f32)>,
+}
+
+impl SegScratch {
+    fn new(seg: usize) -> SegScratch {
+        SegScratch {
+            cmv: vec![0.0; seg / 2],
+            cm: CmScratch::default(),
+            others: Vec::new(),
+        }
+    }
 }
 
 fn gain_factor(gain: f32) -> f32 {
@@ -184,7 +193,7 @@ impl Calibrator {
                 nbanks: 8,
             },
             mask: pmask,
-            scratch: Self::scratch(c.nsegs, seg),
+            scratch: vec![SegScratch::new(seg)],
         })
     }
 
@@ -237,18 +246,8 @@ impl Calibrator {
                 nbanks: 16,
             },
             mask: pmask,
-            scratch: Self::scratch(c.nsegs, c.rows * c.cols),
+            scratch: vec![SegScratch::new(c.rows * c.cols)],
         })
-    }
-
-    fn scratch(nsegs: usize, seg: usize) -> Vec<SegScratch> {
-        (0..nsegs)
-            .map(|_| SegScratch {
-                cmv: vec![0.0; seg / 2],
-                cm: CmScratch::default(),
-                others: Vec::new(),
-            })
-            .collect()
     }
 
     fn merged_mask(
@@ -324,6 +323,8 @@ impl Calibrator {
         use rayon::prelude::*;
         self.check_slab(raw, out)?;
         let seg = self.rows * self.kernel.cols;
+        self.scratch
+            .resize_with(self.nsegs, || SegScratch::new(seg));
         let kernel = &self.kernel;
         out.par_chunks_exact_mut(seg)
             .zip(raw.par_chunks_exact(seg))
