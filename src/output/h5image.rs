@@ -327,3 +327,58 @@ pub fn read_chunk_raw(ds: &Dataset, offset: &[u64]) -> Result<(u32, Vec<u8>), Ou
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_image_reopens_with_the_data_and_ends_at_the_superblock_eof() {
+        // A small reservation, so the image has to grow through the realloc callback.
+        let image = MemFile::create(0, 64 * 1024).unwrap();
+        let data: Vec<u32> = (0..300_000).collect();
+        image
+            .file()
+            .new_dataset_builder()
+            .with_data(&ndarray::Array1::from(data.clone()))
+            .create("x")
+            .unwrap();
+        let bytes = image.finish().unwrap();
+        assert!(bytes.len() > 1_200_000, "{}", bytes.len());
+        assert_eq!(superblock_eof(&bytes).unwrap(), bytes.len());
+        let file = open(&bytes).unwrap();
+        assert_eq!(file.dataset("x").unwrap().read_raw::<u32>().unwrap(), data);
+    }
+
+    #[test]
+    fn dropping_an_unfinished_image_closes_it() {
+        for _ in 0..3 {
+            let image = MemFile::create(1 << 20, 1 << 20).unwrap();
+            image.file().create_group("g").unwrap();
+            drop(image);
+        }
+    }
+
+    #[test]
+    fn superblock_eof_reads_versions_0_and_2_and_rejects_bad_images() {
+        let mut v0 = vec![0u8; 96];
+        v0[..8].copy_from_slice(b"\x89HDF\r\n\x1a\n");
+        v0[13] = 8;
+        v0[40..48].copy_from_slice(&96u64.to_le_bytes());
+        assert_eq!(superblock_eof(&v0).unwrap(), 96);
+        let mut v2 = vec![0u8; 80];
+        v2[..8].copy_from_slice(b"\x89HDF\r\n\x1a\n");
+        v2[8] = 2;
+        v2[9] = 8;
+        v2[28..36].copy_from_slice(&64u64.to_le_bytes());
+        assert_eq!(superblock_eof(&v2).unwrap(), 64);
+        let mut past_end = v0.clone();
+        past_end[40..48].copy_from_slice(&97u64.to_le_bytes());
+        assert!(superblock_eof(&past_end).is_err());
+        let mut based = v0.clone();
+        based[24] = 1;
+        assert!(superblock_eof(&based).is_err());
+        assert!(superblock_eof(b"not an HDF5 file").is_err());
+        assert!(superblock_eof(&v0[..20]).is_err());
+    }
+}
