@@ -148,6 +148,7 @@ struct SynthArgs {
 
 fn main() -> anyhow::Result<()> {
     use lclstreamer::transport::{self, NngSinkConfig, PullConfig, Role};
+    transport::heap::keep_large_buffers_in_heap();
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect {

@@ -61,6 +61,26 @@ fn transpose8(mut x: u64) -> u64 {
 pub fn shuffle_block(input: &[u8], output: &mut [u8], elem_size: usize, planes: &mut Vec<u8>) {
     assert_eq!(input.len(), output.len());
     assert!(elem_size > 0 && input.len().is_multiple_of(8 * elem_size));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if (elem_size == 2 || elem_size == 4) && std::arch::is_x86_feature_detected!("avx2") {
+            let n = input.len() / elem_size;
+            // SAFETY: AVX2 is available; lengths checked above.
+            let done = unsafe { avx2::shuffle(input, output, elem_size) };
+            shuffle_scalar_from(input, output, elem_size, n, done);
+            return;
+        }
+    }
+    shuffle_block_portable(input, output, elem_size, planes);
+}
+
+/// [`shuffle_block`] without AVX2: byte planes first (SSE2 on x86_64), then bit rows.
+pub(crate) fn shuffle_block_portable(
+    input: &[u8],
+    output: &mut [u8],
+    elem_size: usize,
+    planes: &mut Vec<u8>,
+) {
     let n = input.len() / elem_size;
     if elem_size == 1 {
         bits_of_planes(input, output, n);
@@ -69,6 +89,23 @@ pub fn shuffle_block(input: &[u8], output: &mut [u8], elem_size: usize, planes: 
     planes.resize(input.len(), 0);
     byte_transpose(input, planes, elem_size, n);
     bits_of_planes(planes, output, n);
+}
+
+/// Scalar bit rows of elements `first..n` (`first % 8 == 0`), read straight from the input.
+fn shuffle_scalar_from(input: &[u8], output: &mut [u8], elem_size: usize, n: usize, first: usize) {
+    let row = n / 8;
+    for j in 0..elem_size {
+        for b in first / 8..row {
+            let mut x = [0u8; 8];
+            for (t, v) in x.iter_mut().enumerate() {
+                *v = input[(8 * b + t) * elem_size + j];
+            }
+            let t = transpose8(u64::from_le_bytes(x)).to_le_bytes();
+            for (k, &byte) in t.iter().enumerate() {
+                output[(8 * j + k) * row + b] = byte;
+            }
+        }
+    }
 }
 
 /// `planes[j * n + i] = input[i * elem_size + j]`.
@@ -136,6 +173,91 @@ pub fn unshuffle_block(input: &[u8], output: &mut [u8], elem_size: usize, planes
     for (i, elem) in output.chunks_exact_mut(elem_size).enumerate() {
         for (j, b) in elem.iter_mut().enumerate() {
             *b = planes[j * n + i];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Bit rows of the leading groups of 32 elements of 2 or 4 bytes, straight from the input
+    /// (byte transpose in registers, then 8 `movemask`s per byte plane). Returns the number of
+    /// elements done (a multiple of 32); the caller finishes the rest.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn shuffle(input: &[u8], output: &mut [u8], elem_size: usize) -> usize {
+        let n = input.len() / elem_size;
+        let row = n / 8;
+        let groups = n / 32;
+        let ip = input.as_ptr();
+        let op = output.as_mut_ptr();
+        // SAFETY: every load reads inside group g's 32 * elem_size input bytes and every store
+        // writes 4 bytes at offset 4g < row of a bit row inside `output`.
+        unsafe {
+            if elem_size == 2 {
+                // Per 128-bit lane: the low bytes of its 8 elements, then their high bytes.
+                let m = _mm256_setr_epi8(
+                    0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12,
+                    14, 1, 3, 5, 7, 9, 11, 13, 15,
+                );
+                for g in 0..groups {
+                    let base = ip.add(64 * g);
+                    let a = _mm256_shuffle_epi8(_mm256_loadu_si256(base as *const __m256i), m);
+                    let b =
+                        _mm256_shuffle_epi8(_mm256_loadu_si256(base.add(32) as *const __m256i), m);
+                    // Quadwords hold elements 0-7, 16-23, 8-15, 24-31: put them in order.
+                    let p0 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_unpacklo_epi64(a, b));
+                    let p1 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_unpackhi_epi64(a, b));
+                    bit_rows(p0, op.add(4 * g), row, 0);
+                    bit_rows(p1, op.add(4 * g), row, 1);
+                }
+            } else {
+                // Per lane: byte j of its 4 elements in doubleword j.
+                let m = _mm256_setr_epi8(
+                    0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13,
+                    2, 6, 10, 14, 3, 7, 11, 15,
+                );
+                // Doublewords hold elements 0-3, 8-11, 16-19, 24-27, 4-7, ...: put them in order.
+                let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+                for g in 0..groups {
+                    let base = ip.add(128 * g);
+                    let ld = |k: usize| {
+                        _mm256_shuffle_epi8(
+                            _mm256_loadu_si256(base.add(32 * k) as *const __m256i),
+                            m,
+                        )
+                    };
+                    let (s0, s1, s2, s3) = (ld(0), ld(1), ld(2), ld(3));
+                    let t0 = _mm256_unpacklo_epi32(s0, s1);
+                    let t1 = _mm256_unpackhi_epi32(s0, s1);
+                    let t2 = _mm256_unpacklo_epi32(s2, s3);
+                    let t3 = _mm256_unpackhi_epi32(s2, s3);
+                    let planes = [
+                        _mm256_unpacklo_epi64(t0, t2),
+                        _mm256_unpackhi_epi64(t0, t2),
+                        _mm256_unpacklo_epi64(t1, t3),
+                        _mm256_unpackhi_epi64(t1, t3),
+                    ];
+                    for (j, p) in planes.into_iter().enumerate() {
+                        bit_rows(_mm256_permutevar8x32_epi32(p, order), op.add(4 * g), row, j);
+                    }
+                }
+            }
+        }
+        groups * 32
+    }
+
+    /// Writes the 8 bit rows of byte plane `j` (32 elements, byte i = element i) at `out`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn bit_rows(mut v: __m256i, out: *mut u8, row: usize, j: usize) {
+        for k in (0..8).rev() {
+            let bits = _mm256_movemask_epi8(v) as u32;
+            // SAFETY: the caller passes a pointer with 4 writable bytes in every bit row.
+            unsafe {
+                std::ptr::write_unaligned(out.add((8 * j + k) * row) as *mut u32, bits.to_le())
+            };
+            v = _mm256_slli_epi16(v, 1);
         }
     }
 }
@@ -224,9 +346,40 @@ pub enum BlockCodec {
 pub struct BlockEncoder {
     shuffled: Vec<u8>,
     planes: Vec<u8>,
-    compressed: Vec<u8>,
     lz4_table: Option<lz4_flex::block::CompressTable>,
     zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
+}
+
+/// The blocks of a chunk of `len` bytes: `(full blocks, block bytes, bytes of the trimmed last
+/// block)`; `block_elems == 0` selects the bitshuffle default.
+fn blocks(len: usize, elem_size: usize, block_elems: usize) -> (usize, usize, usize) {
+    let block_elems = if block_elems == 0 {
+        default_block_elems(elem_size)
+    } else {
+        block_elems
+    };
+    let n = len / elem_size;
+    let last = (n % block_elems) / 8 * 8;
+    (n / block_elems, block_elems * elem_size, last * elem_size)
+}
+
+fn block_bound(len: usize, codec: BlockCodec) -> usize {
+    match codec {
+        BlockCodec::Lz4 => lz4_flex::block::get_maximum_output_size(len),
+        BlockCodec::Zstd(_) => zstd::zstd_safe::compress_bound(len),
+    }
+}
+
+/// The most bytes a framed chunk of `len` input bytes can take.
+pub fn max_chunk_len(len: usize, elem_size: usize, block_elems: usize, codec: BlockCodec) -> usize {
+    let (full, block_bytes, last) = blocks(len, elem_size.max(1), block_elems);
+    let framed = full * (4 + block_bound(block_bytes, codec))
+        + if last > 0 {
+            4 + block_bound(last, codec)
+        } else {
+            0
+        };
+    12 + framed + (len - full * block_bytes - last)
 }
 
 impl BlockEncoder {
@@ -240,69 +393,69 @@ impl BlockEncoder {
         codec: BlockCodec,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        assert!(elem_size > 0 && input.len().is_multiple_of(elem_size));
-        let block_elems = if block_elems == 0 {
-            default_block_elems(elem_size)
-        } else {
-            block_elems
-        };
-        let block_bytes = block_elems * elem_size;
-        out.reserve(input.len() / 2 + 64);
-        out.extend_from_slice(&(input.len() as u64).to_be_bytes());
-        out.extend_from_slice(&(block_bytes as u32).to_be_bytes());
-        let n = input.len() / elem_size;
-        let full = n / block_elems;
-        let last = (n % block_elems) / 8 * 8;
-        let mut pos = 0;
-        for len in
-            std::iter::repeat_n(block_bytes, full).chain((last > 0).then_some(last * elem_size))
-        {
-            self.compress_block(&input[pos..pos + len], elem_size, codec, out)?;
-            pos += len;
-        }
-        out.extend_from_slice(&input[pos..]);
+        let at = out.len();
+        out.resize(
+            at + max_chunk_len(input.len(), elem_size, block_elems, codec),
+            0,
+        );
+        let k = self.compress_chunk_into(input, elem_size, block_elems, codec, &mut out[at..])?;
+        out.truncate(at + k);
         Ok(())
     }
 
+    /// Writes the framed bitshuffle-compressed form of `input` at the start of `out`, which
+    /// must hold [`max_chunk_len`] bytes; returns the bytes written.
+    pub fn compress_chunk_into(
+        &mut self,
+        input: &[u8],
+        elem_size: usize,
+        block_elems: usize,
+        codec: BlockCodec,
+        out: &mut [u8],
+    ) -> std::io::Result<usize> {
+        assert!(elem_size > 0 && input.len().is_multiple_of(elem_size));
+        assert!(out.len() >= max_chunk_len(input.len(), elem_size, block_elems, codec));
+        let (full, block_bytes, last) = blocks(input.len(), elem_size, block_elems);
+        out[0..8].copy_from_slice(&(input.len() as u64).to_be_bytes());
+        out[8..12].copy_from_slice(&(block_bytes as u32).to_be_bytes());
+        let mut at = 12;
+        let mut pos = 0;
+        for len in std::iter::repeat_n(block_bytes, full).chain((last > 0).then_some(last)) {
+            let k =
+                self.compress_block(&input[pos..pos + len], elem_size, codec, &mut out[at + 4..])?;
+            out[at..at + 4].copy_from_slice(&(k as u32).to_be_bytes());
+            at += 4 + k;
+            pos += len;
+        }
+        let rest = input.len() - pos;
+        out[at..at + rest].copy_from_slice(&input[pos..]);
+        Ok(at + rest)
+    }
+
+    /// Shuffles and compresses one block into `out`; returns the compressed length.
     fn compress_block(
         &mut self,
         block: &[u8],
         elem_size: usize,
         codec: BlockCodec,
-        out: &mut Vec<u8>,
-    ) -> std::io::Result<()> {
+        out: &mut [u8],
+    ) -> std::io::Result<usize> {
         self.shuffled.resize(block.len(), 0);
         shuffle_block(block, &mut self.shuffled, elem_size, &mut self.planes);
-        let at = out.len();
         match codec {
             BlockCodec::Lz4 => {
-                let bound = lz4_flex::block::get_maximum_output_size(block.len());
-                if self.compressed.len() < bound {
-                    self.compressed.resize(bound, 0);
-                }
                 let table = self.lz4_table.get_or_insert_with(Default::default);
-                let k = lz4_flex::block::compress_into_with_table(
-                    &self.shuffled,
-                    &mut self.compressed,
-                    table,
-                )
-                .map_err(std::io::Error::other)?;
-                out.extend_from_slice(&(k as u32).to_be_bytes());
-                out.extend_from_slice(&self.compressed[..k]);
+                lz4_flex::block::compress_into_with_table(&self.shuffled, out, table)
+                    .map_err(std::io::Error::other)
             }
             BlockCodec::Zstd(level) => {
                 if self.zstd.as_ref().map(|z| z.0) != Some(level) {
                     self.zstd = Some((level, zstd::bulk::Compressor::new(level)?));
                 }
                 let z = &mut self.zstd.as_mut().unwrap().1;
-                let bound = zstd::zstd_safe::compress_bound(block.len());
-                out.resize(at + 4 + bound, 0);
-                let k = z.compress_to_buffer(&self.shuffled[..], &mut out[at + 4..])?;
-                out.truncate(at + 4 + k);
-                out[at..at + 4].copy_from_slice(&(k as u32).to_be_bytes());
+                z.compress_to_buffer(&self.shuffled[..], out)
             }
         }
-        Ok(())
     }
 }
 
@@ -408,7 +561,7 @@ mod tests {
     #[test]
     fn shuffle_matches_definition_and_inverts() {
         for elem_size in [1, 2, 3, 4, 8] {
-            for n in [8, 16, 24, 128, 136, 2048] {
+            for n in [8, 16, 24, 32, 40, 64, 128, 136, 2048, 4096 + 24] {
                 let input = pseudo_random(n * elem_size, (n * 31 + elem_size) as u64);
                 let mut out = vec![0u8; input.len()];
                 let mut planes = Vec::new();
@@ -418,6 +571,9 @@ mod tests {
                     naive_shuffle(&input, elem_size),
                     "elem {elem_size} n {n}"
                 );
+                let mut portable = vec![0u8; input.len()];
+                shuffle_block_portable(&input, &mut portable, elem_size, &mut planes);
+                assert_eq!(portable, out, "portable, elem {elem_size} n {n}");
                 let mut back = vec![0u8; input.len()];
                 unshuffle_block(&out, &mut back, elem_size, &mut planes);
                 assert_eq!(back, input);

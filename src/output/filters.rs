@@ -126,6 +126,35 @@ impl Compression {
     ) -> std::io::Result<()> {
         ENCODERS.with(|e| e.borrow_mut().encode(*self, input, elem_size, out))
     }
+
+    /// Writes the filtered form of one chunk at the start of `buf` and returns its length.
+    /// `buf` is a reused buffer: it keeps its length between calls (bytes past the returned
+    /// length are stale), so it is not cleared and refilled for every chunk.
+    pub fn encode_chunk_reusing(
+        &self,
+        input: &[u8],
+        elem_size: usize,
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<usize> {
+        let codec = match *self {
+            Compression::BitshuffleLz4 => BlockCodec::Lz4,
+            Compression::BitshuffleZstd { level } => BlockCodec::Zstd(level),
+            _ => {
+                buf.clear();
+                self.encode_chunk(input, elem_size, buf)?;
+                return Ok(buf.len());
+            }
+        };
+        let need = bitshuffle::max_chunk_len(input.len(), elem_size, 0, codec);
+        if buf.len() < need {
+            buf.resize(need, 0);
+        }
+        ENCODERS.with(|e| {
+            e.borrow_mut()
+                .bitshuffle
+                .compress_chunk_into(input, elem_size, 0, codec, buf)
+        })
+    }
 }
 
 thread_local! {

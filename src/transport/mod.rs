@@ -6,6 +6,7 @@
 
 pub mod eos;
 pub mod file_sink;
+pub mod heap;
 pub mod nng_sink;
 pub mod nng_socket;
 pub mod pull;
