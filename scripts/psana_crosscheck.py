@@ -411,6 +411,102 @@ def calibrate_both(work, peds, gain, status, pc, trbit, raw, cmpars, ours=True):
 
 
 # ----------------------------------------------------------------------------------------------
+# peakfinder8
+
+
+def pf8_case(rng, nframes):
+    """4 ePix10ka panels as a (1408, 384) slab, radius from an off-slab beam centre, radial
+    background plus noise, Gaussian Bragg spots, hot pixels and a few bad pixels."""
+    h, w = 4 * ROWS, COLS
+    ss, fs = np.mgrid[0:h, 0:w].astype(np.float32)
+    pix_r = np.hypot(ss - 700.3, fs + 40.7).astype(np.float32)
+    mask = (rng.random((h, w)) > 0.01).astype(np.uint8)
+    frames = []
+    for _ in range(nframes):
+        f = 20 * np.exp(-pix_r / 400) + rng.normal(0, 2, (h, w))
+        for _ in range(80):
+            y, x = rng.uniform(2, h - 2), rng.uniform(2, w - 2)
+            amp, sig = rng.uniform(15, 400), rng.uniform(0.5, 1.3)
+            y0, x0 = int(y), int(x)
+            yy, xx = np.mgrid[max(y0 - 4, 0):min(y0 + 5, h), max(x0 - 4, 0):min(x0 + 5, w)]
+            f[yy, xx] += amp * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sig * sig))
+        hot = rng.integers(0, h * w, 20)
+        f.ravel()[hot] += 3000
+        frames.append(f.astype(np.float32))
+    return np.stack(frames), pix_r, mask
+
+
+def check_pf8(work):
+    try:
+        from psana.peakfinder8 import peakfinder_8
+    except ImportError as e:
+        print(f"SKIP pf8: psana has no peakfinder8 ({e})")
+        return
+    rng = np.random.default_rng(88)
+    frames, pix_r, mask = pf8_case(rng, 4)
+    d = os.path.join(work, "pf8")
+    os.makedirs(d, exist_ok=True)
+    for name, a in (("frames", frames), ("pix_r", pix_r), ("mask", mask)):
+        np.save(os.path.join(d, name + ".npy"), a)
+    layout = (AC, AR, 2, 8)
+    for label, p in (
+        ("thresh 30 snr 5 pix 2..30 bg 3", dict(adc_threshold=30.0, minimum_snr=5.0,
+                                               min_pixel_count=2, max_pixel_count=30,
+                                               local_bg_radius=3)),
+        ("thresh 10 snr 4 pix 1..10 bg 4", dict(adc_threshold=10.0, minimum_snr=4.0,
+                                               min_pixel_count=1, max_pixel_count=10,
+                                               local_bg_radius=4)),
+    ):
+        theirs = []
+        for f in frames:
+            x, y, val, idx, npix, maxi, sigma, snr = peakfinder_8(
+                2048, f, mask.astype(np.int8), pix_r, *layout, p["adc_threshold"],
+                p["minimum_snr"], p["min_pixel_count"], p["max_pixel_count"],
+                p["local_bg_radius"])
+            theirs.append(np.array([x, y, val, npix, maxi, sigma, snr], np.float64).T
+                          .reshape(-1, 7))
+        for exact in (True, False):
+            params = dict(p, max_num_peaks=2048, min_res=0.0, max_res=1e9, om_bit_exact=exact)
+            pj = os.path.join(d, "params.json")
+            json.dump(params, open(pj, "w"))
+            out = os.path.join(d, "out.json")
+            subprocess.run([os.environ["PF8_DUMP"], *(os.path.join(d, n + ".npy") for n in
+                            ("frames", "pix_r", "mask")), pj, ",".join(map(str, layout)), out],
+                           check=True)
+            ours = [np.array([[q["fs"], q["ss"], q["intensity"], q["npix"], q["max_pixel"],
+                               q["sigma"], q["snr"]] for q in fr["peaks"]], np.float64)
+                    .reshape(-1, 7) for fr in json.load(open(out))]
+            matched = only_t = only_o = 0
+            maxrel = np.zeros(7)
+            extra = []
+            for t, o in zip(theirs, ours):
+                kt = {(round(r[0], 3), round(r[1], 3)): r for r in t}
+                ko = {(round(r[0], 3), round(r[1], 3)): r for r in o}
+                for k in kt.keys() & ko.keys():
+                    matched += 1
+                    rel = np.abs(kt[k] - ko[k]) / np.maximum(np.abs(kt[k]), 1e-6)
+                    maxrel = np.maximum(maxrel, rel)
+                only_t += len(kt.keys() - ko.keys())
+                only_o += len(ko.keys() - kt.keys())
+                extra += [ko[k] for k in ko.keys() - kt.keys()] + [kt[k] for k in kt.keys() - ko.keys()]
+            names = ("fs", "ss", "intensity", "npix", "max", "sigma", "snr")
+            detail = (f"{matched} peaks matched by centroid, {only_t} only in psana, {only_o} only "
+                      f"in lclstreamer; max rel diff " +
+                      ", ".join(f"{n} {v:.2g}" for n, v in zip(names, maxrel)))
+            if extra:
+                detail += "; unmatched snr " + ", ".join(f"{r[6]:.4f}" for r in extra)
+            values_ok = maxrel.max() <= 1e-6
+            if exact:
+                ok = only_t == only_o == 0 and values_ok
+            else:
+                # clean growth: psana (= OM) reads one stale list slot while growing a peak
+                # and may attach pixels around an earlier peak's position, which changes that
+                # peak's pixel set and centroid; f64 radial statistics shift borderline seeds
+                ok = (only_t + only_o) <= 0.01 * matched and values_ok
+            report(ok, f"pf8 {label} om_bit_exact={exact}", detail)
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main():
@@ -429,6 +525,8 @@ def main():
             check_reader(f, os.path.join(a.data, f), a.bin, work)
         if a.only in (None, "calib"):
             check_calib(work)
+        if a.only in (None, "pf8"):
+            check_pf8(work)
     n_fail = RESULTS.count(False)
     print(f"{len(RESULTS) - n_fail} passed, {n_fail} failed")
     sys.exit(1 if n_fail else 0)
