@@ -1,0 +1,98 @@
+//! Calibrates raw ePix10ka frames from `.npy` files with [`Calibrator`] and writes the result as
+//! `.npy`, so an external reference (psana, `scripts/psana-crosscheck`) can compare values.
+//!
+//! ```text
+//! calib_dump CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy [CMPARS]
+//! ```
+//! `CONST_DIR` holds psana-shaped constants (`pedestals.npy`, `pixel_gain.npy`, optional
+//! `pixel_status.npy`, `pixel_mask.npy`; see [`ConstantFiles::in_dir`]); `RAW.npy` is u16
+//! `(frames, nsegs, 352, 384)`; `PIXEL_CONFIG.npy` is u8 `(nsegs, 4, 176, 192)` (`asicPixelConfig`
+//! per panel) and `TRBIT.npy` u8 `(nsegs, 4)`; `CMPARS` is psana's tuple as `7,2,100,10`
+//! (none: no common mode). `OUT.npy` is f32 `(frames, nsegs, 352, 384)`.
+
+use anyhow::{Context, Result, bail};
+use lclstreamer::detector::epix10ka::{self, PanelConfig};
+use lclstreamer::detector::{Calibrator, CommonModeParams, ConstantFiles, GainConstants};
+use ndarray::{Array2, Array4, ArrayD, Axis};
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+fn read<A: ReadNpyExt>(path: &Path) -> Result<A> {
+    let f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    A::read_npy(f).with_context(|| format!("{}: not the expected .npy array", path.display()))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !(5..=6).contains(&args.len()) {
+        bail!("usage: calib_dump CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy [CMPARS]");
+    }
+    let raw: Array4<u16> = read(Path::new(&args[1]))?;
+    let (frames, nsegs) = (raw.shape()[0], raw.shape()[1]);
+    let pixel_config: ArrayD<u8> = read(Path::new(&args[2]))?;
+    let trbit: Array2<u8> = read(Path::new(&args[3]))?;
+    if pixel_config.shape()[0] != nsegs || trbit.shape()[0] != nsegs {
+        bail!(
+            "{nsegs} segments in the raw frames, configurations for {} / {}",
+            pixel_config.shape()[0],
+            trbit.shape()[0]
+        );
+    }
+    let configs = (0..nsegs)
+        .map(|s| {
+            let pc = pixel_config.index_axis(Axis(0), s);
+            let tr = trbit.index_axis(Axis(0), s);
+            PanelConfig::new(
+                s,
+                &pc.iter().copied().collect::<Vec<_>>(),
+                &tr.iter().copied().collect::<Vec<_>>(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let constants = GainConstants::load(
+        &ConstantFiles::in_dir(Path::new(&args[0])),
+        epix10ka::NUM_GAIN_RANGES,
+        nsegs,
+        epix10ka::ROWS,
+        epix10ka::COLS,
+    )?;
+    let cm = match args.get(5) {
+        Some(s) => {
+            let v = s
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("cmpars {s:?}: not a comma-separated list of numbers"))?;
+            Some(
+                CommonModeParams::from_psana(&v)
+                    .with_context(|| format!("cmpars {s:?}: need at least (alg, mode, cormax)"))?,
+            )
+        }
+        None => None,
+    };
+    let mut cal = Calibrator::epix10ka(&constants, &configs, None, cm)?;
+    let n = cal.frame_len();
+    let mut out = Array4::<f32>::zeros(raw.raw_dim());
+    for f in 0..frames {
+        let r = raw.index_axis(Axis(0), f);
+        let r = r.as_standard_layout();
+        let r = r.as_slice().context("raw frame not contiguous")?;
+        let mut o = out.index_axis_mut(Axis(0), f);
+        let o = o.as_slice_mut().context("output frame not contiguous")?;
+        debug_assert_eq!(o.len(), n);
+        cal.calibrate_slab(r, o)?;
+    }
+    let dest = PathBuf::from(&args[4]);
+    let tmp = dest.with_extension("npy.tmp");
+    {
+        let w = BufWriter::new(
+            File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?,
+        );
+        out.write_npy(w)
+            .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, &dest).with_context(|| format!("{}: cannot rename", dest.display()))?;
+    Ok(())
+}

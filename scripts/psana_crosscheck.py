@@ -1,0 +1,536 @@
+"""Cross-checks lclstreamer against LCLS-II psana (run through scripts/psana-crosscheck).
+
+reader: psana's DataSource reads the shared XTC2 samples; every L1Accept's timestamp, run and
+        variable is compared with lclstreamer's reader (examples/xtc_dump: element bytes) and
+        with `lclstreamer inspect --json --events N` (counts, runs, small values).
+calib:  psana's own ePix10ka calibration (`calib_epix10ka_any`, the function behind
+        `det.raw.calib` for epix10ka raw 2.0.1, with its Storage, MaskAlgos and
+        UtilsCommonMode code) runs on synthetic raw frames, constants and configurations through
+        a stand-in for the DataSource-built detector object; examples/calib_dump runs
+        lclstreamer's Calibrator on the same inputs.
+pf8:    psana's peakfinder8 (psalg_ext) against lclstreamer's PeakFinder8 when available.
+
+Prints one PASS/FAIL line per check; exits 1 if any failed.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from types import SimpleNamespace
+
+import numpy as np
+
+RESULTS = []
+
+
+def report(ok, name, detail):
+    RESULTS.append(ok)
+    print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# reader
+
+
+def psana_runs(path):
+    """[(runnum, expt, detnames, [(timestamp, {(stream, det, seg, alg, var): value})])]."""
+    from psana import DataSource
+    from psana.psexp import ds_base
+
+    # No network here: psana's file lookup in the logbook raises instead of falling back to the
+    # directory scan it does for runs the logbook does not know.
+    ds_base.DataSourceBase._get_file_info_from_db = lambda self, runnum: {}
+    if os.path.isdir(path):
+        ds = DataSource(exp="xpptut15", run=14, dir=path, skip_calib_load="all")
+    else:
+        ds = DataSource(files=[path], skip_calib_load="all")
+    runs = []
+    for run in ds.runs():
+        events = []
+        for evt in run.events():
+            vals = {}
+            for s, d in enumerate(evt._dgrams):
+                if d is None:
+                    continue
+                for det, segs in vars(d).items():
+                    if det.startswith("_") or not isinstance(segs, dict):
+                        continue
+                    for seg, algs in segs.items():
+                        for alg, cont in vars(algs).items():
+                            if alg.startswith("_"):
+                                continue
+                            for var, v in vars(cont).items():
+                                if not var.startswith("_"):
+                                    vals[(s, det, seg, alg, var)] = v
+            events.append((evt.timestamp, vals))
+        runs.append((run.runnum, run.expt, set(run.detnames), events))
+    return runs
+
+
+NP_TYPES = {
+    "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+    "FLOAT": "<f4", "DOUBLE": "<f8", "ENUMVAL": "<i4", "ENUMDICT": "<i4",
+}
+
+
+def compare_var(name, desc, raw, cont_vals):
+    """Compares one lclstreamer variable with psana's container values; returns an error or None."""
+    t = desc["type"]
+    if t == "CHARSTR":
+        ours = raw.split(b"\0", 1)[0].decode()
+        theirs = cont_vals.get(name)
+        return None if theirs == ours else f"{name}: {theirs!r} != {ours!r}"
+    arr = np.frombuffer(raw, dtype=NP_TYPES[t]).reshape(desc["shape"])
+    if t == "ENUMVAL":
+        v = cont_vals.get(name.split(":")[0])
+        got = getattr(v, "value", None)
+        return None if got == int(arr) else f"{name}: psana {got} != {int(arr)}"
+    if t == "ENUMDICT":
+        label, enum_type = name.split(":", 1)
+        for v in cont_vals.values():
+            names = getattr(v, "names", None)
+            if isinstance(names, dict) and names.get(int(arr)) == label:
+                return None
+        return f"{name}: no psana enum maps {int(arr)} to {label!r}"
+    theirs = cont_vals.get(name)
+    if theirs is None:
+        return f"{name}: missing in psana"
+    th = np.asarray(theirs)
+    if th.shape != arr.shape:
+        return f"{name}: shape psana {th.shape} != {arr.shape}"
+    if np.isscalar(theirs) or th.ndim == 0:
+        eq = th.astype(arr.dtype) == arr if t not in ("FLOAT", "DOUBLE") else float(th) == float(arr)
+        return None if bool(eq) else f"{name}: psana {theirs} != {arr}"
+    if th.dtype != arr.dtype.newbyteorder("="):
+        return f"{name}: dtype psana {th.dtype} != {arr.dtype}"
+    if th.tobytes() != arr.tobytes():
+        n = int(np.count_nonzero(th.ravel().view(np.uint8) != arr.ravel().view(np.uint8)))
+        return f"{name}: {n} bytes differ"
+    return None
+
+
+def check_reader(name, path, bin_path, work):
+    # lclstreamer: every variable's bytes, and inspect's summary with all events decoded.
+    out = os.path.join(work, "dump-" + name.replace("/", "_"))
+    subprocess.run([os.environ["XTC_DUMP"], out, path], check=True)
+    index = json.load(open(os.path.join(out, "index.json")))
+    blob = open(os.path.join(out, "data.bin"), "rb").read()
+    insp = json.loads(subprocess.run([bin_path, "inspect", "--json", "--events", "100000", path],
+                                     check=True, capture_output=True, text=True).stdout)
+    runs = psana_runs(path)
+    p_events = [(ri, ts, vals) for ri, r in enumerate(runs) for ts, vals in r[3]]
+
+    # Events, timestamps and run membership.
+    ours_ts = [(e["run"], e["timestamp"]) for e in index]
+    theirs_ts = [(ri, ts) for ri, ts, _ in p_events]
+    insp_ts = [e["timestamp"] for e in insp.get("events", [])]
+    ok = ours_ts == theirs_ts and insp_ts == [t for _, t in theirs_ts]
+    report(ok, f"reader {name} events",
+           f"psana {len(theirs_ts)} events in {len(runs)} run(s), lclstreamer {len(ours_ts)} "
+           f"(inspect {len(insp_ts)}); timestamps and runs "
+           f"{'identical' if ok else 'DIFFER'}")
+
+    # Run identity and detector names.
+    p_runs = [(r[0], r[1]) for r in runs]
+    i_runs = [(r.get("runnum"), r.get("expt")) for r in insp["runs"]]
+    i_dets = {d["name"] for d in insp["detectors"]}
+    p_dets = set().union(*(r[2] for r in runs))
+    ok = p_runs == i_runs and p_dets <= i_dets
+    report(ok, f"reader {name} runs/detectors",
+           f"psana runs {p_runs} detnames {sorted(p_dets)}; inspect runs {i_runs}, "
+           f"{len(i_dets)} detector names {'include' if p_dets <= i_dets else 'MISS'} psana's")
+
+    # Every variable, byte for byte (and inspect's small values value for value).
+    nvars = nbytes = 0
+    errors = []
+    for e, (_, _, pvals) in zip(index, p_events):
+        seen = set()
+        for st in e["streams"]:
+            for det in st["detectors"]:
+                key = (st["stream"], det["name"], det["segment"], det["alg"])
+                cont = {k[4]: v for k, v in pvals.items() if k[:4] == key}
+                for v in det["vars"]:
+                    raw = blob[v["offset"]:v["offset"] + v["nbytes"]]
+                    err = compare_var(v["name"], v, raw, cont)
+                    nvars += 1
+                    nbytes += v["nbytes"]
+                    if err:
+                        errors.append(f"ts {e['timestamp']} {key}: {err}")
+                    if v["type"] == "ENUMDICT":
+                        continue
+                    seen.add(key + (v["name"].split(":")[0],))
+        missing = {k for k in pvals if k not in seen}
+        errors.extend(f"ts {e['timestamp']}: psana has {k}, lclstreamer not" for k in missing)
+    ninsp = 0
+    for ie, e in zip(insp.get("events", []), index):
+        for ist, st in zip(ie["streams"], e["streams"]):
+            for idet, det in zip(ist["detectors"], st["detectors"]):
+                for iv, v in zip(idet["vars"], det["vars"]):
+                    if iv["value"] is None or v["type"] in ("CHARSTR", "ENUMVAL", "ENUMDICT"):
+                        continue
+                    raw = blob[v["offset"]:v["offset"] + v["nbytes"]]
+                    arr = np.frombuffer(raw, dtype=NP_TYPES[v["type"]]).reshape(v["shape"])
+                    ninsp += 1
+                    if not np.array_equal(np.asarray(iv["value"], dtype=arr.dtype), arr):
+                        errors.append(f"inspect value {idet['name']}/{iv['name']} differs")
+    report(not errors, f"reader {name} values",
+           f"{nvars} variables ({nbytes:,} bytes) compared with psana, {ninsp} inspect values; "
+           f"{len(errors)} mismatches" + (f", first: {errors[0]}" if errors else ""))
+
+
+# ----------------------------------------------------------------------------------------------
+# calibration
+
+ROWS, COLS, AR, AC = 352, 384, 176, 192
+
+
+def make_psana_epix(peds, gain, status, pixel_config, trbit):
+    """psana's epix10ka raw 2.0.1 detector object, built without a DataSource: constants in the
+    `_calibconst` dict psana fills from the calibration DB, configurations as `_seg_configs()`."""
+    import logging
+    from psana.detector.epix10ka import epix10ka_raw_2_0_1
+    from psana.pscalib.geometry.SegGeometryStore import sgs
+
+    class SyntheticEpix10ka(epix10ka_raw_2_0_1):
+        def setup(self):
+            nsegs = peds.shape[1]
+            self._det_name = "synthetic_epix10ka"
+            meta = {"experiment": "synthetic", "run": 0}
+            self._calibconst = {"pedestals": (peds, meta), "pixel_gain": (gain, meta),
+                                "pixel_status": (status, meta)}
+            self._calibc_ = self._maskalgos_ = self._store_ = None
+            self._kwargs, self._args = {}, ()
+            self._logmet_init = logging.getLogger(__name__).debug
+            self._segment_numbers = list(range(nsegs))
+            self._seg_geo = sgs.Create(segname="EPIX10KA:V1")
+            self._data_bit_mask, self._data_gain_bit = 0x3FFF, 0x4000
+            self._data_gain_bitnum, self._gain_bit_shift = 14, 9
+            self._cfgs = {s: SimpleNamespace(config=SimpleNamespace(
+                asicPixelConfig=pixel_config[s], trbit=trbit[s])) for s in range(nsegs)}
+            self.frame = None
+
+        def _seg_configs(self):
+            return self._cfgs
+
+        def raw(self, evt, copy=True):
+            return self.frame
+
+    # DetectorImpl's __new__/__init__ need a DataSource's configs (and cache one object per name).
+    det = object.__new__(SyntheticEpix10ka)
+    det.setup()
+    return det
+
+
+def panel_of(asic_blocks):
+    """Panel (352, 384) from 4 ASIC blocks, psana's assembly (for building inputs)."""
+    a = asic_blocks
+    return np.vstack((np.hstack((a[2][::-1, ::-1], a[1][::-1, ::-1])), np.hstack((a[3], a[0]))))
+
+
+def asics_of(panel):
+    """Inverse of panel_of."""
+    return np.stack((panel[AR:, AC:], panel[:AR, AC:][::-1, ::-1], panel[:AR, :AC][::-1, ::-1],
+                     panel[AR:, :AC]))
+
+
+def synthetic_case(rng, nsegs, nframes, config, cm_amp):
+    """Constants (7, nsegs, 352, 384), configurations and raw frames with common-mode offsets
+    per bank, row and column, noise and photons."""
+    shape = (nsegs, ROWS, COLS)
+    base_ped = np.array([2900, 2700, 2500, 2800, 2600, 2400, 2300], np.float32)
+    base_gain = np.array([16.4, 5.466, 0.164, 16.4, 5.466, 0.164, 0.164], np.float32)
+    peds = (base_ped[:, None, None, None] + rng.normal(0, 60, (7,) + shape)).astype(np.float32)
+    gain = (base_gain[:, None, None, None] * rng.uniform(0.9, 1.1, (7,) + shape)).astype(np.float32)
+    status = np.zeros((7,) + shape, np.uint16)
+    bad = rng.random((7,) + shape) < 0.004
+    status[bad] = rng.choice([1, 2, 4, 8, 0x100, 0x8000], int(bad.sum()))
+    # a dead corner: rows short of eligible pixels for npixmin
+    status[0, 0, 10:20, :40] = 1
+    if config == "FH-edges":
+        # good-pixel counts on psana's npixmin edges (10): banks need >= npixmin, rows and
+        # columns > npixmin
+        status[0] = 0
+        for s, bank, keep in ((0, 0, 10), (0, 1, 9)):
+            blk = np.ones(AR * 48, np.uint16)
+            blk[rng.choice(blk.size, keep, replace=False)] = 0
+            status[0, s, :AR, bank * 48:(bank + 1) * 48] = blk.reshape(AR, 48)
+        for row, keep in ((180, 11), (181, 10)):
+            status[0, 0, row, 96:144] = 1
+            status[0, 0, row, 96:96 + keep] = 0
+        for col, keep in ((50, 11), (51, 10)):
+            status[0, 1, :AR, col] = 1
+            status[0, 1, rng.choice(AR, keep, replace=False), col] = 0
+        config = "FH"
+    if config == "FH":
+        cfg_panel = np.full(shape, 12, np.uint8)
+        trbit = np.ones((nsegs, 4), np.uint8)
+    else:
+        # mixed: per-pixel FH/FM (12), FL (8), auto (0); trbit differs between ASICs
+        cfg_panel = rng.choice(np.array([12, 8, 0, 0, 0], np.uint8), shape)
+        cfg_panel[:, 200:260, 100:300] = 0
+        trbit = np.array([[1, 0, 1, 1], [0, 1, 0, 0]] * nsegs, np.uint8)[:nsegs]
+    pixel_config = np.stack([asics_of(cfg_panel[s]) for s in range(nsegs)])
+    frames = []
+    for _ in range(nframes):
+        gbit = (rng.random(shape) < (0.15 if config != "FH" else 0.0)).astype(np.uint16)
+        if config != "FH":
+            gbit[:, 200:230, 100:300] = 1  # a saturated blob: whole switched rows
+        adc = rng.normal(0, 3, shape)
+        bank = rng.normal(0, cm_amp, (nsegs, 2, 1, 8, 1))
+        adc += np.broadcast_to(bank, (nsegs, 2, AR, 8, COLS // 8)).reshape(shape)
+        adc += rng.normal(0, cm_amp / 2, (nsegs, ROWS, 1))
+        adc += rng.normal(0, cm_amp / 2, (nsegs, 1, COLS))
+        hits = rng.random(shape) < 0.01
+        adc[hits] += rng.exponential(300, int(hits.sum()))
+        # pedestal of the gain range psana derives from config + data bit
+        cb = (cfg_panel & 12) | np.where(trbit_panel(trbit), 16, 0) | (gbit << 5)
+        grs = gain_range_index(cb)
+        ped_px = np.take_along_axis(peds, np.where(grs < 7, grs, 0)[None], 0)[0]
+        adc = np.clip(np.rint(adc + ped_px), 0, 0x3FFF).astype(np.uint16)
+        frames.append(adc | (gbit << 14))
+    return peds, gain, status, pixel_config, trbit, np.stack(frames)
+
+
+def trbit_panel(trbit):
+    nsegs = trbit.shape[0]
+    out = np.zeros((nsegs, ROWS, COLS), bool)
+    for s in range(nsegs):
+        t = trbit[s]
+        out[s, :AR, :AC] = t[2]
+        out[s, :AR, AC:] = t[1]
+        out[s, AR:, :AC] = t[3]
+        out[s, AR:, AC:] = t[0]
+    return out
+
+
+def gain_range_index(cb):
+    m60, m28, m12 = cb & 60, cb & 28, cb & 12
+    return np.select([m28 == 28, m28 == 12, m12 == 8, m60 == 16, m60 == 0, m60 == 48, m60 == 32],
+                     [0, 1, 2, 3, 4, 5, 6], default=7)
+
+
+def check_calib(work):
+    rng = np.random.default_rng(20261122)
+    cases = [
+        ("FH no cm", "FH", None, 8.0),
+        ("FH cm (7,1,100,10)", "FH", (7, 1, 100, 10), 8.0),
+        ("FH cm (7,2,100,10)", "FH", (7, 2, 100, 10), 8.0),
+        ("FH cm (7,4,100,10)", "FH", (7, 4, 100, 10), 8.0),
+        ("FH cm (7,7,100,10)", "FH", (7, 7, 100, 10), 8.0),
+        ("FH cm (7,7,6,10) cormax hit", "FH", (7, 7, 6, 10), 8.0),
+        ("FH cm (7,7,100,10) npixmin edges", "FH-edges", (7, 7, 100, 10), 8.0),
+        ("FH cm (7,1,100,10) npixmin edges", "FH-edges", (7, 1, 100, 10), 8.0),
+        ("FH cm (7,2,100,10) npixmin edges", "FH-edges", (7, 2, 100, 10), 8.0),
+        ("FH cm (7,4,100,10) npixmin edges", "FH-edges", (7, 4, 100, 10), 8.0),
+        ("mixed no cm", "mixed", None, 8.0),
+        ("mixed cm (7,1,100,10)", "mixed", (7, 1, 100, 10), 8.0),
+        ("mixed cm (7,2,100,10)", "mixed", (7, 2, 100, 10), 8.0),
+        ("mixed cm (7,4,100,10)", "mixed", (7, 4, 100, 10), 8.0),
+        ("mixed cm (7,7,100,10)", "mixed", (7, 7, 100, 10), 8.0),
+        ("mixed cm (7,7,100,30) npixmin", "mixed", (7, 7, 100, 30), 8.0),
+        ("mixed cm (0,7,100,10) all ranges", "mixed", (0, 7, 100, 10), 8.0),
+    ]
+    for label, config, cmpars, amp in cases:
+        inputs = synthetic_case(rng, 2, 2, config, amp)
+        ours, theirs, det = calibrate_both(work, *inputs, cmpars)
+        _, no_cm, _ = calibrate_both(work, *inputs, None, ours=False)
+        cm_moved = np.count_nonzero(theirs != no_cm) / theirs.size
+        grs = np.stack([gain_range_index(det._cbits_config_and_data_detector())
+                        for det.frame in inputs[-1]])
+        ranges = np.bincount(grs.ravel(), minlength=8)[:7]
+        diff = np.abs(ours.astype(np.float64) - theirs)
+        rel = diff / np.maximum(np.abs(theirs), 1e-3)
+        ndiff = int(np.count_nonzero(ours != theirs))
+        tol = diff <= 1e-5 * np.maximum(np.abs(theirs), 1.0)
+        ok = bool(tol.all()) and ours.shape == theirs.shape
+        report(ok, f"calib {label}",
+               f"{ours.size:,} px: max |d| {diff.max():.3g} keV, max rel {rel.max():.3g}, "
+               f"{ndiff / ours.size:.2e} of pixels not bit-identical, "
+               f"{int((~tol).sum())} beyond 1e-5 rel; common mode moved {cm_moved:.1%} of "
+               f"pixels; gain ranges FH..AML_L {'/'.join(str(int(n)) for n in ranges)}")
+
+    # Known, explained differences: each check passes when the outputs differ exactly there.
+    peds, gain, status, pc, trbit, raw = synthetic_case(rng, 2, 1, "mixed", 8.0)
+    panel = np.stack([panel_of(p) for p in pc])
+    panel[:, 300:310, :] = 4  # g=1, ga=0: psana's table has no gain range for it
+    pc = np.stack([asics_of(p) for p in panel])
+    ours, theirs, det = calibrate_both(work, peds, gain, status, pc, trbit, raw, (7, 7, 100, 10))
+    sel = np.zeros(ours.shape, bool)
+    sel[:, :, 300:310] = True
+    mask = det._store_.mask[None]
+    expect = ((raw & 0x3FFF) * mask).astype(np.float32)
+    ok = (np.array_equal(ours[~sel], theirs[~sel]) and not ours[sel].any()
+          and np.array_equal(theirs[sel], expect[sel]))
+    report(ok, "calib known difference: config bits g=1,ga=0",
+           f"{int(np.count_nonzero(ours != theirs))} of {int(sel.sum())} such pixels differ, all "
+           f"others bit-identical: psana returns the raw ADC there (event_constants_for_gmaps "
+           f"defaults: pedestal 0, gain factor 1), lclstreamer 0 (no gain range = no constants)")
+
+    peds, gain, status, pc, trbit, raw = synthetic_case(rng, 2, 1, "FH", 8.0)
+    status = status.astype(np.uint32)
+    status[0, 1, 100, :50] |= 1 << 16
+    status[3, 1, 101, :50] |= 1 << 20
+    # no common mode: with it, the pixels masked only by psana also leave its medians
+    ours, theirs, det = calibrate_both(work, peds, gain, status, pc, trbit, raw, None)
+    high = ((status[:5] & ~np.uint32(0xFFFF)) != 0).any(0) & ((status[:5] & 0xFFFF) == 0).all(0)
+    differ = ours[0] != theirs[0]
+    ok = (np.array_equal(differ, high & (ours[0] != 0)) and not theirs[0][high].any()
+          and np.count_nonzero(differ) > 0)
+    report(ok, "calib known difference: pixel_status bits above 0xFFFF",
+           f"{int(np.count_nonzero(differ))} pixels differ, exactly those with only status bits "
+           f">= 16 set: psana's det.raw.calib masks every status bit (MaskAlgos.mask_comb "
+           f"status_bits=(1<<64)-1), lclstreamer status_bits 0xFFFF")
+
+
+def calibrate_both(work, peds, gain, status, pc, trbit, raw, cmpars, ours=True):
+    """(lclstreamer's, psana's calibrated frames, psana detector object)."""
+    from psana.detector.UtilsEpix10ka import calib_epix10ka_any
+    out = None
+    if ours:
+        d = os.path.join(work, "calib")
+        os.makedirs(d, exist_ok=True)
+        for name, a in (("pedestals", peds), ("pixel_gain", gain), ("pixel_status", status),
+                        ("raw", raw), ("pixel_config", pc), ("trbit", trbit)):
+            np.save(os.path.join(d, name + ".npy"), a)
+        cmd = [os.environ["CALIB_DUMP"], d, *(os.path.join(d, f) for f in
+               ("raw.npy", "pixel_config.npy", "trbit.npy", "out.npy"))]
+        if cmpars is not None:
+            cmd.append(",".join(str(v) for v in cmpars))
+        subprocess.run(cmd, check=True)
+        out = np.load(os.path.join(d, "out.npy"))
+    det = make_psana_epix(peds, gain, status, pc, trbit)
+    theirs = []
+    for f in raw:
+        det.frame = f
+        theirs.append(calib_epix10ka_any(det, None, cmpars=cmpars))
+    return out, np.stack(theirs).astype(np.float32), det
+
+
+# ----------------------------------------------------------------------------------------------
+# peakfinder8
+
+
+def pf8_case(rng, nframes):
+    """4 ePix10ka panels as a (1408, 384) slab, radius from an off-slab beam centre, radial
+    background plus noise, Gaussian Bragg spots, hot pixels and a few bad pixels."""
+    h, w = 4 * ROWS, COLS
+    ss, fs = np.mgrid[0:h, 0:w].astype(np.float32)
+    pix_r = np.hypot(ss - 700.3, fs + 40.7).astype(np.float32)
+    mask = (rng.random((h, w)) > 0.01).astype(np.uint8)
+    frames = []
+    for _ in range(nframes):
+        f = 20 * np.exp(-pix_r / 400) + rng.normal(0, 2, (h, w))
+        for _ in range(80):
+            y, x = rng.uniform(2, h - 2), rng.uniform(2, w - 2)
+            amp, sig = rng.uniform(15, 400), rng.uniform(0.5, 1.3)
+            y0, x0 = int(y), int(x)
+            yy, xx = np.mgrid[max(y0 - 4, 0):min(y0 + 5, h), max(x0 - 4, 0):min(x0 + 5, w)]
+            f[yy, xx] += amp * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sig * sig))
+        hot = rng.integers(0, h * w, 20)
+        f.ravel()[hot] += 3000
+        frames.append(f.astype(np.float32))
+    return np.stack(frames), pix_r, mask
+
+
+def check_pf8(work):
+    try:
+        from psana.peakfinder8 import peakfinder_8
+    except ImportError as e:
+        print(f"SKIP pf8: psana has no peakfinder8 ({e})")
+        return
+    rng = np.random.default_rng(88)
+    frames, pix_r, mask = pf8_case(rng, 4)
+    d = os.path.join(work, "pf8")
+    os.makedirs(d, exist_ok=True)
+    for name, a in (("frames", frames), ("pix_r", pix_r), ("mask", mask)):
+        np.save(os.path.join(d, name + ".npy"), a)
+    layout = (AC, AR, 2, 8)
+    for label, p in (
+        ("thresh 30 snr 5 pix 2..30 bg 3", dict(adc_threshold=30.0, minimum_snr=5.0,
+                                               min_pixel_count=2, max_pixel_count=30,
+                                               local_bg_radius=3)),
+        ("thresh 10 snr 4 pix 1..10 bg 4", dict(adc_threshold=10.0, minimum_snr=4.0,
+                                               min_pixel_count=1, max_pixel_count=10,
+                                               local_bg_radius=4)),
+    ):
+        theirs = []
+        for f in frames:
+            x, y, val, idx, npix, maxi, sigma, snr = peakfinder_8(
+                2048, f, mask.astype(np.int8), pix_r, *layout, p["adc_threshold"],
+                p["minimum_snr"], p["min_pixel_count"], p["max_pixel_count"],
+                p["local_bg_radius"])
+            theirs.append(np.array([x, y, val, npix, maxi, sigma, snr], np.float64).T
+                          .reshape(-1, 7))
+        for exact in (True, False):
+            params = dict(p, max_num_peaks=2048, min_res=0.0, max_res=1e9, om_bit_exact=exact)
+            pj = os.path.join(d, "params.json")
+            json.dump(params, open(pj, "w"))
+            out = os.path.join(d, "out.json")
+            subprocess.run([os.environ["PF8_DUMP"], *(os.path.join(d, n + ".npy") for n in
+                            ("frames", "pix_r", "mask")), pj, ",".join(map(str, layout)), out],
+                           check=True)
+            ours = [np.array([[q["fs"], q["ss"], q["intensity"], q["npix"], q["max_pixel"],
+                               q["sigma"], q["snr"]] for q in fr["peaks"]], np.float64)
+                    .reshape(-1, 7) for fr in json.load(open(out))]
+            matched = only_t = only_o = 0
+            maxrel = np.zeros(7)
+            extra = []
+            for t, o in zip(theirs, ours):
+                kt = {(round(r[0], 3), round(r[1], 3)): r for r in t}
+                ko = {(round(r[0], 3), round(r[1], 3)): r for r in o}
+                for k in kt.keys() & ko.keys():
+                    matched += 1
+                    rel = np.abs(kt[k] - ko[k]) / np.maximum(np.abs(kt[k]), 1e-6)
+                    maxrel = np.maximum(maxrel, rel)
+                only_t += len(kt.keys() - ko.keys())
+                only_o += len(ko.keys() - kt.keys())
+                extra += [ko[k] for k in ko.keys() - kt.keys()] + [kt[k] for k in kt.keys() - ko.keys()]
+            names = ("fs", "ss", "intensity", "npix", "max", "sigma", "snr")
+            detail = (f"{matched} peaks matched by centroid, {only_t} only in psana, {only_o} only "
+                      f"in lclstreamer; max rel diff " +
+                      ", ".join(f"{n} {v:.2g}" for n, v in zip(names, maxrel)))
+            if extra:
+                detail += "; unmatched snr " + ", ".join(f"{r[6]:.4f}" for r in extra)
+            values_ok = maxrel.max() <= 1e-6
+            if exact:
+                ok = only_t == only_o == 0 and values_ok
+            else:
+                # clean growth: psana (= OM) reads one stale list slot while growing a peak
+                # and may attach pixels around an earlier peak's position, which changes that
+                # peak's pixel set and centroid; f64 radial statistics shift borderline seeds
+                ok = (only_t + only_o) <= 0.01 * matched and values_ok
+            report(ok, f"pf8 {label} om_bit_exact={exact}", detail)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--only", choices=["reader", "calib", "pf8"])
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="psana-crosscheck-") as work:
+        if a.only in (None, "reader"):
+            check_reader("detector/test_epix_calib.xtc2",
+                         os.path.join(a.data, "detector/test_epix_calib.xtc2"), a.bin, work)
+            for name in ("intg_det", "fakesteps", "mixed_rate", "multi-seg-epics", "chunking"):
+                check_reader(name, os.path.join(a.data, name), a.bin, work)
+            f = "multirun_w_new_config/xpptut15-r0014-s000-c000.xtc2"
+            check_reader(f, os.path.join(a.data, f), a.bin, work)
+        if a.only in (None, "calib"):
+            check_calib(work)
+        if a.only in (None, "pf8"):
+            check_pf8(work)
+    n_fail = RESULTS.count(False)
+    print(f"{len(RESULTS) - n_fail} passed, {n_fail} failed")
+    sys.exit(1 if n_fail else 0)
+
+
+if __name__ == "__main__":
+    main()
