@@ -150,6 +150,10 @@ fn random_epix_case(
     for g in c.pixel_gain.iter_mut().step_by(997) {
         *g = 0.0;
     }
+    // Status bits above 0xFFFF mask a pixel too in psana's det.raw.calib.
+    for s in c.pixel_status.iter_mut().step_by(1009) {
+        *s |= 1 << 20;
+    }
     let configs: Vec<PanelConfig> = (0..nsegs)
         .map(|_| {
             let choices = [0u8, 4, 8, 12, 0, 0];
@@ -195,8 +199,7 @@ fn psana_epix_calib(
             let k = s * seg + i;
             let r = raw[k];
             let bits = cb[i] | (((r & 0x4000) >> 9) as u8);
-            let good =
-                (0..5).all(|gr| c.pixel_status[gr * n + k] & 0xFFFF == 0) && user_mask[k] != 0;
+            let good = (0..5).all(|gr| c.pixel_status[gr * n + k] == 0) && user_mask[k] != 0;
             mask[i] = good;
             match psana_gain_range(bits) {
                 Some(gr) => {
@@ -207,8 +210,10 @@ fn psana_epix_calib(
                         good && (cm.is_none_or(|p| p.alg != 7) || [0, 1, 3, 4].contains(&gr));
                 }
                 None => {
-                    arr[i] = 0.0;
-                    fac[i] = 0.0;
+                    // psana's defaults for a pixel with no gain range: pedestal 0, factor 1.
+                    arr[i] = f32::from(r & 0x3FFF);
+                    fac[i] = 1.0;
+                    gmask[i] = good && cm.is_none_or(|p| p.alg != 7);
                 }
             }
         }

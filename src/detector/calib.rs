@@ -164,11 +164,17 @@ impl Calibrator {
                 cm_ok: vec![0; n],
             };
             for (i, gr) in grs.iter().enumerate() {
+                let m = f32::from(pmask[i]);
                 if let Some(gr) = gr {
                     let k = *gr as usize * n + i;
                     t.ped[i] = c.pedestals[k];
-                    t.gfac[i] = gain_factor(c.pixel_gain[k]) * f32::from(pmask[i]);
+                    t.gfac[i] = gain_factor(c.pixel_gain[k]) * m;
                     t.cm_ok[i] = u8::from(pmask[i] != 0 && (!alg7 || gr.in_common_mode()));
+                } else {
+                    // A configuration psana maps to no gain range (g=1, ga=0): like psana,
+                    // pedestal 0 and gain factor 1, so the raw ADC comes through.
+                    t.gfac[i] = m;
+                    t.cm_ok[i] = u8::from(pmask[i] != 0 && !alg7);
                 }
             }
             t

@@ -267,7 +267,9 @@ impl GainConstants {
                 a.iter()
                     .map(|&v| {
                         if v.is_finite() {
-                            v as u64 as u32
+                            // Bits above 31 fold into bit 31, so a non-zero status stays non-zero.
+                            let s = v as u64;
+                            s as u32 | (u32::from(s >> 32 != 0) << 31)
                         } else {
                             u32::MAX
                         }

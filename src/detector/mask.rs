@@ -1,7 +1,8 @@
 //! Pixel masks as psana builds them: status per gain range merged, pixel_mask constant, user mask.
 
-/// psana's default status bits for epix/Jungfrau (`status_bits = 0xFFFF`).
-pub const DEFAULT_STATUS_BITS: u32 = 0xFFFF;
+/// The status bits `det.raw.calib` masks in psana: all of them (`mask_comb` uses
+/// `status_bits = (1 << 64) - 1`; only `_mask_from_status` defaults to 0xFFFF).
+pub const DEFAULT_STATUS_BITS: u32 = u32::MAX;
 
 /// `1` where `(status[gr] & status_bits) == 0` for every gain range in `grinds`, else `0`
 /// (psana `status_as_mask` merged over `gain_range_inds`). `status` is `(ngr, n)` flattened.
