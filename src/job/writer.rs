@@ -146,8 +146,12 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             seq,
             events: n,
         };
-        for (_, s) in sinks.iter_mut() {
-            s.send(bytes.clone(), &m)?;
+        // The last sink takes the image itself; only the others get copies.
+        if let Some(((_, last), rest)) = sinks.split_last_mut() {
+            for (_, s) in rest.iter_mut() {
+                s.send(bytes.clone(), &m)?;
+            }
+            last.send(bytes, &m)?;
         }
         stats.ns_serialize += (t1 - t0).as_nanos() as u64;
         stats.ns_send += t1.elapsed().as_nanos() as u64;
