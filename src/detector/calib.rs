@@ -492,19 +492,38 @@ impl Kernel {
             };
         }
         if cms.is_empty() {
-            for ((o, &c), &g) in out.iter_mut().zip(cmv.iter()).zip(g0) {
-                *o = (if c.is_nan() { *o } else { c }) * g;
-            }
+            gain_pass(out, cmv, g0, None);
         } else {
             let rows = out.chunks_exact_mut(cols).zip(cmv.chunks_exact(cols));
             for ((orow, crow), grow) in rows.zip(g0.chunks_exact(cols)) {
-                for (((o, &c), &g), &cm) in orow.iter_mut().zip(crow).zip(grow).zip(cms) {
-                    *o = (if c.is_nan() { *o } else { c - cm }) * g;
-                }
+                gain_pass(orow, crow, grow, Some(cms));
             }
         }
         for &(i, v) in others.iter() {
             out[i as usize] = v;
+        }
+    }
+}
+
+/// `out = (cm-corrected value where eligible, else out) × gain`, branch-free so it vectorises;
+/// `cms` are per-column corrections still to subtract.
+#[inline(always)]
+fn gain_pass(out: &mut [f32], cmv: &[f32], gain: &[f32], cms: Option<&[f32]>) {
+    let n = out.len();
+    let (cmv, gain) = (&cmv[..n], &gain[..n]);
+    match cms {
+        Some(cms) => {
+            let cms = &cms[..n];
+            for i in 0..n {
+                let (o, c) = (out[i], cmv[i] - cms[i]);
+                out[i] = (if c.is_nan() { o } else { c }) * gain[i];
+            }
+        }
+        None => {
+            for i in 0..n {
+                let (o, c) = (out[i], cmv[i]);
+                out[i] = (if c.is_nan() { o } else { c }) * gain[i];
+            }
         }
     }
 }
