@@ -3,11 +3,13 @@
 //! Samples sit in rows of [`LANES`] lanes. Either every lane is its own group (a strip of
 //! columns, a stack of bank rows) or all lanes form one pooled group (a bank). NaN marks "not a
 //! sample". Each group's two middle order statistics are bracketed by counting the samples at or
-//! under per-lane thresholds, one vectorised pass over the rows per probe (interpolation guarded
-//! by bisection), until each bracket holds only its order statistic, which a last pass reads off.
+//! under per-lane thresholds, one vectorised pass over the rows per two probes (interpolation
+//! guarded by bisection), until each statistic is the smallest or the largest sample of its
+//! bracket, which a last pass reads off; a bracket of tied samples settles through its extremes.
 //! Only medians strictly inside `(-window, window)` are wanted (psana's `cormax`), which gives the
 //! starting bracket. The result equals numpy's median (mean of the two middle values for even
-//! counts) bit for bit, except that −0 and +0 count as equal; a group the search cannot settle falls back to selection.
+//! counts) bit for bit, except that −0 and +0 count as equal; a group the search cannot settle
+//! falls back to selection.
 
 /// Lanes per row: one AVX2 vector of f32.
 pub const LANES: usize = 8;
@@ -111,7 +113,7 @@ pub fn lane_medians(
     dispatch::<false>(rows, window, scratch)
 }
 
-/// The median of all samples of `rows` (every lane of the result holds it).
+/// The median of all samples of `rows`.
 pub fn pooled_median(rows: Samples<'_>, window: f32, scratch: &mut MedianScratch) -> GroupMedian {
     dispatch::<true>(rows, window, scratch)[0]
 }
@@ -351,7 +353,8 @@ fn medians<const POOLED: bool, P: Passes>(
         let ks = [(n[l] - 1) / 2, n[l] / 2];
         if cneg[l] > ks[1] || cpos[l] <= ks[0] {
             state[l] = State::Outside;
-        } else if cneg[l] > ks[0] || cpos[l] <= ks[1] {
+        } else if cneg[l] > ks[0] || cpos[l] <= ks[1] || n[l] > 1 << 24 {
+            // A middle statistic on each side of a window edge, or counts past f32's exact range.
             state[l] = State::Fallback;
         } else {
             for (s, &kk) in ks.iter().enumerate() {
