@@ -13,7 +13,6 @@
 use anyhow::{Context, Result, bail};
 use lclstreamer::inspect::resolve_inputs;
 use lclstreamer::xtc::eventbuild::EventBuilder;
-use lclstreamer::xtc::index::StreamIndexer;
 use lclstreamer::xtc::{TransitionId, read_dgram_at};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,12 +29,7 @@ fn main() -> Result<()> {
         .with_context(|| format!("{}: cannot create", out_dir.display()))?;
     let inputs = resolve_inputs(&args[1..], Path::new("/nonexistent"))?;
     let run = inputs.run.context("the inputs do not form a run")?;
-    let indexers = run
-        .streams
-        .iter()
-        .map(|s| StreamIndexer::open(s, true))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut builder = EventBuilder::new(indexers, Vec::new());
+    let mut builder = EventBuilder::for_run(&run, true)?;
     let mut files: BTreeMap<PathBuf, File> = BTreeMap::new();
     let mut buf = Vec::new();
     let data_path = out_dir.join("data.bin");

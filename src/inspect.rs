@@ -2,7 +2,6 @@
 //! truncation, damage, run info, detectors and their variables, optionally the first events).
 
 use crate::xtc::eventbuild::EventBuilder;
-use crate::xtc::index::StreamIndexer;
 use crate::xtc::run::RunFiles;
 use crate::xtc::{
     Dgram, DgramReader, NamesLookup, Schema, TransitionId, Truncation, XtcError, read_dgram_at,
@@ -243,12 +242,7 @@ pub fn summarize(
 /// Decodes the first `n` L1Accept events of a run: per stream, per block, each variable's
 /// type, shape and (for small ones) value.
 pub fn first_events(run: &RunFiles, n: usize) -> Result<Vec<serde_json::Value>, XtcError> {
-    let indexers = run
-        .streams
-        .iter()
-        .map(|s| StreamIndexer::open(s, true))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut builder = EventBuilder::new(indexers, Vec::new());
+    let mut builder = EventBuilder::for_run(run, true)?;
     let mut files: BTreeMap<PathBuf, File> = BTreeMap::new();
     let mut buf = Vec::new();
     let mut out = Vec::new();

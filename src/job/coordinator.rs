@@ -138,13 +138,8 @@ impl Feed {
 
 /// Opens the run's streams and the event builder.
 fn open_feed(cfg: &Config, run: &RunFiles) -> anyhow::Result<Feed> {
-    let indexers = run
-        .streams
-        .iter()
-        .map(|s| StreamIndexer::open(s, cfg.source.use_smalldata))
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(Feed {
-        builder: EventBuilder::new(indexers, Vec::new()),
+        builder: EventBuilder::for_run(run, cfg.source.use_smalldata)?,
         stream_ids: run.streams.iter().map(|s| s.stream).collect(),
         detector: cfg.source.detector.clone(),
         expected_set: false,

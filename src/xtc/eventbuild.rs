@@ -5,7 +5,8 @@
 
 use super::error::XtcError;
 use super::header::TransitionId;
-use super::index::IndexEntry;
+use super::index::{IndexEntry, StreamIndexer};
+use super::run::RunFiles;
 
 /// One stream's contribution to an event.
 #[derive(Debug, Clone)]
@@ -152,5 +153,18 @@ impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> Iterator for EventBuilder
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_event().transpose()
+    }
+}
+
+impl EventBuilder<StreamIndexer> {
+    /// Opens every stream of `run` (through its small data when `use_smd`) and builds events
+    /// across them, with no stream expected yet.
+    pub fn for_run(run: &RunFiles, use_smd: bool) -> Result<Self, XtcError> {
+        let indexers = run
+            .streams
+            .iter()
+            .map(|s| StreamIndexer::open(s, use_smd))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EventBuilder::new(indexers, Vec::new()))
     }
 }
