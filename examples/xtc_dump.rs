@@ -12,8 +12,8 @@
 
 use anyhow::{Context, Result, bail};
 use lclstreamer::inspect::resolve_inputs;
+use lclstreamer::xtc::TransitionId;
 use lclstreamer::xtc::eventbuild::EventBuilder;
-use lclstreamer::xtc::{TransitionId, read_dgram_at};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -49,21 +49,10 @@ fn main() -> Result<()> {
         }
         let mut streams = Vec::new();
         for part in &ev.parts {
-            let Some(loc) = part.entry.location else {
+            let Some((_, d)) = builder.read_part(part, &mut files, &mut buf)? else {
                 continue;
             };
             let ix = builder.stream(part.stream).context("stream exists")?;
-            let path = ix
-                .chunk_path(loc.chunk)
-                .map(Path::to_path_buf)
-                .with_context(|| {
-                    format!("chunk {} of stream {} unknown", loc.chunk, part.stream)
-                })?;
-            if !files.contains_key(&path) {
-                let f = File::open(&path).with_context(|| format!("{}", path.display()))?;
-                files.insert(path.clone(), f);
-            }
-            let d = read_dgram_at(&files[&path], &path, loc.offset, loc.size, &mut buf)?;
             let blocks = d.blocks(ix.lookup())?;
             let mut dets = Vec::new();
             for b in &blocks {

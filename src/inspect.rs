@@ -3,9 +3,7 @@
 
 use crate::xtc::eventbuild::EventBuilder;
 use crate::xtc::run::RunFiles;
-use crate::xtc::{
-    Dgram, DgramReader, NamesLookup, Schema, TransitionId, Truncation, XtcError, read_dgram_at,
-};
+use crate::xtc::{Dgram, DgramReader, NamesLookup, Schema, TransitionId, Truncation, XtcError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -255,24 +253,10 @@ pub fn first_events(run: &RunFiles, n: usize) -> Result<Vec<serde_json::Value>, 
         }
         let mut streams = Vec::new();
         for part in &ev.parts {
-            let Some(loc) = part.entry.location else {
+            let Some((path, d)) = builder.read_part(part, &mut files, &mut buf)? else {
                 continue;
             };
-            let ix = builder.stream(part.stream).expect("stream exists");
-            let path = ix
-                .chunk_path(loc.chunk)
-                .map(Path::to_path_buf)
-                .ok_or_else(|| {
-                    XtcError::Layout(format!(
-                        "chunk {} of stream {} unknown",
-                        loc.chunk, part.stream
-                    ))
-                })?;
-            if !files.contains_key(&path) {
-                let f = File::open(&path).map_err(|e| XtcError::io(&path, 0, e))?;
-                files.insert(path.clone(), f);
-            }
-            let d = read_dgram_at(&files[&path], &path, loc.offset, loc.size, &mut buf)?;
+            let ix = builder.stream(part.stream).expect("stream of a built part");
             let blocks = d
                 .blocks(ix.lookup())
                 .map_err(|e| XtcError::format(&path, e))?;
@@ -295,8 +279,8 @@ pub fn first_events(run: &RunFiles, n: usize) -> Result<Vec<serde_json::Value>, 
             streams.push(serde_json::json!({
                 "stream": part.stream,
                 "file": path,
-                "offset": loc.offset,
-                "size": loc.size,
+                "offset": part.entry.location.map(|l| l.offset),
+                "size": part.entry.location.map(|l| l.size),
                 "damage": d.header.root.damage.0,
                 "detectors": dets,
             }));

@@ -1,5 +1,5 @@
 //! psana's median common-mode correction (`UtilsCommonMode`, `common_mode_epix_multigain_apply`)
-//! on one segment of pedestal-subtracted values.
+//! on one half segment of pedestal-subtracted values.
 //!
 //! The segment is split into top/bottom halves and `nbanks` column banks. Mode bits run in the
 //! order 4 (2-D bank median), 1 (per row inside each bank), 2 (per column inside each half).
@@ -47,43 +47,9 @@ pub struct CmScratch {
     col_cm: Vec<f32>,
 }
 
-/// Applies the correction to one segment `vals` (`rows×cols`, row-major) in place; NaN marks
-/// pixels that are not eligible (they stay NaN).
-pub fn apply_segment(
-    vals: &mut [f32],
-    rows: usize,
-    cols: usize,
-    nbanks: usize,
-    p: &CommonModeParams,
-    scratch: &mut CmScratch,
-) {
-    let half = rows / 2 * cols;
-    for h in vals.chunks_exact_mut(half).take(2) {
-        apply_half(h, cols, nbanks, p, scratch);
-    }
-}
-
-/// Applies the correction to one half segment (`rows/2 × cols`, NaN = not eligible): modes 4,
-/// 1, then 2.
-pub fn apply_half(
-    vals: &mut [f32],
-    cols: usize,
-    nbanks: usize,
-    p: &CommonModeParams,
-    scratch: &mut CmScratch,
-) {
-    let cms = apply_half_but_columns(vals, cols, nbanks, p, scratch);
-    if !cms.is_empty() {
-        for row in vals.chunks_exact_mut(cols) {
-            for (v, &cm) in row.iter_mut().zip(cms) {
-                *v -= cm;
-            }
-        }
-    }
-}
-
-/// Like [`apply_half`], but returns the per-column corrections of mode 2 (empty without it)
-/// instead of subtracting them, so the caller can fold them into its next pass.
+/// Applies modes 4 and 1 to one half segment (`rows/2 × cols`, row-major, NaN = not eligible)
+/// in place, and returns the per-column corrections of mode 2 (empty without it) for the caller
+/// to subtract from the eligible pixels in its next pass.
 pub fn apply_half_but_columns<'s>(
     vals: &mut [f32],
     cols: usize,

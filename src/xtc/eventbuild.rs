@@ -3,9 +3,15 @@
 //! has it. Transitions belong in every stream; L1Accepts may come from a subset (mixed rates).
 //! Nothing is dropped: a transition or event missing an expected stream is returned flagged.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::dgram::Dgram;
 use super::error::XtcError;
 use super::header::TransitionId;
 use super::index::{IndexEntry, StreamIndexer};
+use super::reader::read_dgram_at;
 use super::run::RunFiles;
 
 /// One stream's contribution to an event.
@@ -166,5 +172,34 @@ impl EventBuilder<StreamIndexer> {
             .map(|s| StreamIndexer::open(s, use_smd))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EventBuilder::new(indexers, Vec::new()))
+    }
+
+    /// Reads the bigdata datagram of `part` (one of this builder's event parts) into `buf`,
+    /// opening each chunk file once into `files`; `None` when the part has no bigdata location.
+    pub fn read_part<'b>(
+        &self,
+        part: &EventPart,
+        files: &mut BTreeMap<PathBuf, File>,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<Option<(PathBuf, Dgram<'b>)>, XtcError> {
+        let Some(loc) = part.entry.location else {
+            return Ok(None);
+        };
+        let path = self
+            .stream(part.stream)
+            .and_then(|ix| ix.chunk_path(loc.chunk))
+            .map(Path::to_path_buf)
+            .ok_or_else(|| {
+                XtcError::Layout(format!(
+                    "chunk {} of stream {} unknown",
+                    loc.chunk, part.stream
+                ))
+            })?;
+        if !files.contains_key(&path) {
+            let f = File::open(&path).map_err(|e| XtcError::io(&path, 0, e))?;
+            files.insert(path.clone(), f);
+        }
+        let d = read_dgram_at(&files[&path], &path, loc.offset, loc.size, buf)?;
+        Ok(Some((path, d)))
     }
 }
