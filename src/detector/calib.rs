@@ -8,11 +8,13 @@
 //! found by scanning the raw words 16 at a time. Work is done per half segment (L2-resident),
 //! which is also the unit of every common-mode mode.
 
+use super::calib_passes::{self, Half, Strips};
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
 use super::jungfrau;
 use super::mask;
+use crate::algo::median::LANES;
 
 /// Detector family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,17 +84,25 @@ struct Kernel {
 
 #[derive(Debug, Clone)]
 struct SegScratch {
-    /// Pedestal-subtracted pixels eligible for common mode, NaN elsewhere (half a segment).
+    /// Pedestal-subtracted pixels eligible for common mode, NaN elsewhere (half a segment,
+    /// strip-major).
     cmv: Vec<f32>,
     cm: CmScratch,
-    others: Vec<(u32, f32)>,
+    /// Pixels whose gain bits select another table than the first one.
+    switched: Vec<u32>,
+    /// Column corrections of the half segment.
+    cms: Vec<f32>,
+    /// Their pedestal-subtracted values and gain factors.
+    others: Vec<(f32, f32)>,
 }
 
 impl SegScratch {
-    fn new(seg: usize) -> SegScratch {
+    fn new(st: Strips, cols: usize) -> SegScratch {
         SegScratch {
-            cmv: vec![0.0; seg / 2],
+            cmv: vec![f32::NAN; st.len(cols)],
             cm: CmScratch::default(),
+            switched: Vec::new(),
+            cms: Vec::new(),
             others: Vec::new(),
         }
     }
@@ -199,7 +209,7 @@ impl Calibrator {
                 nbanks: 8,
             },
             mask: pmask,
-            scratch: vec![SegScratch::new(seg)],
+            scratch: vec![SegScratch::new(Strips::new(c.rows / 2), c.cols)],
         })
     }
 
@@ -252,7 +262,7 @@ impl Calibrator {
                 nbanks: 16,
             },
             mask: pmask,
-            scratch: vec![SegScratch::new(c.rows * c.cols)],
+            scratch: vec![SegScratch::new(Strips::new(c.rows / 2), c.cols)],
         })
     }
 
@@ -329,8 +339,9 @@ impl Calibrator {
         use rayon::prelude::*;
         self.check_slab(raw, out)?;
         let seg = self.rows * self.kernel.cols;
+        let (st, cols) = (Strips::new(self.rows / 2), self.kernel.cols);
         self.scratch
-            .resize_with(self.nsegs, || SegScratch::new(seg));
+            .resize_with(self.nsegs, || SegScratch::new(st, cols));
         let kernel = &self.kernel;
         out.par_chunks_exact_mut(seg)
             .zip(raw.par_chunks_exact(seg))
@@ -377,52 +388,56 @@ impl Kernel {
             let r = &raw[h * half..(h + 1) * half];
             let o = &mut out[h * half..(h + 1) * half];
             match self.cm {
-                None => self.calibrate_plain(base, r, o),
+                None => self.calibrate_plain(base, r, o, sc),
                 Some(p) => self.calibrate_with_cm(base, r, o, &p, sc),
             }
         }
     }
 
-    /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits.
-    fn calibrate_plain(&self, base: usize, raw: &[u16], out: &mut [f32]) {
-        let n = raw.len();
-        let range = base..base + n;
+    /// The table selected by a raw word's gain bits.
+    #[inline(always)]
+    fn table_of(&self, raw: u16) -> &Table {
+        &self.tables[self.code_table[((raw >> 14) & self.code_mask) as usize]]
+    }
+
+    /// Collects into `idx` the pixels whose gain bits select another table than code 0's,
+    /// scanning the raw words 16 at a time. Handling them afterwards, from a list, lets the
+    /// scattered loads from the other tables overlap.
+    fn switched(&self, raw: &[u16], idx: &mut Vec<u32>) {
+        idx.clear();
         if self.tables.len() == 1 {
-            let t = &self.tables[0];
-            let (ped, g) = (&t.ped[range.clone()], &t.gfac[range]);
-            for (((o, &r), &p), &g) in out.iter_mut().zip(raw).zip(ped).zip(g) {
-                *o = (f32::from(r & 0x3FFF) - p) * g;
-            }
             return;
         }
-        // Every pixel with the first table (vectorised), then a fix-up of the pixels whose gain
-        // bits select another table, found by scanning the raw words (L2-resident) in blocks.
-        let t0i = self.code_table[0];
-        let t0 = &self.tables[t0i];
-        let (ped0, g0) = (&t0.ped[range.clone()], &t0.gfac[range]);
-        for (((o, &r), &p), &g) in out.iter_mut().zip(raw).zip(ped0).zip(g0) {
-            *o = (f32::from(r & 0x3FFF) - p) * g;
-        }
+        let t0 = self.code_table[0];
         let code_bits = self.code_mask << 14;
-        let same: [bool; 4] = std::array::from_fn(|c| self.code_table[c] == t0i);
         for (blk, chunk) in raw.chunks(16).enumerate() {
-            let any = chunk.iter().fold(0u16, |acc, &r| acc | (r & code_bits));
-            if any == 0 && same[0] {
+            if chunk.iter().fold(0u16, |acc, &r| acc | (r & code_bits)) == 0 {
                 continue;
             }
             for (j, &r) in chunk.iter().enumerate() {
-                let code = ((r >> 14) & self.code_mask) as usize;
-                if !same[code] {
-                    let i = blk * 16 + j;
-                    let t = &self.tables[self.code_table[code]];
-                    out[i] = (f32::from(r & 0x3FFF) - t.ped[base + i]) * t.gfac[base + i];
+                if self.code_table[((r >> 14) & self.code_mask) as usize] != t0 {
+                    idx.push((blk * 16 + j) as u32);
                 }
             }
         }
     }
 
-    /// Pedestal subtraction into `out` with eligibility flags, common mode on the half segment
-    /// (L2-resident), then the gain factors.
+    /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits: every pixel
+    /// with code 0's table (vectorised), then the switched pixels.
+    fn calibrate_plain(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
+        let range = base..base + raw.len();
+        let t0 = &self.tables[self.code_table[0]];
+        calib_passes::plain(raw, &t0.ped[range.clone()], &t0.gfac[range], out);
+        self.switched(raw, &mut sc.switched);
+        for &i in &sc.switched {
+            let (i, r) = (i as usize, raw[i as usize]);
+            let t = self.table_of(r);
+            out[i] = (f32::from(r & 0x3FFF) - t.ped[base + i]) * t.gfac[base + i];
+        }
+    }
+
+    /// The eligible pedestal-subtracted pixels into `sc.cmv`, common mode bank by bank on the
+    /// half segment (L2-resident), then the output in one pass with the gain factors.
     fn calibrate_with_cm(
         &self,
         base: usize,
@@ -432,98 +447,52 @@ impl Kernel {
         sc: &mut SegScratch,
     ) {
         let n = raw.len();
-        let cmv = &mut sc.cmv[..n];
-        let t0i = self.code_table[0];
-        let t0 = &self.tables[t0i];
+        let cols = self.cols;
+        let hrows = n / cols;
+        let bw = cols / self.nbanks;
+        let t0 = &self.tables[self.code_table[0]];
         let range = base..base + n;
         let (ped0, ok0, g0) = (
             &t0.ped[range.clone()],
             &t0.cm_ok[range.clone()],
             &t0.gfac[range],
         );
-        let mut eligible = 0u8;
-        for (((o, c), &r), (&p, &k)) in out
-            .iter_mut()
-            .zip(cmv.iter_mut())
-            .zip(raw)
-            .zip(ped0.iter().zip(ok0))
-        {
-            *o = f32::from(r & 0x3FFF) - p;
-            *c = if k != 0 { *o } else { f32::NAN };
-            eligible |= k;
-        }
-        // Pixels whose gain bits select another table: fix the pedestal and eligibility now,
-        // remember their gain factor, and after common mode their calibrated value.
+        let st = Strips::new(hrows);
+        let cmv = &mut sc.cmv[..st.len(cols)];
+        let h = Half {
+            raw,
+            ped: ped0,
+            cols,
+            st,
+        };
+        let mut eligible = calib_passes::pedestal(h, ok0, cmv);
+        // Switched pixels: their eligible values now, their own calibration after the gain pass.
+        self.switched(raw, &mut sc.switched);
         let others = &mut sc.others;
         others.clear();
-        let code_bits = self.code_mask << 14;
-        for (blk, chunk) in raw.chunks(16).enumerate() {
-            if chunk.iter().fold(0u16, |acc, &r| acc | (r & code_bits)) == 0 {
-                continue;
-            }
-            for (j, &r) in chunk.iter().enumerate() {
-                let t = self.code_table[((r >> 14) & self.code_mask) as usize];
-                if t != t0i {
-                    let i = blk * 16 + j;
-                    let t = &self.tables[t];
-                    out[i] = f32::from(r & 0x3FFF) - t.ped[base + i];
-                    let k = t.cm_ok[base + i];
-                    cmv[i] = if k != 0 { out[i] } else { f32::NAN };
-                    eligible |= k;
-                    others.push((i as u32, t.gfac[base + i]));
-                }
-            }
+        for &i in &sc.switched {
+            let (i, r) = (i as usize, raw[i as usize]);
+            let t = self.table_of(r);
+            let d = f32::from(r & 0x3FFF) - t.ped[base + i];
+            let k = t.cm_ok[base + i] != 0;
+            cmv[st.index(i / cols, i % cols)] = if k { d } else { f32::NAN };
+            eligible |= k;
+            others.push((d, t.gfac[base + i]));
         }
-        // `cmv` holds the eligible pixels (NaN elsewhere), corrected in place but for the column
-        // corrections, which the gain pass folds in.
-        let cols = self.cols;
-        let cms: &[f32] = if eligible != 0 {
-            common_mode::apply_half_but_columns(cmv, cols, self.nbanks, p, &mut sc.cm)
+        let cms = &mut sc.cms;
+        cms.clear();
+        if eligible {
+            for bank in cmv.chunks_exact_mut(bw / LANES * st.stride) {
+                cms.extend_from_slice(common_mode::apply_bank_but_columns(bank, st, p, &mut sc.cm));
+            }
         } else {
-            &[]
-        };
-        let cm_of = |i: usize| cms.get(i % cols).copied().unwrap_or(0.0);
-        for (i, g) in others.iter_mut() {
-            let i = *i as usize;
-            *g *= if cmv[i].is_nan() {
-                out[i]
-            } else {
-                cmv[i] - cm_of(i)
-            };
+            cms.resize(cols, 0.0);
         }
-        if cms.is_empty() {
-            gain_pass(out, cmv, g0, None);
-        } else {
-            let rows = out.chunks_exact_mut(cols).zip(cmv.chunks_exact(cols));
-            for ((orow, crow), grow) in rows.zip(g0.chunks_exact(cols)) {
-                gain_pass(orow, crow, grow, Some(cms));
-            }
-        }
-        for &(i, v) in others.iter() {
-            out[i as usize] = v;
-        }
-    }
-}
-
-/// `out = (cm-corrected value where eligible, else out) × gain`, branch-free so it vectorises;
-/// `cms` are per-column corrections still to subtract.
-#[inline(always)]
-fn gain_pass(out: &mut [f32], cmv: &[f32], gain: &[f32], cms: Option<&[f32]>) {
-    let n = out.len();
-    let (cmv, gain) = (&cmv[..n], &gain[..n]);
-    match cms {
-        Some(cms) => {
-            let cms = &cms[..n];
-            for i in 0..n {
-                let (o, c) = (out[i], cmv[i] - cms[i]);
-                out[i] = (if c.is_nan() { o } else { c }) * gain[i];
-            }
-        }
-        None => {
-            for i in 0..n {
-                let (o, c) = (out[i], cmv[i]);
-                out[i] = (if c.is_nan() { o } else { c }) * gain[i];
-            }
+        calib_passes::gain(h, g0, cmv, cms, out);
+        for (&i, &(d, g)) in sc.switched.iter().zip(others.iter()) {
+            let i = i as usize;
+            let c = cmv[st.index(i / cols, i % cols)] - cms[i % cols];
+            out[i] = if c.is_nan() { d } else { c } * g;
         }
     }
 }

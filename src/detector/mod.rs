@@ -1,6 +1,7 @@
 //! Detectors: raw decoding (ePix10ka, Jungfrau), calibration constants, common mode, masks, geometry.
 
 pub mod calib;
+pub mod calib_passes;
 pub mod common_mode;
 pub mod constants;
 pub mod epix10ka;
