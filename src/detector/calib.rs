@@ -400,26 +400,17 @@ impl Kernel {
         &self.tables[self.code_table[((raw >> 14) & self.code_mask) as usize]]
     }
 
-    /// Collects into `idx` the pixels whose gain bits select another table than code 0's,
-    /// scanning the raw words 16 at a time. Handling them afterwards, from a list, lets the
-    /// scattered loads from the other tables overlap.
+    /// Collects into `idx` the pixels whose gain bits select another table than code 0's.
+    /// Handling them afterwards, from a list, lets the scattered loads from the other tables
+    /// overlap.
     fn switched(&self, raw: &[u16], idx: &mut Vec<u32>) {
         idx.clear();
         if self.tables.len() == 1 {
             return;
         }
+        calib_passes::coded(raw, self.code_mask << 14, idx);
         let t0 = self.code_table[0];
-        let code_bits = self.code_mask << 14;
-        for (blk, chunk) in raw.chunks(16).enumerate() {
-            if chunk.iter().fold(0u16, |acc, &r| acc | (r & code_bits)) == 0 {
-                continue;
-            }
-            for (j, &r) in chunk.iter().enumerate() {
-                if self.code_table[((r >> 14) & self.code_mask) as usize] != t0 {
-                    idx.push((blk * 16 + j) as u32);
-                }
-            }
-        }
+        idx.retain(|&i| self.code_table[((raw[i as usize] >> 14) & self.code_mask) as usize] != t0);
     }
 
     /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits: every pixel
@@ -465,7 +456,7 @@ impl Kernel {
             cols,
             st,
         };
-        let mut eligible = calib_passes::pedestal(h, ok0, cmv);
+        let mut eligible = calib_passes::pedestal(h, ok0, out, cmv);
         // Switched pixels: their eligible values now, their own calibration after the gain pass.
         self.switched(raw, &mut sc.switched);
         let others = &mut sc.others;
@@ -488,7 +479,7 @@ impl Kernel {
         } else {
             cms.resize(cols, 0.0);
         }
-        calib_passes::gain(h, g0, cmv, cms, out);
+        calib_passes::gain(st, g0, cmv, cms, out);
         for (&i, &(d, g)) in sc.switched.iter().zip(others.iter()) {
             let i = i as usize;
             let c = cmv[st.index(i / cols, i % cols)] - cms[i % cols];

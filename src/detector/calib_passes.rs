@@ -70,17 +70,17 @@ with_avx2!(
     (raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) -> ()
 );
 with_avx2!(
-    /// `(raw & 0x3FFF) − ped` where `ok`, NaN elsewhere, into `cmv` (strip-major); true when
-    /// any pixel is eligible.
+    /// `out = (raw & 0x3FFF) − ped`, and the same where `ok`, NaN elsewhere, into `cmv`
+    /// (strip-major); true when any pixel is eligible.
     pedestal,
     pedestal_body,
-    (h: Half<'_>, ok: &[u8], cmv: &mut [f32]) -> bool
+    (h: Half<'_>, ok: &[u8], out: &mut [f32], cmv: &mut [f32]) -> bool
 );
 with_avx2!(
-    /// `out = (cmv − cms[column] where cmv is not NaN, else (raw & 0x3FFF) − ped) · gain`.
+    /// `out = (cmv − cms[column] where cmv is not NaN, else out) · gain`.
     gain,
     gain_body,
-    (h: Half<'_>, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]) -> ()
+    (st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]) -> ()
 );
 
 /// A half segment's raw words and pedestals, `cols` columns (a multiple of [`LANES`]) wide, and
@@ -103,26 +103,26 @@ fn plain_body(raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `(raw & 0x3FFF) − ped` where `ok`, NaN elsewhere, into `cmv` (strip-major); true when any
-/// pixel is eligible.
 #[inline(always)]
-fn pedestal_body(h: Half<'_>, ok: &[u8], cmv: &mut [f32]) -> bool {
+fn pedestal_body(h: Half<'_>, ok: &[u8], out: &mut [f32], cmv: &mut [f32]) -> bool {
     let Half { raw, ped, cols, st } = h;
     let n = raw.len();
     let hrows = n / cols;
-    let (ped, ok, cmv) = (&ped[..n], &ok[..n], &mut cmv[..st.len(cols)]);
+    let (ped, ok, out, cmv) = (&ped[..n], &ok[..n], &mut out[..n], &mut cmv[..st.len(cols)]);
     let mut any = [0u8; LANES];
     for r in 0..hrows {
         let at = r * cols..(r + 1) * cols;
         let rw = raw[at.clone()].as_chunks::<LANES>().0;
         let p = ped[at.clone()].as_chunks::<LANES>().0;
-        let k = ok[at].as_chunks::<LANES>().0;
-        for (s, ((rw, p), k)) in rw.iter().zip(p).zip(k).enumerate() {
+        let k = ok[at.clone()].as_chunks::<LANES>().0;
+        let o = out[at].as_chunks_mut::<LANES>().0;
+        for (s, (((rw, p), k), o)) in rw.iter().zip(p).zip(k).zip(o).enumerate() {
             let c: &mut [f32; LANES] = (&mut cmv[st.index(r, s * LANES)..][..LANES])
                 .try_into()
                 .expect("a strip row is LANES wide");
             for l in 0..LANES {
                 let d = f32::from(rw[l] & 0x3FFF) - p[l];
+                o[l] = d;
                 c[l] = if k[l] != 0 { d } else { f32::NAN };
                 any[l] |= k[l];
             }
@@ -131,15 +131,13 @@ fn pedestal_body(h: Half<'_>, ok: &[u8], cmv: &mut [f32]) -> bool {
     any != [0; LANES]
 }
 
-/// `out = (cmv − cms[column] where cmv is not NaN, else (raw & 0x3FFF) − ped) · gain`, `cmv`
-/// strip-major.
 #[inline(always)]
-fn gain_body(h: Half<'_>, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]) {
-    let Half { raw, ped, cols, st } = h;
+fn gain_body(st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]) {
     const PIECE: usize = 256;
-    let n = raw.len();
+    let cols = cms.len();
+    let n = out.len();
     let hrows = n / cols;
-    let (ped, gain, cms, out) = (&ped[..n], &gain[..n], &cms[..cols], &mut out[..n]);
+    let gain = &gain[..n];
     let mut tmp = [0.0f32; PIECE];
     for r in 0..hrows {
         for p0 in (0..cols).step_by(PIECE) {
@@ -150,14 +148,52 @@ fn gain_body(h: Half<'_>, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32
                 t.copy_from_slice(&cmv[st.index(r, p0 + j * LANES)..][..LANES]);
             }
             let at = r * cols + p0..r * cols + p0 + pw;
-            let o = &mut out[at.clone()];
-            let (rw, p, g) = (&raw[at.clone()], &ped[at.clone()], &gain[at]);
+            let (o, g) = (&mut out[at.clone()], &gain[at]);
             let (m, c) = (&cms[p0..p0 + pw], &tmp[..pw]);
             for i in 0..pw {
                 let v = c[i] - m[i];
-                let d = f32::from(rw[i] & 0x3FFF) - p[i];
-                o[i] = (if v.is_nan() { d } else { v }) * g[i];
+                o[i] = (if v.is_nan() { o[i] } else { v }) * g[i];
             }
         }
     }
+}
+
+/// Appends to `idx` the positions of the raw words with any of `code_bits` set.
+pub fn coded(raw: &[u16], code_bits: u16, idx: &mut Vec<u32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { coded_avx2(raw, code_bits, idx) };
+    }
+    coded_from(raw, 0, code_bits, idx);
+}
+
+fn coded_from(raw: &[u16], start: usize, code_bits: u16, idx: &mut Vec<u32>) {
+    for (j, &r) in raw[start..].iter().enumerate() {
+        if r & code_bits != 0 {
+            idx.push((start + j) as u32);
+        }
+    }
+}
+
+/// 16 words per vector; a set word gives two set bits of the byte mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn coded_avx2(raw: &[u16], code_bits: u16, idx: &mut Vec<u32>) {
+    use std::arch::x86_64::*;
+    let (blocks, _) = raw.as_chunks::<16>();
+    let bits = _mm256_set1_epi16(code_bits as i16);
+    let zero = _mm256_setzero_si256();
+    for (b, block) in blocks.iter().enumerate() {
+        // SAFETY: a block is 16 u16 = 32 bytes.
+        let v = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
+        let clear = _mm256_cmpeq_epi16(_mm256_and_si256(v, bits), zero);
+        let mut m = !(_mm256_movemask_epi8(clear) as u32);
+        while m != 0 {
+            idx.push((b * 16) as u32 + m.trailing_zeros() / 2);
+            m &= m - 1;
+            m &= m - 1;
+        }
+    }
+    coded_from(raw, blocks.len() * 16, code_bits, idx);
 }
