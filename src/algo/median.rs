@@ -148,6 +148,9 @@ trait Passes {
     /// Per lane and bracket, the smallest and the largest sample in `(lo, hi]` (+∞ and −∞ when
     /// none).
     fn min_max_in(rows: Samples<'_>, lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2];
+    /// Per lane and search, the smallest sample, its sign flipped where `flip` is −0, that
+    /// is `> t` (+∞ when none).
+    fn min_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [Row; 2];
 }
 
 struct Portable;
@@ -183,6 +186,22 @@ impl Passes for Portable {
         });
         [mn, mx]
     }
+
+    #[inline(always)]
+    fn min_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [Row; 2] {
+        let mut mn = [[f32::INFINITY; LANES]; 2];
+        rows.for_each(|r| {
+            for s in 0..2 {
+                for l in 0..LANES {
+                    let v = f32::from_bits(r[l].to_bits() ^ flip[s][l].to_bits());
+                    if v > t[s][l] {
+                        mn[s][l] = mn[s][l].min(v);
+                    }
+                }
+            }
+        });
+        mn
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -205,6 +224,28 @@ mod avx2 {
             // SAFETY: as above.
             unsafe { min_max_in(rows, lo, hi) }
         }
+
+        #[inline(always)]
+        fn min_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [Row; 2] {
+            // SAFETY: as above.
+            unsafe { min_above(rows, flip, t) }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn min_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [Row; 2] {
+        let (f0, f1, t0, t1) = (load(&flip[0]), load(&flip[1]), load(&t[0]), load(&t[1]));
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        let (mut m0, mut m1) = (inf, inf);
+        rows.for_each(|r| {
+            let v = load(r);
+            let (v0, v1) = (_mm256_xor_ps(v, f0), _mm256_xor_ps(v, f1));
+            let a0 = _mm256_blendv_ps(inf, v0, _mm256_cmp_ps::<_CMP_GT_OQ>(v0, t0));
+            let a1 = _mm256_blendv_ps(inf, v1, _mm256_cmp_ps::<_CMP_GT_OQ>(v1, t1));
+            m0 = _mm256_min_ps(m0, a0);
+            m1 = _mm256_min_ps(m1, a1);
+        });
+        [store(m0), store(m1)]
     }
 
     #[target_feature(enable = "avx2")]
@@ -306,6 +347,41 @@ fn min_max_pooled<const POOLED: bool, P: Passes>(rows: Samples<'_>, lo: &Sv, hi:
         pool::<f32, POOLED>(&mut mx[s], f32::max);
     }
     [join(mn), join(mx)]
+}
+
+/// The statistic of every search from its settled bracket (`lo`, `hi`, `clo`, `k`) or its known
+/// value, in one pass: the smallest sample above `lo` when `clo == k`, else the largest at or
+/// under `hi`, found as the smallest negated sample at or over −`hi`.
+#[inline(never)]
+fn settle<const POOLED: bool, P: Passes>(rows: Samples<'_>, v: [&Sv; 5]) -> Sv {
+    let [lo, hi, clo, k, known] = v;
+    // Branch-free: which side a search settled on is unpredictable.
+    let (mut flip, mut t) = ([0.0f32; S], [0.0f32; S]);
+    for i in 0..S {
+        let high = u32::from(clo[i] != k[i]);
+        let keep = high.wrapping_sub(1);
+        flip[i] = f32::from_bits(high << 31);
+        let nd = next_down_finite(-hi[i]).to_bits();
+        t[i] = f32::from_bits((lo[i].to_bits() & keep) | (nd & !keep));
+    }
+    let [mut m0, mut m1] = P::min_above(rows, &split(&flip), &split(&t));
+    pool::<f32, POOLED>(&mut m0, f32::min);
+    pool::<f32, POOLED>(&mut m1, f32::min);
+    let m = join([m0, m1]);
+    std::array::from_fn(|i| {
+        let v = f32::from_bits(m[i].to_bits() ^ flip[i].to_bits());
+        if known[i].is_nan() { v } else { known[i] }
+    })
+}
+
+/// The largest f32 below a finite `x` (branch-free, unlike `f32::next_down`).
+#[inline(always)]
+fn next_down_finite(x: f32) -> f32 {
+    let b = x.to_bits();
+    // One ulp towards −∞: down in magnitude when positive, up when negative.
+    let step = b.wrapping_sub(1).wrapping_add((b >> 31) << 1);
+    let zero = u32::from(b << 1 == 0).wrapping_neg();
+    f32::from_bits((0x8000_0001 & zero) | (step & !zero))
 }
 
 #[inline(always)]
@@ -453,20 +529,11 @@ fn medians<const POOLED: bool, P: Passes>(
         }
     }
     let need_pass = (0..S).any(|i| state[i % LANES] == State::Search && known[i].is_nan());
-    let [mn, mx] = if need_pass {
-        min_max_pooled::<POOLED, P>(rows, &lo, &hi)
+    let x = if need_pass {
+        settle::<POOLED, P>(rows, [&lo, &hi, &clo, &k, &known])
     } else {
-        [known; 2]
+        known
     };
-    let x: Sv = std::array::from_fn(|i| {
-        if !known[i].is_nan() {
-            known[i]
-        } else if clo[i] == k[i] {
-            mn[i]
-        } else {
-            mx[i]
-        }
-    });
     for l in 0..LANES {
         let med = match state[l] {
             State::Empty | State::Outside => None,
@@ -589,6 +656,26 @@ mod tests {
             let want = reference(&all, window);
             assert_eq!(got.count, want.count, "case {case} pooled count");
             assert_eq!(got.median, want.median, "case {case} pooled");
+        }
+    }
+
+    #[test]
+    fn next_down_finite_matches_std() {
+        for x in [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            f32::from_bits(0x8000_0001),
+            f32::MAX,
+            -f32::MAX,
+            1e30,
+            -3.7,
+        ] {
+            assert_eq!(next_down_finite(x).to_bits(), x.next_down().to_bits(), "{x:e}");
         }
     }
 
