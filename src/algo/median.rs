@@ -374,6 +374,13 @@ fn settle<const POOLED: bool, P: Passes>(rows: Samples<'_>, v: [&Sv; 5]) -> Sv {
     })
 }
 
+/// `if c { a } else { b }` without a branch (the conditions of the search are unpredictable).
+#[inline(always)]
+fn pick(c: bool, a: f32, b: f32) -> f32 {
+    let m = u32::from(c).wrapping_neg();
+    f32::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
+}
+
 /// The largest f32 below a finite `x` (branch-free, unlike `f32::next_down`).
 #[inline(always)]
 fn next_down_finite(x: f32) -> f32 {
@@ -465,22 +472,18 @@ fn medians<const POOLED: bool, P: Passes>(
             let span = chi[i] - clo[i];
             let mid = lo[i] * 0.5 + hi[i] * 0.5;
             let ti = lo[i] + width * ((aim[i] - clo[i]) / span);
-            let ti = if bisect[i] { mid } else { ti };
-            t[i] = if (ti > lo[i]) & (ti < hi[i]) { ti } else { mid };
+            let ti = pick(bisect[i], mid, ti);
+            t[i] = pick((ti > lo[i]) & (ti < hi[i]), ti, mid);
             let ta = lo[i] + width * ((lend[i] - clo[i]) / span);
-            alt[i] = if (ta > lo[i]) & (ta < hi[i]) {
-                ta
-            } else {
-                t[i]
-            };
+            alt[i] = pick((ta > lo[i]) & (ta < hi[i]), ta, t[i]);
             let splits = (mid > lo[i]) & (mid < hi[i]);
             snap |= open[i] & (!splits | (stall[i] >= 2));
         }
         let mut probe = t;
         for l in 0..LANES {
             let (a, b) = (l, LANES + l);
-            probe[a] = if !open[a] & open[b] { alt[b] } else { t[a] };
-            probe[b] = if open[a] & !open[b] { alt[a] } else { t[b] };
+            probe[a] = pick(!open[a] & open[b], alt[b], t[a]);
+            probe[b] = pick(open[a] & !open[b], alt[a], t[b]);
         }
         if snap {
             // Shrink every open bracket to its extreme samples; a bracket whose samples are all
@@ -514,17 +517,13 @@ fn medians<const POOLED: bool, P: Passes>(
             for (tj, cj) in [(pa[i], na[i]), (pb[i], nb[i])] {
                 let raise = o & (cj <= k[i]) & (tj > lo[i]);
                 let lower = o & (cj > k[i]) & (tj < hi[i]);
-                lo[i] = if raise { tj } else { lo[i] };
-                clo[i] = if raise { cj } else { clo[i] };
-                hi[i] = if lower { tj } else { hi[i] };
-                chi[i] = if lower { cj } else { chi[i] };
+                lo[i] = pick(raise, tj, lo[i]);
+                clo[i] = pick(raise, cj, clo[i]);
+                hi[i] = pick(lower, tj, hi[i]);
+                chi[i] = pick(lower, cj, chi[i]);
             }
             bisect[i] = !bisect[i] & (hi[i] - lo[i] > 0.5 * old_w);
-            stall[i] = if chi[i] - clo[i] == old_span {
-                stall[i] + 1
-            } else {
-                0
-            };
+            stall[i] = (stall[i] + 1) * u8::from(chi[i] - clo[i] == old_span);
             open[i] = o & (clo[i] < k[i]) & (chi[i] > k[i] + 1.0);
         }
     }
@@ -675,7 +674,11 @@ mod tests {
             1e30,
             -3.7,
         ] {
-            assert_eq!(next_down_finite(x).to_bits(), x.next_down().to_bits(), "{x:e}");
+            assert_eq!(
+                next_down_finite(x).to_bits(),
+                x.next_down().to_bits(),
+                "{x:e}"
+            );
         }
     }
 
