@@ -58,6 +58,9 @@ struct Table {
     cm_ok: Vec<u8>,
 }
 
+/// Switched pixels looked ahead when prefetching their table entries.
+const PREFETCH: usize = 8;
+
 /// A calibrator for one detector; reuse it for every frame.
 #[derive(Debug, Clone)]
 pub struct Calibrator {
@@ -400,6 +403,26 @@ impl Kernel {
         &self.tables[self.code_table[((raw >> 14) & self.code_mask) as usize]]
     }
 
+    /// Asks for the table entries of a switched pixel handled later (they are scattered, most
+    /// come from memory).
+    #[inline(always)]
+    fn prefetch(&self, base: usize, raw: &[u16], i: Option<&u32>) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(&i) = i {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let i = i as usize;
+            let t = self.table_of(raw[i]);
+            // SAFETY: prefetching has no effect on memory; the indices are in range.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(t.ped.as_ptr().add(base + i).cast());
+                _mm_prefetch::<_MM_HINT_T0>(t.gfac.as_ptr().add(base + i).cast());
+                _mm_prefetch::<_MM_HINT_T0>(t.cm_ok.as_ptr().add(base + i).cast());
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (base, raw, i);
+    }
+
     /// Collects into `idx` the pixels whose gain bits select another table than code 0's.
     /// Handling them afterwards, from a list, lets the scattered loads from the other tables
     /// overlap.
@@ -420,7 +443,8 @@ impl Kernel {
         let t0 = &self.tables[self.code_table[0]];
         calib_passes::plain(raw, &t0.ped[range.clone()], &t0.gfac[range], out);
         self.switched(raw, &mut sc.switched);
-        for &i in &sc.switched {
+        for (j, &i) in sc.switched.iter().enumerate() {
+            self.prefetch(base, raw, sc.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
             let t = self.table_of(r);
             out[i] = (f32::from(r & 0x3FFF) - t.ped[base + i]) * t.gfac[base + i];
@@ -461,7 +485,8 @@ impl Kernel {
         self.switched(raw, &mut sc.switched);
         let others = &mut sc.others;
         others.clear();
-        for &i in &sc.switched {
+        for (j, &i) in sc.switched.iter().enumerate() {
+            self.prefetch(base, raw, sc.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
             let t = self.table_of(r);
             let d = f32::from(r & 0x3FFF) - t.ped[base + i];
