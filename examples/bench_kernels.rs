@@ -228,17 +228,41 @@ fn main() -> anyhow::Result<()> {
     );
     let unmasked = pf.effective_mask().iter().filter(|&&m| m != 0).count();
     let pf_bytes = n * 4 + unmasked * 2;
-    let cal_bytes = n * (2 + 8 + 4 + 4) + n / 5;
+    // Distinct cache lines of the second gain table that switched pixels touch (first frame).
+    let lines_of = |per_line: usize| -> usize {
+        let raw = base_case
+            .as_ref()
+            .and_then(|c| c.as_ref().ok())
+            .map_or(&[][..], |c| &c.raw_frames[0][..]);
+        let mut lines: Vec<usize> = (0..raw.len())
+            .filter(|&i| raw[i] & 0x4000 != 0)
+            .map(|i| i / per_line)
+            .collect();
+        lines.dedup();
+        lines.len()
+    };
+    let (f32_lines, u8_lines) = (lines_of(16), lines_of(64));
+    let second = f32_lines * 64 * 2;
+    let cal_bytes = n * (2 + 4 + 4 + 4 + 4) + second;
+    let cm_bytes = n * (2 + 4 + 1 + 4 + 4 + 4) + second + u8_lines * 64;
     println!(
         "bytes_per_frame peakfinder8 {:.1} MB (frame f32 + 2 B/unmasked pixel of bin-sorted index) -> {:.1} GB/s at the median",
         pf_bytes as f64 / 1e6,
         pf_bytes as f64 / pf_ms / 1e6
     );
     println!(
-        "bytes_per_frame calibration {:.1} MB (upper estimate: raw u16, pedestal+gain f32, output f32 + write-allocate, ~18% of a second gain table; part comes from L3) -> {:.1} GB/s at the no-common-mode median",
+        "bytes_per_frame calibration {:.1} MB (raw u16, pedestal + gain f32, output f32 + write-allocate, {:.2} MB of second-table lines for switched pixels; tables partly from L3) -> {:.1} GB/s at the no-common-mode median",
         cal_bytes as f64 / 1e6,
+        second as f64 / 1e6,
         cal_ms.first().map_or(0.0, |c| cal_bytes as f64 / c.2 / 1e6)
     );
+    if let Some(c) = cal_ms.iter().find(|c| c.0.contains("default")) {
+        println!(
+            "bytes_per_frame calibration with common mode {:.1} MB (+ eligibility u8; median search in L2) -> {:.1} GB/s at the psana-default median",
+            cm_bytes as f64 / 1e6,
+            cm_bytes as f64 / c.2 / 1e6
+        );
+    }
     println!(
         "synthetic_truth precision {:.4} recall {:.4} (found {found}, matched {matched}, true {total}, match <= 1.5 px)",
         matched as f64 / found.max(1) as f64,

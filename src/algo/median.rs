@@ -69,6 +69,18 @@ impl<'a> Samples<'a> {
     }
 }
 
+/// Appends the transpose of an 8×8 block (`LANES` rows of `LANES` values, row-major) to
+/// `out`: row `j` of the result holds column `j` of the block.
+pub fn push_transposed(block: &[Row; LANES], out: &mut Vec<Row>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        out.extend(unsafe { avx2::transpose(block) });
+        return;
+    }
+    out.extend((0..LANES).map(|j| std::array::from_fn(|l| block[l][j])));
+}
+
 /// Median of one group.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupMedian {
@@ -291,6 +303,39 @@ mod avx2 {
             mx1 = _mm256_max_ps(mx1, _mm256_blendv_ps(ninf, v, in1));
         });
         [[store(mn0), store(mn1)], [store(mx0), store(mx1)]]
+    }
+
+    /// The 8×8 transpose: pairs interleaved, then quads, then 128-bit halves.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn transpose(b: &[Row; LANES]) -> [Row; LANES] {
+        let r: [__m256; LANES] = std::array::from_fn(|i| load(&b[i]));
+        let t: [__m256; LANES] = std::array::from_fn(|i| {
+            let (x, y) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm256_unpacklo_ps(x, y)
+            } else {
+                _mm256_unpackhi_ps(x, y)
+            }
+        });
+        // t[0..4] from rows 0-3, t[4..8] from rows 4-7: q[4h + c] holds column c of rows 4h..4h+4
+        // in each 128-bit half.
+        let q: [__m256; LANES] = std::array::from_fn(|i| {
+            let (h, c) = (i / 4, i % 4);
+            let (x, y) = (t[4 * h + (c / 2)], t[4 * h + 2 + (c / 2)]);
+            if c % 2 == 0 {
+                _mm256_shuffle_ps::<0x44>(x, y)
+            } else {
+                _mm256_shuffle_ps::<0xEE>(x, y)
+            }
+        });
+        std::array::from_fn(|j| {
+            let (x, y) = (q[j % 4], q[4 + j % 4]);
+            store(if j < 4 {
+                _mm256_permute2f128_ps::<0x20>(x, y)
+            } else {
+                _mm256_permute2f128_ps::<0x31>(x, y)
+            })
+        })
     }
 
     #[inline(always)]
@@ -655,6 +700,19 @@ mod tests {
             let want = reference(&all, window);
             assert_eq!(got.count, want.count, "case {case} pooled count");
             assert_eq!(got.median, want.median, "case {case} pooled");
+        }
+    }
+
+    #[test]
+    fn transposes_blocks() {
+        let block: [Row; LANES] =
+            std::array::from_fn(|l| std::array::from_fn(|j| (l * 10 + j) as f32));
+        let mut out = Vec::new();
+        push_transposed(&block, &mut out);
+        for (j, row) in out.iter().enumerate() {
+            for (l, &v) in row.iter().enumerate() {
+                assert_eq!(v, block[l][j], "row {j} lane {l}");
+            }
         }
     }
 

@@ -10,7 +10,9 @@
 //! at least `npixmin`; a correction with `|cm| ≥ cormax` is skipped.
 
 use super::calib_passes::Strips;
-use crate::algo::median::{LANES, MedianScratch, Row, Samples, lane_medians, pooled_median};
+use crate::algo::median::{
+    LANES, MedianScratch, Row, Samples, lane_medians, pooled_median, push_transposed,
+};
 
 /// psana `cmpars = (alg, mode, cormax[, npixmin = 10])`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -83,6 +85,10 @@ pub fn apply_bank_but_columns<'s>(
             lanes.clear();
             for s in bank.chunks_exact(strip) {
                 let block = &s[r0 * LANES..(r0 + nr) * LANES];
+                if let Ok(full) = <&[Row; LANES]>::try_from(block.as_chunks::<LANES>().0) {
+                    push_transposed(full, lanes);
+                    continue;
+                }
                 for j in 0..LANES {
                     lanes.push(std::array::from_fn(|l| {
                         if l < nr {
