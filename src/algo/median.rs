@@ -17,54 +17,22 @@ pub const LANES: usize = 8;
 /// One row of samples, one per lane.
 pub type Row = [f32; LANES];
 
-/// Rows of samples in an f32 slice: row `r` holds `vecs` consecutive [`Row`]s starting at
-/// `r * stride` (a column strip or a bank of a row-major image, or a plain list of rows).
+/// Rows of samples (a column strip, a bank, transposed bank rows).
 #[derive(Debug, Clone, Copy)]
 pub struct Samples<'a> {
-    data: &'a [f32],
-    rows: usize,
-    vecs: usize,
-    stride: usize,
+    rows: &'a [Row],
 }
 
 impl<'a> Samples<'a> {
     /// A plain list of rows.
     pub fn contiguous(rows: &'a [Row]) -> Samples<'a> {
-        Samples {
-            data: rows.as_flattened(),
-            rows: rows.len(),
-            vecs: 1,
-            stride: LANES,
-        }
-    }
-
-    /// `rows` rows of `vecs · LANES` samples each, `stride` values apart in `data`.
-    ///
-    /// # Panics
-    /// When the last row runs past `data`.
-    pub fn strided(data: &'a [f32], rows: usize, vecs: usize, stride: usize) -> Samples<'a> {
-        assert!(rows == 0 || (rows - 1) * stride + vecs * LANES <= data.len());
-        Samples {
-            data,
-            rows,
-            vecs,
-            stride,
-        }
+        Samples { rows }
     }
 
     #[inline(always)]
     fn for_each(&self, mut f: impl FnMut(&Row)) {
-        if self.stride == self.vecs * LANES {
-            for v in self.data[..self.rows * self.stride].as_chunks::<LANES>().0 {
-                f(v);
-            }
-            return;
-        }
-        for r in 0..self.rows {
-            let row = &self.data[r * self.stride..r * self.stride + self.vecs * LANES];
-            for v in row.as_chunks::<LANES>().0 {
-                f(v);
-            }
+        for v in self.rows {
+            f(v);
         }
     }
 }
