@@ -3,10 +3,12 @@
 //!
 //! Everything that depends only on constants and configuration is precomputed per pixel: for each
 //! value of the raw gain bits a table of pedestal, gain factor with the mask folded in, and
-//! common-mode eligibility. The hot loop is one vectorised pass with the table of gain code 0
-//! (the common case), followed by a fix-up of the few pixels whose gain bits select another table,
-//! found by scanning the raw words 16 at a time. Work is done per half segment (L2-resident),
-//! which is also the unit of every common-mode mode.
+//! common-mode eligibility. The hot loop is one vectorised pass ([`calib_passes`]) with the
+//! table of gain code 0 (the common case), followed by a fix-up of the few pixels whose gain bits
+//! select another table, listed by a vectorised scan and handled with their table entries
+//! prefetched. Work is done per half segment (L2-resident), which is also the unit of every
+//! common-mode mode: with common mode, a pedestal pass, the median search on a strip-major copy
+//! of the eligible pixels, and a gain pass.
 
 use super::calib_passes::{self, Half, Strips};
 use super::common_mode::{self, CmScratch, CommonModeParams};
