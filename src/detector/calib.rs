@@ -60,6 +60,47 @@ struct Table {
     cm_ok: Vec<u8>,
 }
 
+/// A table read only at scattered pixels (those whose gain bits select it): pedestal and gain
+/// factor side by side, so that one cache line serves a pixel, and eligibility as bits.
+#[derive(Debug, Clone)]
+struct SparseTable {
+    ped_gfac: Vec<[f32; 2]>,
+    cm_ok: Vec<u64>,
+}
+
+impl From<Table> for SparseTable {
+    fn from(t: Table) -> SparseTable {
+        let mut cm_ok = vec![0u64; t.cm_ok.len().div_ceil(64)];
+        for (i, &k) in t.cm_ok.iter().enumerate() {
+            cm_ok[i / 64] |= u64::from(k != 0) << (i % 64);
+        }
+        SparseTable {
+            ped_gfac: t.ped.iter().zip(&t.gfac).map(|(&p, &g)| [p, g]).collect(),
+            cm_ok,
+        }
+    }
+}
+
+impl SparseTable {
+    /// Pedestal, gain factor and eligibility 0 everywhere (Jungfrau's bad gain code); stores
+    /// nothing.
+    fn zeros() -> SparseTable {
+        SparseTable {
+            ped_gfac: Vec::new(),
+            cm_ok: Vec::new(),
+        }
+    }
+
+    /// Pedestal, gain factor and common-mode eligibility of pixel `i`.
+    #[inline(always)]
+    fn entry(&self, i: usize) -> (f32, f32, bool) {
+        match self.ped_gfac.get(i) {
+            Some(&[p, g]) => (p, g, self.cm_ok[i / 64] >> (i % 64) & 1 != 0),
+            None => (0.0, 0.0, false),
+        }
+    }
+}
+
 /// Switched pixels looked ahead when prefetching their table entries.
 const PREFETCH: usize = 8;
 
@@ -80,9 +121,11 @@ pub struct Calibrator {
 struct Kernel {
     cols: usize,
     code_mask: u16,
-    /// Table index per raw gain code (`raw >> 14 & code_mask`).
+    /// Table per raw gain code (`raw >> 14 & code_mask`): 0 is `primary`, `j` is `sparse[j − 1]`.
     code_table: [usize; 4],
-    tables: Vec<Table>,
+    /// The table of gain code 0, streamed by the vectorised passes.
+    primary: Table,
+    sparse: Vec<SparseTable>,
     cm: Option<CommonModeParams>,
     nbanks: usize,
 }
@@ -194,12 +237,11 @@ impl Calibrator {
             }
             t
         };
-        let mut tables = vec![build(&per_bit[0])];
-        let second = if per_bit[1] == per_bit[0] {
-            0
+        let primary = build(&per_bit[0]);
+        let (second, sparse) = if per_bit[1] == per_bit[0] {
+            (0, vec![])
         } else {
-            tables.push(build(&per_bit[1]));
-            1
+            (1, vec![SparseTable::from(build(&per_bit[1]))])
         };
         Ok(Calibrator {
             kind: DetectorKind::Epix10ka,
@@ -209,7 +251,8 @@ impl Calibrator {
                 cols: c.cols,
                 code_mask: 1,
                 code_table: [0, second, 0, second],
-                tables,
+                primary,
+                sparse,
                 cm: cm.filter(|p| p.enabled()),
                 nbanks: 8,
             },
@@ -249,11 +292,10 @@ impl Calibrator {
             }
             tables.push(t);
         }
-        tables.push(Table {
-            ped: vec![0.0; n],
-            gfac: vec![0.0; n],
-            cm_ok: vec![0; n],
-        });
+        let mut tables = tables.into_iter();
+        let primary = tables.next().expect("three gain ranges");
+        let mut sparse: Vec<SparseTable> = tables.map(SparseTable::from).collect();
+        sparse.push(SparseTable::zeros());
         Ok(Calibrator {
             kind: DetectorKind::Jungfrau,
             nsegs: c.nsegs,
@@ -262,7 +304,8 @@ impl Calibrator {
                 cols: c.cols,
                 code_mask: 3,
                 code_table: [0, 1, 3, 2],
-                tables,
+                primary,
+                sparse,
                 cm: cm.filter(|p| p.enabled()),
                 nbanks: 16,
             },
@@ -399,10 +442,10 @@ impl Kernel {
         }
     }
 
-    /// The table selected by a raw word's gain bits.
+    /// The table of a switched pixel's raw word.
     #[inline(always)]
-    fn table_of(&self, raw: u16) -> &Table {
-        &self.tables[self.code_table[((raw >> 14) & self.code_mask) as usize]]
+    fn sparse_of(&self, raw: u16) -> &SparseTable {
+        &self.sparse[self.code_table[((raw >> 14) & self.code_mask) as usize] - 1]
     }
 
     /// Asks for the table entries of a switched pixel handled later (they are scattered, most
@@ -413,12 +456,14 @@ impl Kernel {
         if let Some(&i) = i {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
             let i = i as usize;
-            let t = self.table_of(raw[i]);
-            // SAFETY: prefetching has no effect on memory; the indices are in range.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(t.ped.as_ptr().add(base + i).cast());
-                _mm_prefetch::<_MM_HINT_T0>(t.gfac.as_ptr().add(base + i).cast());
-                _mm_prefetch::<_MM_HINT_T0>(t.cm_ok.as_ptr().add(base + i).cast());
+            let t = self.sparse_of(raw[i]);
+            let j = base + i;
+            if j < t.ped_gfac.len() {
+                // SAFETY: prefetching has no effect on memory; the indices are in range.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(t.ped_gfac.as_ptr().add(j).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(t.cm_ok.as_ptr().add(j / 64).cast());
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -430,26 +475,25 @@ impl Kernel {
     /// overlap.
     fn switched(&self, raw: &[u16], idx: &mut Vec<u32>) {
         idx.clear();
-        if self.tables.len() == 1 {
+        if self.sparse.is_empty() {
             return;
         }
         calib_passes::coded(raw, self.code_mask << 14, idx);
-        let t0 = self.code_table[0];
-        idx.retain(|&i| self.code_table[((raw[i as usize] >> 14) & self.code_mask) as usize] != t0);
+        idx.retain(|&i| self.code_table[((raw[i as usize] >> 14) & self.code_mask) as usize] != 0);
     }
 
     /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits: every pixel
     /// with code 0's table (vectorised), then the switched pixels.
     fn calibrate_plain(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
         let range = base..base + raw.len();
-        let t0 = &self.tables[self.code_table[0]];
+        let t0 = &self.primary;
         calib_passes::plain(raw, &t0.ped[range.clone()], &t0.gfac[range], out);
         self.switched(raw, &mut sc.switched);
         for (j, &i) in sc.switched.iter().enumerate() {
             self.prefetch(base, raw, sc.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
-            let t = self.table_of(r);
-            out[i] = (f32::from(r & 0x3FFF) - t.ped[base + i]) * t.gfac[base + i];
+            let (p, g, _) = self.sparse_of(r).entry(base + i);
+            out[i] = (f32::from(r & 0x3FFF) - p) * g;
         }
     }
 
@@ -467,7 +511,7 @@ impl Kernel {
         let cols = self.cols;
         let hrows = n / cols;
         let bw = cols / self.nbanks;
-        let t0 = &self.tables[self.code_table[0]];
+        let t0 = &self.primary;
         let range = base..base + n;
         let (ped0, ok0, g0) = (
             &t0.ped[range.clone()],
@@ -490,12 +534,11 @@ impl Kernel {
         for (j, &i) in sc.switched.iter().enumerate() {
             self.prefetch(base, raw, sc.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
-            let t = self.table_of(r);
-            let d = f32::from(r & 0x3FFF) - t.ped[base + i];
-            let k = t.cm_ok[base + i] != 0;
+            let (p, g, k) = self.sparse_of(r).entry(base + i);
+            let d = f32::from(r & 0x3FFF) - p;
             cmv[st.index(i / cols, i % cols)] = if k { d } else { f32::NAN };
             eligible |= k;
-            others.push((d, t.gfac[base + i]));
+            others.push((d, g));
         }
         let cms = &mut sc.cms;
         cms.clear();
