@@ -138,10 +138,10 @@ struct SegScratch {
     cm: CmScratch,
     /// Pixels whose gain bits select another table than the first one.
     switched: Vec<u32>,
-    /// Column corrections of the half segment.
-    cms: Vec<f32>,
     /// Their pedestal-subtracted values and gain factors.
     others: Vec<(f32, f32)>,
+    /// Column corrections of the half segment.
+    cms: Vec<f32>,
 }
 
 impl SegScratch {

@@ -130,10 +130,3 @@ pub fn apply_bank_but_columns<'s>(
     }
     cms
 }
-
-/// The column corrections when nothing is corrected: `cols` zeros.
-pub fn no_correction(cols: usize, scratch: &mut CmScratch) -> &[f32] {
-    scratch.col_cm.clear();
-    scratch.col_cm.resize(cols, 0.0);
-    &scratch.col_cm
-}
