@@ -16,10 +16,13 @@ use anyhow::Context as _;
 use lclstreamer::algo::spots::{SplitMix64, SpotRecipe, TrueSpot, score, synth_frame};
 use lclstreamer::algo::{PeakFinder8, PeakList, Pf8Params};
 use lclstreamer::detector::synthetic::epix10k2m_case;
-use lclstreamer::detector::{Calibrator, CommonModeParams};
+use lclstreamer::detector::{CalibError, Calibrator, CommonModeParams};
 use lclstreamer::detector::{Geometry, SlabLayout};
 use ndarray::{Array1, Array2, Array3};
 use ndarray_npy::WriteNpyExt as _;
+
+/// `Calibrator::calibrate_slab` or its parallel form.
+type CalibrateFn = fn(&mut Calibrator, &[u16], &mut [f32]) -> Result<(), CalibError>;
 
 struct Args {
     frames: usize,
@@ -122,30 +125,26 @@ fn main() -> anyhow::Result<()> {
         let case = base_case.get_or_insert_with(|| epix10k2m_case(args.frames.min(4), 7, None));
         let case = case.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
         case.calibrator = Calibrator::epix10ka(&case.constants, &case.configs, None, cm)?;
-        let mut times = Vec::new();
-        for rep in 0..args.reps + 1 {
-            for raw in &case.raw_frames {
-                let t = Instant::now();
-                case.calibrator.calibrate_slab(raw, &mut out)?;
-                if rep > 0 {
-                    times.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-        }
-        cal_ms.push((label, min(&times), median(&mut times)));
-        if label == "no common mode" || label.contains("default") {
-            // Panels in parallel on the rayon pool, for a rank with spare threads.
+        // ms per frame over `reps` rounds of the frames, after one warm-up round.
+        let mut timed = |cal: &mut Calibrator, f: CalibrateFn| -> anyhow::Result<(f64, f64)> {
             let mut times = Vec::new();
             for rep in 0..args.reps + 1 {
                 for raw in &case.raw_frames {
                     let t = Instant::now();
-                    case.calibrator.calibrate_slab_par(raw, &mut out)?;
+                    f(cal, raw, &mut out)?;
                     if rep > 0 {
                         times.push(t.elapsed().as_secs_f64() * 1e3);
                     }
                 }
             }
-            par_ms.push((label, min(&times), median(&mut times)));
+            Ok((min(&times), median(&mut times)))
+        };
+        let (best, med) = timed(&mut case.calibrator, Calibrator::calibrate_slab)?;
+        cal_ms.push((label, best, med));
+        if label == "no common mode" || label.contains("default") {
+            // Panels in parallel on the rayon pool, for a rank with spare threads.
+            let (best, med) = timed(&mut case.calibrator, Calibrator::calibrate_slab_par)?;
+            par_ms.push((label, best, med));
         }
     }
 
