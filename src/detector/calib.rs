@@ -10,7 +10,7 @@
 //! common-mode mode: with common mode, a pedestal pass, the median search on a strip-major copy
 //! of the eligible pixels, and a gain pass.
 
-use super::calib_passes::{self, Half, Strips};
+use super::calib_passes::{self, ELIGIBLE, Half, KEPT, Strips};
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
@@ -57,7 +57,21 @@ pub enum CalibError {
 struct Table {
     ped: Vec<f32>,
     gfac: Vec<f32>,
-    cm_ok: Vec<u8>,
+    /// [`ELIGIBLE`] for common mode; [`KEPT`] once [`Table::mark_kept`] ran.
+    role: Vec<u8>,
+}
+
+impl Table {
+    /// Marks the pixels that are not eligible but have a gain factor: the common-mode passes
+    /// keep their values aside (the others calibrate to a signed zero).
+    fn mark_kept(mut self) -> Table {
+        for (k, &g) in self.role.iter_mut().zip(&self.gfac) {
+            if *k & ELIGIBLE == 0 && g != 0.0 {
+                *k |= KEPT;
+            }
+        }
+        self
+    }
 }
 
 /// A table read only at scattered pixels (those whose gain bits select it): pedestal and gain
@@ -70,9 +84,9 @@ struct SparseTable {
 
 impl From<Table> for SparseTable {
     fn from(t: Table) -> SparseTable {
-        let mut cm_ok = vec![0u64; t.cm_ok.len().div_ceil(64)];
-        for (i, &k) in t.cm_ok.iter().enumerate() {
-            cm_ok[i / 64] |= u64::from(k != 0) << (i % 64);
+        let mut cm_ok = vec![0u64; t.role.len().div_ceil(64)];
+        for (i, &k) in t.role.iter().enumerate() {
+            cm_ok[i / 64] |= u64::from(k & ELIGIBLE != 0) << (i % 64);
         }
         SparseTable {
             ped_gfac: t.ped.iter().zip(&t.gfac).map(|(&p, &g)| [p, g]).collect(),
@@ -135,6 +149,9 @@ struct SegScratch {
     /// Pedestal-subtracted pixels eligible for common mode, NaN elsewhere (half a segment,
     /// strip-major).
     cmv: Vec<f32>,
+    /// The pixels of the first table that are kept (not eligible, with a gain factor) or NaN,
+    /// and their pedestal-subtracted values.
+    kept: Vec<(u32, f32)>,
     cm: CmScratch,
     /// Pixels whose gain bits select another table than the first one.
     switched: Vec<u32>,
@@ -148,6 +165,7 @@ impl SegScratch {
     fn new(st: Strips, cols: usize) -> SegScratch {
         SegScratch {
             cmv: vec![f32::NAN; st.len(cols)],
+            kept: Vec::new(),
             cm: CmScratch::default(),
             switched: Vec::new(),
             cms: Vec::new(),
@@ -219,7 +237,7 @@ impl Calibrator {
             let mut t = Table {
                 ped: vec![0.0; n],
                 gfac: vec![0.0; n],
-                cm_ok: vec![0; n],
+                role: vec![0; n],
             };
             for (i, gr) in grs.iter().enumerate() {
                 let m = f32::from(pmask[i]);
@@ -227,17 +245,17 @@ impl Calibrator {
                     let k = *gr as usize * n + i;
                     t.ped[i] = c.pedestals[k];
                     t.gfac[i] = gain_factor(c.pixel_gain[k]) * m;
-                    t.cm_ok[i] = u8::from(pmask[i] != 0 && (!alg7 || gr.in_common_mode()));
+                    t.role[i] = u8::from(pmask[i] != 0 && (!alg7 || gr.in_common_mode()));
                 } else {
                     // A configuration psana maps to no gain range (g=1, ga=0): like psana,
                     // pedestal 0 and gain factor 1, so the raw ADC comes through.
                     t.gfac[i] = m;
-                    t.cm_ok[i] = u8::from(pmask[i] != 0 && !alg7);
+                    t.role[i] = u8::from(pmask[i] != 0 && !alg7);
                 }
             }
             t
         };
-        let primary = build(&per_bit[0]);
+        let primary = build(&per_bit[0]).mark_kept();
         let (second, sparse) = if per_bit[1] == per_bit[0] {
             (0, vec![])
         } else {
@@ -283,17 +301,17 @@ impl Calibrator {
             let mut t = Table {
                 ped: c.pedestals[gr * n..(gr + 1) * n].to_vec(),
                 gfac: vec![0.0; n],
-                cm_ok: vec![0; n],
+                role: vec![0; n],
             };
             let gains = &c.pixel_gain[gr * n..(gr + 1) * n];
             for (i, (&g, &m)) in gains.iter().zip(&pmask).enumerate() {
                 t.gfac[i] = gain_factor(g) * f32::from(m);
-                t.cm_ok[i] = u8::from(gr == 0 && m != 0);
+                t.role[i] = u8::from(gr == 0 && m != 0);
             }
             tables.push(t);
         }
         let mut tables = tables.into_iter();
-        let primary = tables.next().expect("three gain ranges");
+        let primary = tables.next().expect("three gain ranges").mark_kept();
         let mut sparse: Vec<SparseTable> = tables.map(SparseTable::from).collect();
         sparse.push(SparseTable::zeros());
         Ok(Calibrator {
@@ -513,9 +531,9 @@ impl Kernel {
         let bw = cols / self.nbanks;
         let t0 = &self.primary;
         let range = base..base + n;
-        let (ped0, ok0, g0) = (
+        let (ped0, role0, g0) = (
             &t0.ped[range.clone()],
-            &t0.cm_ok[range.clone()],
+            &t0.role[range.clone()],
             &t0.gfac[range],
         );
         let st = Strips::new(hrows);
@@ -526,7 +544,8 @@ impl Kernel {
             cols,
             st,
         };
-        let mut eligible = calib_passes::pedestal(h, ok0, out, cmv);
+        sc.kept.clear();
+        let mut eligible = calib_passes::pedestal(h, role0, cmv, &mut sc.kept);
         // Switched pixels: their eligible values now, their own calibration after the gain pass.
         self.switched(raw, &mut sc.switched);
         let others = &mut sc.others;
@@ -550,6 +569,9 @@ impl Kernel {
             cms.resize(cols, 0.0);
         }
         calib_passes::gain(st, g0, cmv, cms, out);
+        for &(i, d) in &sc.kept {
+            out[i as usize] = d * g0[i as usize];
+        }
         for (&i, &(d, g)) in sc.switched.iter().zip(others.iter()) {
             let i = i as usize;
             let c = cmv[st.index(i / cols, i % cols)] - cms[i % cols];

@@ -69,15 +69,25 @@ with_avx2!(
     plain_body,
     (raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) -> ()
 );
-with_avx2!(
-    /// `out = (raw & 0x3FFF) − ped`, and the same where `ok`, NaN elsewhere, into `cmv`
-    /// (strip-major); true when any pixel is eligible.
-    pedestal,
-    pedestal_body,
-    (h: Half<'_>, ok: &[u8], out: &mut [f32], cmv: &mut [f32]) -> bool
-);
+/// Pixel role bit in the `role` table of [`pedestal`]: eligible for common mode.
+pub const ELIGIBLE: u8 = 1;
+/// Pixel role bit: not eligible, and its gain factor is not zero, so its value is needed.
+pub const KEPT: u8 = 2;
 
-/// `out = (cmv − cms[column] where cmv is not NaN, else out) · gain`.
+/// `d = (raw & 0x3FFF) − ped` into `cmv` (strip-major) where the role is [`ELIGIBLE`]; a NaN
+/// carrying the sign of `d` elsewhere; `(index, d)` appended to `kept` for the pixels that are
+/// not eligible but [`KEPT`], and those whose `d` is NaN. True when any pixel is eligible.
+pub fn pedestal(h: Half<'_>, role: &[u8], cmv: &mut [f32], kept: &mut Vec<(u32, f32)>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { pedestal_avx2(h, role, cmv, kept) };
+    }
+    pedestal_body(h, role, cmv, kept)
+}
+
+/// `out = (cmv − cms[column]) · gain`; where `cmv` is NaN, zero with the sign of
+/// `cmv · gain` (the value of a pixel that is not kept: its gain factor is zero).
 pub fn gain(st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -108,31 +118,116 @@ fn plain_body(raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn pedestal_body(h: Half<'_>, ok: &[u8], out: &mut [f32], cmv: &mut [f32]) -> bool {
+fn pedestal_body(
+    h: Half<'_>,
+    role: &[u8],
+    cmv: &mut [f32],
+    kept: &mut Vec<(u32, f32)>,
+) -> bool {
     let Half { raw, ped, cols, st } = h;
     let n = raw.len();
     let hrows = n / cols;
-    let (ped, ok, out, cmv) = (&ped[..n], &ok[..n], &mut out[..n], &mut cmv[..st.len(cols)]);
+    let (ped, role, cmv) = (&ped[..n], &role[..n], &mut cmv[..st.len(cols)]);
     let mut any = [0u8; LANES];
     for r in 0..hrows {
         let at = r * cols..(r + 1) * cols;
         let rw = raw[at.clone()].as_chunks::<LANES>().0;
         let p = ped[at.clone()].as_chunks::<LANES>().0;
-        let k = ok[at.clone()].as_chunks::<LANES>().0;
-        let o = out[at].as_chunks_mut::<LANES>().0;
-        for (s, (((rw, p), k), o)) in rw.iter().zip(p).zip(k).zip(o).enumerate() {
+        let k = role[at].as_chunks::<LANES>().0;
+        for (s, ((rw, p), k)) in rw.iter().zip(p).zip(k).enumerate() {
             let c: &mut [f32; LANES] = (&mut cmv[st.index(r, s * LANES)..][..LANES])
                 .try_into()
                 .expect("a strip row is LANES wide");
+            let mut need = [0u8; LANES];
             for l in 0..LANES {
                 let d = f32::from(rw[l] & 0x3FFF) - p[l];
-                o[l] = d;
-                c[l] = if k[l] != 0 { d } else { f32::NAN };
-                any[l] |= k[l];
+                let eligible = k[l] & ELIGIBLE != 0;
+                c[l] = if eligible {
+                    d
+                } else {
+                    f32::from_bits(d.to_bits() | 0x7FC0_0000)
+                };
+                need[l] = u8::from((!eligible & (k[l] & KEPT != 0)) | d.is_nan());
+                any[l] |= k[l] & ELIGIBLE;
+            }
+            if u64::from_ne_bytes(need) != 0 {
+                let i0 = r * cols + s * LANES;
+                for l in 0..LANES {
+                    if need[l] != 0 {
+                        kept.push(((i0 + l) as u32, f32::from(rw[l] & 0x3FFF) - p[l]));
+                    }
+                }
             }
         }
     }
     any != [0; LANES]
+}
+
+/// Eight pixels at a time, the rare kept ones through a mask test.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], kept: &mut Vec<(u32, f32)>) -> bool {
+    use std::arch::x86_64::*;
+    let Half { raw, ped, cols, st } = h;
+    let n = raw.len();
+    let hrows = n / cols;
+    let (ped, role, cmv) = (&ped[..n], &role[..n], &mut cmv[..st.len(cols)]);
+    let adc = _mm256_set1_epi32(0x3FFF);
+    let qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0_0000));
+    let (elig_bit, kept_bit) = (
+        _mm256_set1_epi32(i32::from(ELIGIBLE)),
+        _mm256_set1_epi32(i32::from(KEPT)),
+    );
+    let mut any = _mm256_setzero_si256();
+    for r in 0..hrows {
+        let at = r * cols..(r + 1) * cols;
+        let rw = raw[at.clone()].as_chunks::<LANES>().0;
+        let p = ped[at.clone()].as_chunks::<LANES>().0;
+        let k = role[at].as_chunks::<LANES>().0;
+        for (s, ((rw, p), k)) in rw.iter().zip(p).zip(k).enumerate() {
+            let c: &mut [f32; LANES] = (&mut cmv[st.index(r, s * LANES)..][..LANES])
+                .try_into()
+                .expect("a strip row is LANES wide");
+            // SAFETY: 8 u16 = 16 bytes, 8 u8 = 8 bytes, 8 f32 = 32 bytes behind each pointer.
+            let need = unsafe {
+                let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(rw.as_ptr().cast()));
+                let d = _mm256_sub_ps(
+                    _mm256_cvtepi32_ps(_mm256_and_si256(w, adc)),
+                    _mm256_loadu_ps(p.as_ptr()),
+                );
+                let role = _mm256_cvtepu8_epi32(_mm_loadl_epi64(k.as_ptr().cast()));
+                let e = _mm256_and_si256(role, elig_bit);
+                any = _mm256_or_si256(any, e);
+                let eligible = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, elig_bit));
+                _mm256_storeu_ps(
+                    c.as_mut_ptr(),
+                    _mm256_blendv_ps(_mm256_or_ps(d, qnan), d, eligible),
+                );
+                let keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+                    _mm256_and_si256(role, kept_bit),
+                    kept_bit,
+                ));
+                let need = _mm256_or_ps(
+                    _mm256_andnot_ps(eligible, keep),
+                    _mm256_cmp_ps::<_CMP_UNORD_Q>(d, d),
+                );
+                _mm256_movemask_ps(need)
+            };
+            if need != 0 {
+                let i0 = r * cols + s * LANES;
+                for l in (0..LANES).filter(|l| need >> l & 1 != 0) {
+                    kept.push(((i0 + l) as u32, f32::from(rw[l] & 0x3FFF) - p[l]));
+                }
+            }
+        }
+    }
+    _mm256_testz_si256(any, any) == 0
+}
+
+/// The value of a pixel whose strip value `c` is NaN: zero with the sign of `c · g`.
+#[inline(always)]
+fn signed_zero(c: f32, g: f32) -> f32 {
+    f32::from_bits((c.to_bits() ^ g.to_bits()) & 0x8000_0000)
 }
 
 /// Straight from the strips, eight pixels at a time (the portable loop needs a row copy to
@@ -145,6 +240,7 @@ fn gain_avx2(st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]
     let n = out.len();
     let gain = &gain[..n];
     let m = cms.as_chunks::<LANES>().0;
+    let sign = _mm256_set1_ps(-0.0);
     for (r, (orow, grow)) in out
         .chunks_exact_mut(cols)
         .zip(gain.chunks_exact(cols))
@@ -158,10 +254,11 @@ fn gain_avx2(st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]
                 .expect("a strip row is LANES wide");
             // SAFETY: every pointer is to an 8-f32 array.
             unsafe {
-                let v = _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), _mm256_loadu_ps(m.as_ptr()));
-                let keep = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
-                let x = _mm256_blendv_ps(v, _mm256_loadu_ps(o.as_ptr()), keep);
-                let y = _mm256_mul_ps(x, _mm256_loadu_ps(g.as_ptr()));
+                let c = _mm256_loadu_ps(c.as_ptr());
+                let g = _mm256_loadu_ps(g.as_ptr());
+                let y = _mm256_mul_ps(_mm256_sub_ps(c, _mm256_loadu_ps(m.as_ptr())), g);
+                let z = _mm256_and_ps(_mm256_xor_ps(c, g), sign);
+                let y = _mm256_blendv_ps(y, z, _mm256_cmp_ps::<_CMP_UNORD_Q>(c, c));
                 _mm256_storeu_ps(o.as_mut_ptr(), y);
             }
         }
@@ -188,8 +285,11 @@ fn gain_body(st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]
             let (o, g) = (&mut out[at.clone()], &gain[at]);
             let (m, c) = (&cms[p0..p0 + pw], &tmp[..pw]);
             for i in 0..pw {
-                let v = c[i] - m[i];
-                o[i] = (if v.is_nan() { o[i] } else { v }) * g[i];
+                o[i] = if c[i].is_nan() {
+                    signed_zero(c[i], g[i])
+                } else {
+                    (c[i] - m[i]) * g[i]
+                };
             }
         }
     }
@@ -254,21 +354,31 @@ mod tests {
         for r in 0..hrows {
             for c in 0..cols {
                 let v = next();
-                cmv[st.index(r, c)] = if v < -60.0 { f32::NAN } else { v };
+                cmv[st.index(r, c)] = if !(-60.0..=80.0).contains(&v) {
+                    f32::from_bits(v.to_bits() | 0x7FC0_0000)
+                } else {
+                    v
+                };
             }
         }
         let cms: Vec<f32> = (0..cols).map(|_| next() * 0.1).collect();
         let gain: Vec<f32> = (0..hrows * cols).map(|_| next() * 0.01).collect();
-        let out0: Vec<f32> = (0..hrows * cols).map(|_| next()).collect();
-        let (mut a, mut b) = (out0.clone(), out0.clone());
+        let (mut a, mut b) = (vec![1.0; hrows * cols], vec![2.0; hrows * cols]);
         gain_body(st, &gain, &cmv, &cms, &mut a);
         super::gain(st, &gain, &cmv, &cms, &mut b);
         for (i, (p, q)) in a.iter().zip(&b).enumerate() {
             assert_eq!(p.to_bits(), q.to_bits(), "pixel {i}");
-            let v = cmv[st.index(i / cols, i % cols)] - cms[i % cols];
-            let want = if v.is_nan() { out0[i] } else { v } * gain[i];
+            let c = cmv[st.index(i / cols, i % cols)];
+            let want = if c.is_nan() {
+                if (c.is_sign_negative() != gain[i].is_sign_negative()) { -0.0 } else { 0.0 }
+            } else {
+                (c - cms[i % cols]) * gain[i]
+            };
             assert_eq!(p.to_bits(), want.to_bits(), "pixel {i}");
         }
-        assert!(cmv.iter().any(|v| v.is_nan()) && cmv.iter().any(|v| !v.is_nan()));
+        for sign in [false, true] {
+            assert!(cmv.iter().any(|v| v.is_nan() && v.is_sign_negative() == sign));
+        }
+        assert!(cmv.iter().any(|v| !v.is_nan()));
     }
 }
