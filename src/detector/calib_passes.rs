@@ -118,12 +118,7 @@ fn plain_body(raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn pedestal_body(
-    h: Half<'_>,
-    role: &[u8],
-    cmv: &mut [f32],
-    kept: &mut Vec<(u32, f32)>,
-) -> bool {
+fn pedestal_body(h: Half<'_>, role: &[u8], cmv: &mut [f32], kept: &mut Vec<(u32, f32)>) -> bool {
     let Half { raw, ped, cols, st } = h;
     let n = raw.len();
     let hrows = n / cols;
@@ -370,14 +365,21 @@ mod tests {
             assert_eq!(p.to_bits(), q.to_bits(), "pixel {i}");
             let c = cmv[st.index(i / cols, i % cols)];
             let want = if c.is_nan() {
-                if (c.is_sign_negative() != gain[i].is_sign_negative()) { -0.0 } else { 0.0 }
+                if (c.is_sign_negative() != gain[i].is_sign_negative()) {
+                    -0.0
+                } else {
+                    0.0
+                }
             } else {
                 (c - cms[i % cols]) * gain[i]
             };
             assert_eq!(p.to_bits(), want.to_bits(), "pixel {i}");
         }
         for sign in [false, true] {
-            assert!(cmv.iter().any(|v| v.is_nan() && v.is_sign_negative() == sign));
+            assert!(
+                cmv.iter()
+                    .any(|v| v.is_nan() && v.is_sign_negative() == sign)
+            );
         }
         assert!(cmv.iter().any(|v| !v.is_nan()));
     }
