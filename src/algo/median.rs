@@ -387,10 +387,19 @@ fn settle<const POOLED: bool, P: Passes>(rows: Samples<'_>, v: [&Sv; 5]) -> Sv {
     })
 }
 
-/// `if c { a } else { b }` without a branch (the conditions of the search are unpredictable).
+/// Per-search lane masks: all ones for true, zero for false (what vector compares give).
+type Sm = [u32; S];
+
+/// The lane mask of `c`.
 #[inline(always)]
-fn pick(c: bool, a: f32, b: f32) -> f32 {
-    let m = u32::from(c).wrapping_neg();
+fn mask(c: bool) -> u32 {
+    u32::from(c).wrapping_neg()
+}
+
+/// `if m { a } else { b }` for a lane mask `m`, without a branch (the conditions of the search
+/// are unpredictable).
+#[inline(always)]
+fn pick(m: u32, a: f32, b: f32) -> f32 {
     f32::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
 }
 
@@ -439,7 +448,7 @@ fn medians<const POOLED: bool, P: Passes>(
     let mut clo: Sv = [0.0; S];
     let mut chi: Sv = [0.0; S];
     let mut known: Sv = [f32::NAN; S];
-    let mut open = [false; S];
+    let mut open: Sm = [0; S];
     for l in 0..LANES {
         out[l].count = n[l];
         if n[l] == 0 {
@@ -456,7 +465,7 @@ fn medians<const POOLED: bool, P: Passes>(
             for (s, &kk) in ks.iter().enumerate() {
                 let i = s * LANES + l;
                 (k[i], clo[i], chi[i]) = (kk as f32, cneg[l] as f32, cpos[l] as f32);
-                open[i] = clo[i] < k[i] && chi[i] > k[i] + 1.0;
+                open[i] = mask(clo[i] < k[i] && chi[i] > k[i] + 1.0);
             }
         }
     }
@@ -464,20 +473,20 @@ fn medians<const POOLED: bool, P: Passes>(
     // search lends its probe to the other side of the open one.
     let aim: Sv = std::array::from_fn(|i| if i < LANES { k[i] - 0.5 } else { k[i] + 1.5 });
     let lend: Sv = std::array::from_fn(|i| if i < LANES { k[i] + 1.5 } else { k[i] - 0.5 });
-    let mut bisect = [false; S];
-    let mut stall = [0u8; S];
+    let mut bisect: Sm = [0; S];
+    let mut stall: Sv = [0.0; S];
     let mut passes = 0;
-    while open.iter().any(|&o| o) {
+    while open.iter().fold(0, |a, &o| a | o) != 0 {
         if passes == MAX_PASSES {
             for l in 0..LANES {
-                if open[l] || open[LANES + l] {
+                if open[l] | open[LANES + l] != 0 {
                     state[l] = State::Fallback;
                 }
             }
             break;
         }
         passes += 1;
-        let mut snap = false;
+        let mut snap = 0;
         let mut t: Sv = [0.0; S];
         let mut alt: Sv = [0.0; S];
         for i in 0..S {
@@ -486,11 +495,11 @@ fn medians<const POOLED: bool, P: Passes>(
             let mid = lo[i] * 0.5 + hi[i] * 0.5;
             let ti = lo[i] + width * ((aim[i] - clo[i]) / span);
             let ti = pick(bisect[i], mid, ti);
-            t[i] = pick((ti > lo[i]) & (ti < hi[i]), ti, mid);
+            t[i] = pick(mask(ti > lo[i]) & mask(ti < hi[i]), ti, mid);
             let ta = lo[i] + width * ((lend[i] - clo[i]) / span);
-            alt[i] = pick((ta > lo[i]) & (ta < hi[i]), ta, t[i]);
-            let splits = (mid > lo[i]) & (mid < hi[i]);
-            snap |= open[i] & (!splits | (stall[i] >= 2));
+            alt[i] = pick(mask(ta > lo[i]) & mask(ta < hi[i]), ta, t[i]);
+            let splits = mask(mid > lo[i]) & mask(mid < hi[i]);
+            snap |= open[i] & (!splits | mask(stall[i] >= 2.0));
         }
         let mut probe = t;
         for l in 0..LANES {
@@ -498,18 +507,18 @@ fn medians<const POOLED: bool, P: Passes>(
             probe[a] = pick(!open[a] & open[b], alt[b], t[a]);
             probe[b] = pick(open[a] & !open[b], alt[a], t[b]);
         }
-        if snap {
+        if snap != 0 {
             // Shrink every open bracket to its extreme samples; a bracket whose samples are all
             // equal (ties, or a bracket too narrow to split) is settled.
             let [mn, mx] = min_max_pooled::<POOLED, P>(rows, &lo, &hi);
             for i in 0..S {
-                if !open[i] {
+                if open[i] == 0 {
                     continue;
                 }
-                stall[i] = 0;
+                stall[i] = 0.0;
                 if mn[i] == mx[i] {
                     known[i] = mx[i];
-                    open[i] = false;
+                    open[i] = 0;
                 } else {
                     hi[i] = mx[i];
                     lo[i] = mn[i].next_down();
@@ -528,16 +537,16 @@ fn medians<const POOLED: bool, P: Passes>(
         for i in 0..S {
             let (old_span, old_w, o) = (chi[i] - clo[i], hi[i] - lo[i], open[i]);
             for (tj, cj) in [(pa[i], na[i]), (pb[i], nb[i])] {
-                let raise = o & (cj <= k[i]) & (tj > lo[i]);
-                let lower = o & (cj > k[i]) & (tj < hi[i]);
+                let raise = o & mask(cj <= k[i]) & mask(tj > lo[i]);
+                let lower = o & mask(cj > k[i]) & mask(tj < hi[i]);
                 lo[i] = pick(raise, tj, lo[i]);
                 clo[i] = pick(raise, cj, clo[i]);
                 hi[i] = pick(lower, tj, hi[i]);
                 chi[i] = pick(lower, cj, chi[i]);
             }
-            bisect[i] = !bisect[i] & (hi[i] - lo[i] > 0.5 * old_w);
-            stall[i] = (stall[i] + 1) * u8::from(chi[i] - clo[i] == old_span);
-            open[i] = o & (clo[i] < k[i]) & (chi[i] > k[i] + 1.0);
+            bisect[i] = !bisect[i] & mask(hi[i] - lo[i] > 0.5 * old_w);
+            stall[i] = pick(mask(chi[i] - clo[i] == old_span), stall[i] + 1.0, 0.0);
+            open[i] = o & mask(clo[i] < k[i]) & mask(chi[i] > k[i] + 1.0);
         }
     }
     let need_pass = (0..S).any(|i| state[i % LANES] == State::Search && known[i].is_nan());

@@ -10,7 +10,7 @@
 //! common-mode mode: with common mode, a pedestal pass, the median search on a strip-major copy
 //! of the eligible pixels, and a gain pass.
 
-use super::calib_passes::{self, ELIGIBLE, Half, KEPT, Strips};
+use super::calib_passes::{self, Aside, ELIGIBLE, Half, KEPT, Strips};
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
@@ -488,6 +488,20 @@ impl Kernel {
         let _ = (base, raw, i);
     }
 
+    /// The raw gain bits that select another table than code 0's (every non-zero code does
+    /// when there is another table).
+    fn switch_bits(&self) -> u16 {
+        debug_assert!(
+            self.sparse.is_empty()
+                || (1..=self.code_mask as usize).all(|c| self.code_table[c] != 0)
+        );
+        if self.sparse.is_empty() {
+            0
+        } else {
+            self.code_mask << 14
+        }
+    }
+
     /// Collects into `idx` the pixels whose gain bits select another table than code 0's.
     /// Handling them afterwards, from a list, lets the scattered loads from the other tables
     /// overlap.
@@ -545,9 +559,14 @@ impl Kernel {
             st,
         };
         sc.kept.clear();
-        let mut eligible = calib_passes::pedestal(h, role0, cmv, &mut sc.kept);
+        sc.switched.clear();
+        let aside = Aside {
+            code_bits: self.switch_bits(),
+            switched: &mut sc.switched,
+            kept: &mut sc.kept,
+        };
+        let mut eligible = calib_passes::pedestal(h, role0, cmv, aside);
         // Switched pixels: their eligible values now, their own calibration after the gain pass.
-        self.switched(raw, &mut sc.switched);
         let others = &mut sc.others;
         others.clear();
         for (j, &i) in sc.switched.iter().enumerate() {

@@ -73,17 +73,30 @@ with_avx2!(
 pub const ELIGIBLE: u8 = 1;
 /// Pixel role bit: not eligible, and its gain factor is not zero, so its value is needed.
 pub const KEPT: u8 = 2;
+// The AVX2 pedestal pass shifts these bits into the sign bit.
+const _: () = assert!(ELIGIBLE == 1 && KEPT == 2);
 
-/// `d = (raw & 0x3FFF) − ped` into `cmv` (strip-major) where the role is [`ELIGIBLE`]; a NaN
-/// carrying the sign of `d` elsewhere; `(index, d)` appended to `kept` for the pixels that are
-/// not eligible but [`KEPT`], and those whose `d` is NaN. True when any pixel is eligible.
-pub fn pedestal(h: Half<'_>, role: &[u8], cmv: &mut [f32], kept: &mut Vec<(u32, f32)>) -> bool {
+/// The pixels a [`pedestal`] pass sets aside for a scalar fix-up.
+#[derive(Debug)]
+pub struct Aside<'a> {
+    /// Raw gain bits that select another table than the first one (0: none does).
+    pub code_bits: u16,
+    /// Pixels with any of `code_bits` set.
+    pub switched: &'a mut Vec<u32>,
+    /// The other pixels that are [`KEPT`] (and not eligible) or whose `d` is NaN, with `d`.
+    pub kept: &'a mut Vec<(u32, f32)>,
+}
+
+/// `d = (raw & 0x3FFF) − ped` into `cmv` (strip-major) where the role is [`ELIGIBLE`], a NaN
+/// carrying the sign of `d` elsewhere, and the pixels to fix up listed in `aside`. True when
+/// any pixel is eligible.
+pub fn pedestal(h: Half<'_>, role: &[u8], cmv: &mut [f32], aside: Aside<'_>) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { pedestal_avx2(h, role, cmv, kept) };
+        return unsafe { pedestal_avx2(h, role, cmv, aside) };
     }
-    pedestal_body(h, role, cmv, kept)
+    pedestal_body(h, role, cmv, aside)
 }
 
 /// `out = (cmv − cms[column]) · gain`; where `cmv` is NaN, zero with the sign of
@@ -117,106 +130,111 @@ fn plain_body(raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) {
     }
 }
 
-#[inline(always)]
-fn pedestal_body(h: Half<'_>, role: &[u8], cmv: &mut [f32], kept: &mut Vec<(u32, f32)>) -> bool {
-    let Half { raw, ped, cols, st } = h;
-    let n = raw.len();
-    let hrows = n / cols;
-    let (ped, role, cmv) = (&ped[..n], &role[..n], &mut cmv[..st.len(cols)]);
-    let mut any = [0u8; LANES];
-    for r in 0..hrows {
-        let at = r * cols..(r + 1) * cols;
-        let rw = raw[at.clone()].as_chunks::<LANES>().0;
-        let p = ped[at.clone()].as_chunks::<LANES>().0;
-        let k = role[at].as_chunks::<LANES>().0;
-        for (s, ((rw, p), k)) in rw.iter().zip(p).zip(k).enumerate() {
-            let c: &mut [f32; LANES] = (&mut cmv[st.index(r, s * LANES)..][..LANES])
-                .try_into()
-                .expect("a strip row is LANES wide");
-            let mut need = [0u8; LANES];
-            for l in 0..LANES {
-                let d = f32::from(rw[l] & 0x3FFF) - p[l];
-                let eligible = k[l] & ELIGIBLE != 0;
-                c[l] = if eligible {
-                    d
-                } else {
-                    f32::from_bits(d.to_bits() | 0x7FC0_0000)
-                };
-                need[l] = u8::from((!eligible & (k[l] & KEPT != 0)) | d.is_nan());
-                any[l] |= k[l] & ELIGIBLE;
-            }
-            if u64::from_ne_bytes(need) != 0 {
-                let i0 = r * cols + s * LANES;
-                for l in 0..LANES {
-                    if need[l] != 0 {
-                        kept.push(((i0 + l) as u32, f32::from(rw[l] & 0x3FFF) - p[l]));
-                    }
-                }
-            }
+/// Lists the lanes `need` (a bit per lane) of the pixels `i0..i0 + LANES`.
+#[cold]
+#[inline(never)]
+fn set_aside(i0: usize, need: u32, raw: &[u16], ped: &[f32], aside: &mut Aside<'_>) {
+    for l in (0..LANES).filter(|l| need >> l & 1 != 0) {
+        let (i, r) = (i0 + l, raw[i0 + l]);
+        if r & aside.code_bits != 0 {
+            aside.switched.push(i as u32);
+        } else {
+            aside.kept.push((i as u32, f32::from(r & 0x3FFF) - ped[i]));
         }
     }
-    any != [0; LANES]
 }
 
-/// Eight pixels at a time, the rare kept ones through a mask test.
+fn pedestal_body(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>) -> bool {
+    let Half { raw, ped, cols, st } = h;
+    let n = raw.len();
+    let (ped, role) = (&ped[..n], &role[..n]);
+    let mut any = false;
+    for i0 in (0..n).step_by(LANES) {
+        let (r, c) = (i0 / cols, i0 % cols);
+        let strip = &mut cmv[st.index(r, c)..][..LANES];
+        let mut need = 0;
+        for (l, v) in strip.iter_mut().enumerate() {
+            let (w, k) = (raw[i0 + l], role[i0 + l]);
+            let d = f32::from(w & 0x3FFF) - ped[i0 + l];
+            let eligible = k & ELIGIBLE != 0;
+            *v = if eligible {
+                d
+            } else {
+                f32::from_bits(d.to_bits() | 0x7FC0_0000)
+            };
+            let set = (!eligible & (k & KEPT != 0)) | d.is_nan() | (w & aside.code_bits != 0);
+            need |= u32::from(set) << l;
+            any |= eligible;
+        }
+        if need != 0 {
+            set_aside(i0, need, raw, ped, &mut aside);
+        }
+    }
+    any
+}
+
+/// Eight pixels at a time, straight into their strips; the rare pixels set aside through a
+/// mask test.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], kept: &mut Vec<(u32, f32)>) -> bool {
+fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>) -> bool {
     use std::arch::x86_64::*;
     let Half { raw, ped, cols, st } = h;
     let n = raw.len();
     let hrows = n / cols;
-    let (ped, role, cmv) = (&ped[..n], &role[..n], &mut cmv[..st.len(cols)]);
+    assert!(
+        cols.is_multiple_of(LANES)
+            && ped.len() >= n
+            && role.len() >= n
+            && hrows <= st.rows
+            && cmv.len() >= st.len(cols)
+    );
     let adc = _mm256_set1_epi32(0x3FFF);
     let qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0_0000));
-    let (elig_bit, kept_bit) = (
-        _mm256_set1_epi32(i32::from(ELIGIBLE)),
-        _mm256_set1_epi32(i32::from(KEPT)),
-    );
-    let mut any = _mm256_setzero_si256();
+    let code = _mm256_set1_epi32(i32::from(aside.code_bits));
+    let zero = _mm256_setzero_si256();
+    let mut any = zero;
     for r in 0..hrows {
-        let at = r * cols..(r + 1) * cols;
-        let rw = raw[at.clone()].as_chunks::<LANES>().0;
-        let p = ped[at.clone()].as_chunks::<LANES>().0;
-        let k = role[at].as_chunks::<LANES>().0;
-        for (s, ((rw, p), k)) in rw.iter().zip(p).zip(k).enumerate() {
-            let c: &mut [f32; LANES] = (&mut cmv[st.index(r, s * LANES)..][..LANES])
-                .try_into()
-                .expect("a strip row is LANES wide");
-            // SAFETY: 8 u16 = 16 bytes, 8 u8 = 8 bytes, 8 f32 = 32 bytes behind each pointer.
-            let need = unsafe {
-                let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(rw.as_ptr().cast()));
+        let at = r * cols;
+        // SAFETY: row `r` of `raw`, `ped` and `role` holds `cols` values and strip `s` of `cmv`
+        // holds row `r` at `s * stride + r * LANES`, all in range by the assertion above;
+        // AVX2 is enabled.
+        unsafe {
+            let (rp, pp, kp) = (
+                raw.as_ptr().add(at),
+                ped.as_ptr().add(at),
+                role.as_ptr().add(at),
+            );
+            let mut cp = cmv.as_mut_ptr().add(r * LANES);
+            for c in (0..cols).step_by(LANES) {
+                let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(rp.add(c).cast()));
                 let d = _mm256_sub_ps(
                     _mm256_cvtepi32_ps(_mm256_and_si256(w, adc)),
-                    _mm256_loadu_ps(p.as_ptr()),
+                    _mm256_loadu_ps(pp.add(c)),
                 );
-                let role = _mm256_cvtepu8_epi32(_mm_loadl_epi64(k.as_ptr().cast()));
-                let e = _mm256_and_si256(role, elig_bit);
-                any = _mm256_or_si256(any, e);
-                let eligible = _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, elig_bit));
-                _mm256_storeu_ps(
-                    c.as_mut_ptr(),
-                    _mm256_blendv_ps(_mm256_or_ps(d, qnan), d, eligible),
-                );
-                let keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
-                    _mm256_and_si256(role, kept_bit),
-                    kept_bit,
-                ));
+                let k = _mm256_cvtepu8_epi32(_mm_loadl_epi64(kp.add(c).cast()));
+                any = _mm256_or_si256(any, k);
+                // Role bits to sign bits, which is what blends and mask extraction read.
+                let eligible = _mm256_castsi256_ps(_mm256_slli_epi32::<31>(k));
+                let kept = _mm256_castsi256_ps(_mm256_slli_epi32::<30>(k));
+                _mm256_storeu_ps(cp, _mm256_blendv_ps(_mm256_or_ps(d, qnan), d, eligible));
+                let coded = _mm256_cmpgt_epi32(_mm256_and_si256(w, code), zero);
                 let need = _mm256_or_ps(
-                    _mm256_andnot_ps(eligible, keep),
-                    _mm256_cmp_ps::<_CMP_UNORD_Q>(d, d),
+                    _mm256_or_ps(
+                        _mm256_andnot_ps(eligible, kept),
+                        _mm256_cmp_ps::<_CMP_UNORD_Q>(d, d),
+                    ),
+                    _mm256_castsi256_ps(coded),
                 );
-                _mm256_movemask_ps(need)
-            };
-            if need != 0 {
-                let i0 = r * cols + s * LANES;
-                for l in (0..LANES).filter(|l| need >> l & 1 != 0) {
-                    kept.push(((i0 + l) as u32, f32::from(rw[l] & 0x3FFF) - p[l]));
+                let need = _mm256_movemask_ps(need) as u32;
+                if need != 0 {
+                    set_aside(at + c, need, raw, ped, &mut aside);
                 }
+                cp = cp.add(st.stride);
             }
         }
     }
-    _mm256_testz_si256(any, any) == 0
+    _mm256_testz_si256(any, _mm256_set1_epi32(i32::from(ELIGIBLE))) == 0
 }
 
 /// The value of a pixel whose strip value `c` is NaN: zero with the sign of `c · g`.
@@ -365,7 +383,7 @@ mod tests {
             assert_eq!(p.to_bits(), q.to_bits(), "pixel {i}");
             let c = cmv[st.index(i / cols, i % cols)];
             let want = if c.is_nan() {
-                if (c.is_sign_negative() != gain[i].is_sign_negative()) {
+                if c.is_sign_negative() != gain[i].is_sign_negative() {
                     -0.0
                 } else {
                     0.0
