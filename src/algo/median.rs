@@ -4,8 +4,9 @@
 //! columns, a stack of bank rows) or all lanes form one pooled group (a bank). NaN marks "not a
 //! sample". Each group's two middle order statistics are bracketed by counting the samples at or
 //! under per-lane thresholds, one vectorised pass over the rows per two probes (interpolation
-//! guarded by bisection), until each statistic is the smallest or the largest sample of its
-//! bracket, which a last pass reads off; a bracket of tied samples settles through its extremes.
+//! guarded by bisection), until each statistic is one of the two smallest or the two largest
+//! samples of its bracket, which a last pass reads off; a bracket of tied samples settles through
+//! its extremes.
 //! Only medians strictly inside `(-window, window)` are wanted (psana's `cormax`), which gives the
 //! starting bracket. The result equals numpy's median (mean of the two middle values for even
 //! counts) bit for bit, except that −0 and +0 count as equal; a group the search cannot settle
@@ -128,9 +129,9 @@ trait Passes {
     /// Per lane and bracket, the smallest and the largest sample in `(lo, hi]` (+∞ and −∞ when
     /// none).
     fn min_max_in(rows: Samples<'_>, lo: &[Row; 2], hi: &[Row; 2]) -> [[Row; 2]; 2];
-    /// Per lane and search, the smallest sample, its sign flipped where `flip` is −0, that
-    /// is `> t` (+∞ when none).
-    fn min_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [Row; 2];
+    /// Per search and lane, the smallest and the second smallest (ties counted) sample, its
+    /// sign flipped where `flip` is −0, that is `> t` (+∞ when none).
+    fn min2_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [[Row; 2]; 2];
 }
 
 struct Portable;
@@ -168,19 +169,20 @@ impl Passes for Portable {
     }
 
     #[inline(always)]
-    fn min_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [Row; 2] {
-        let mut mn = [[f32::INFINITY; LANES]; 2];
+    fn min2_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [[Row; 2]; 2] {
+        let mut m = [[[f32::INFINITY; LANES]; 2]; 2];
         rows.for_each(|r| {
-            for s in 0..2 {
+            for (s, [m1, m2]) in m.iter_mut().enumerate() {
                 for l in 0..LANES {
                     let v = f32::from_bits(r[l].to_bits() ^ flip[s][l].to_bits());
                     if v > t[s][l] {
-                        mn[s][l] = mn[s][l].min(v);
+                        m2[l] = m2[l].min(m1[l].max(v));
+                        m1[l] = m1[l].min(v);
                     }
                 }
             }
         });
-        mn
+        m
     }
 }
 
@@ -206,26 +208,28 @@ mod avx2 {
         }
 
         #[inline(always)]
-        fn min_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [Row; 2] {
+        fn min2_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [[Row; 2]; 2] {
             // SAFETY: as above.
-            unsafe { min_above(rows, flip, t) }
+            unsafe { min2_above(rows, flip, t) }
         }
     }
 
     #[target_feature(enable = "avx2")]
-    fn min_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [Row; 2] {
+    fn min2_above(rows: Samples<'_>, flip: &[Row; 2], t: &[Row; 2]) -> [[Row; 2]; 2] {
         let (f0, f1, t0, t1) = (load(&flip[0]), load(&flip[1]), load(&t[0]), load(&t[1]));
         let inf = _mm256_set1_ps(f32::INFINITY);
-        let (mut m0, mut m1) = (inf, inf);
+        let (mut a1, mut a2, mut b1, mut b2) = (inf, inf, inf, inf);
         rows.for_each(|r| {
             let v = load(r);
             let (v0, v1) = (_mm256_xor_ps(v, f0), _mm256_xor_ps(v, f1));
-            let a0 = _mm256_blendv_ps(inf, v0, _mm256_cmp_ps::<_CMP_GT_OQ>(v0, t0));
-            let a1 = _mm256_blendv_ps(inf, v1, _mm256_cmp_ps::<_CMP_GT_OQ>(v1, t1));
-            m0 = _mm256_min_ps(m0, a0);
-            m1 = _mm256_min_ps(m1, a1);
+            let x = _mm256_blendv_ps(inf, v0, _mm256_cmp_ps::<_CMP_GT_OQ>(v0, t0));
+            let y = _mm256_blendv_ps(inf, v1, _mm256_cmp_ps::<_CMP_GT_OQ>(v1, t1));
+            a2 = _mm256_min_ps(a2, _mm256_max_ps(a1, x));
+            a1 = _mm256_min_ps(a1, x);
+            b2 = _mm256_min_ps(b2, _mm256_max_ps(b1, y));
+            b1 = _mm256_min_ps(b1, y);
         });
-        [store(m0), store(m1)]
+        [[store(a1), store(a2)], [store(b1), store(b2)]]
     }
 
     #[target_feature(enable = "avx2")]
@@ -362,27 +366,43 @@ fn min_max_pooled<const POOLED: bool, P: Passes>(rows: Samples<'_>, lo: &Sv, hi:
     [join(mn), join(mx)]
 }
 
-/// The statistic of every search from its settled bracket (`lo`, `hi`, `clo`, `k`) or its known
-/// value, in one pass: the smallest sample above `lo` when `clo == k`, else the largest at or
-/// under `hi`, found as the smallest negated sample at or over −`hi`.
+/// The two smallest of all lanes' pairs, in every lane, when the lanes form one group.
+#[inline(always)]
+fn pool2<const POOLED: bool>(m: &mut [Row; 2]) {
+    if POOLED {
+        let (mut a, mut b) = (f32::INFINITY, f32::INFINITY);
+        for &v in m.iter().flatten() {
+            b = b.min(a.max(v));
+            a = a.min(v);
+        }
+        *m = [[a; LANES], [b; LANES]];
+    }
+}
+
+/// The statistic of every search from its settled bracket (`lo`, `hi`, `clo`, `chi`, `k`) or
+/// its known value, in one pass: the smallest or second smallest sample above `lo` when
+/// `clo` is `k` or `k − 1`, else the largest or second largest at or under `hi`, found among
+/// the negated samples at or over −`hi`.
 #[inline(never)]
-fn settle<const POOLED: bool, P: Passes>(rows: Samples<'_>, v: [&Sv; 5]) -> Sv {
-    let [lo, hi, clo, k, known] = v;
+fn settle<const POOLED: bool, P: Passes>(rows: Samples<'_>, v: [&Sv; 6]) -> Sv {
+    let [lo, hi, clo, chi, k, known] = v;
     // Branch-free: which side a search settled on is unpredictable.
-    let (mut flip, mut t) = ([0.0f32; S], [0.0f32; S]);
+    let (mut flip, mut t, mut second) = ([0.0f32; S], [0.0f32; S], [0u32; S]);
     for i in 0..S {
-        let high = u32::from(clo[i] != k[i]);
+        let high = u32::from(clo[i] < k[i] - 1.0);
         let keep = high.wrapping_sub(1);
         flip[i] = f32::from_bits(high << 31);
         let nd = next_down_finite(-hi[i]).to_bits();
         t[i] = f32::from_bits((lo[i].to_bits() & keep) | (nd & !keep));
+        second[i] = mask(pick(keep, k[i] - clo[i], chi[i] - 1.0 - k[i]) >= 1.0);
     }
-    let [mut m0, mut m1] = P::min_above(rows, &split(&flip), &split(&t));
-    pool::<f32, POOLED>(&mut m0, f32::min);
-    pool::<f32, POOLED>(&mut m1, f32::min);
-    let m = join([m0, m1]);
+    let [mut m0, mut m1] = P::min2_above(rows, &split(&flip), &split(&t));
+    pool2::<POOLED>(&mut m0);
+    pool2::<POOLED>(&mut m1);
+    let (first, next) = (join([m0[0], m1[0]]), join([m0[1], m1[1]]));
     std::array::from_fn(|i| {
-        let v = f32::from_bits(m[i].to_bits() ^ flip[i].to_bits());
+        let m = pick(second[i], next[i], first[i]);
+        let v = f32::from_bits(m.to_bits() ^ flip[i].to_bits());
         if known[i].is_nan() { v } else { known[i] }
     })
 }
@@ -440,8 +460,9 @@ fn medians<const POOLED: bool, P: Passes>(
     let mut state = [State::Search; LANES];
     // Search i = s * LANES + l brackets order statistic k[i] of lane l (s = 0 the lower middle,
     // s = 1 the upper) in (lo, hi], with clo samples at or under lo and chi at or under hi
-    // (clo <= k < chi). It is settled once clo == k (the statistic is the bracket's smallest
-    // sample) or chi == k + 1 (its largest), or when its value is known.
+    // (clo <= k < chi). It is settled once clo >= k - 1 (the statistic is the bracket's smallest
+    // or second smallest sample) or chi <= k + 2 (its largest or second largest), or when its
+    // value is known.
     let mut k: Sv = [0.0; S];
     let mut lo: Sv = [-w; S];
     let mut hi: Sv = [w; S];
@@ -465,14 +486,14 @@ fn medians<const POOLED: bool, P: Passes>(
             for (s, &kk) in ks.iter().enumerate() {
                 let i = s * LANES + l;
                 (k[i], clo[i], chi[i]) = (kk as f32, cneg[l] as f32, cpos[l] as f32);
-                open[i] = mask(clo[i] < k[i] && chi[i] > k[i] + 1.0);
+                open[i] = mask(clo[i] < k[i] - 1.0 && chi[i] > k[i] + 2.0);
             }
         }
     }
     // Probe targets in ranks: just under the lower statistic, just over the upper one; a settled
     // search lends its probe to the other side of the open one.
-    let aim: Sv = std::array::from_fn(|i| if i < LANES { k[i] - 0.5 } else { k[i] + 1.5 });
-    let lend: Sv = std::array::from_fn(|i| if i < LANES { k[i] + 1.5 } else { k[i] - 0.5 });
+    let aim: Sv = std::array::from_fn(|i| if i < LANES { k[i] - 1.0 } else { k[i] + 2.0 });
+    let lend: Sv = std::array::from_fn(|i| if i < LANES { k[i] + 2.0 } else { k[i] - 1.0 });
     let mut bisect: Sm = [0; S];
     let mut stall: Sv = [0.0; S];
     let mut passes = 0;
@@ -546,12 +567,12 @@ fn medians<const POOLED: bool, P: Passes>(
             }
             bisect[i] = !bisect[i] & mask(hi[i] - lo[i] > 0.5 * old_w);
             stall[i] = pick(mask(chi[i] - clo[i] == old_span), stall[i] + 1.0, 0.0);
-            open[i] = o & mask(clo[i] < k[i]) & mask(chi[i] > k[i] + 1.0);
+            open[i] = o & mask(clo[i] < k[i] - 1.0) & mask(chi[i] > k[i] + 2.0);
         }
     }
     let need_pass = (0..S).any(|i| state[i % LANES] == State::Search && known[i].is_nan());
     let x = if need_pass {
-        settle::<POOLED, P>(rows, [&lo, &hi, &clo, &k, &known])
+        settle::<POOLED, P>(rows, [&lo, &hi, &clo, &chi, &k, &known])
     } else {
         known
     };
