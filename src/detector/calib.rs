@@ -10,7 +10,7 @@
 //! common-mode mode: with common mode, a pedestal pass, the median search on a strip-major copy
 //! of the eligible pixels, and a gain pass.
 
-use super::calib_passes::{self, Aside, ELIGIBLE, Half, KEPT, Strips};
+use super::calib_passes::{self, Aside, Half, Roles, Strips};
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
@@ -57,21 +57,8 @@ pub enum CalibError {
 struct Table {
     ped: Vec<f32>,
     gfac: Vec<f32>,
-    /// [`ELIGIBLE`] for common mode; [`KEPT`] once [`Table::mark_kept`] ran.
+    /// 1 where eligible for common mode (packed into `Kernel::roles` for the primary table).
     role: Vec<u8>,
-}
-
-impl Table {
-    /// Marks the pixels that are not eligible but have a gain factor: the common-mode passes
-    /// keep their values aside (the others calibrate to a signed zero).
-    fn mark_kept(mut self) -> Table {
-        for (k, &g) in self.role.iter_mut().zip(&self.gfac) {
-            if *k & ELIGIBLE == 0 && g != 0.0 {
-                *k |= KEPT;
-            }
-        }
-        self
-    }
 }
 
 /// A table read only at scattered pixels (those whose gain bits select it): pedestal and gain
@@ -86,7 +73,7 @@ impl From<Table> for SparseTable {
     fn from(t: Table) -> SparseTable {
         let mut cm_ok = vec![0u64; t.role.len().div_ceil(64)];
         for (i, &k) in t.role.iter().enumerate() {
-            cm_ok[i / 64] |= u64::from(k & ELIGIBLE != 0) << (i % 64);
+            cm_ok[i / 64] |= u64::from(k != 0) << (i % 64);
         }
         SparseTable {
             ped_gfac: t.ped.iter().zip(&t.gfac).map(|(&p, &g)| [p, g]).collect(),
@@ -137,8 +124,11 @@ struct Kernel {
     code_mask: u16,
     /// Table per raw gain code (`raw >> 14 & code_mask`): 0 is `primary`, `j` is `sparse[j − 1]`.
     code_table: [usize; 4],
-    /// The table of gain code 0, streamed by the vectorised passes.
+    /// The table of gain code 0, streamed by the vectorised passes (its `role` packed into
+    /// `roles`).
     primary: Table,
+    /// Common-mode roles of the pixels with the primary table.
+    roles: Vec<Roles>,
     sparse: Vec<SparseTable>,
     cm: Option<CommonModeParams>,
     nbanks: usize,
@@ -255,7 +245,7 @@ impl Calibrator {
             }
             t
         };
-        let primary = build(&per_bit[0]).mark_kept();
+        let primary = build(&per_bit[0]);
         let (second, sparse) = if per_bit[1] == per_bit[0] {
             (0, vec![])
         } else {
@@ -269,7 +259,11 @@ impl Calibrator {
                 cols: c.cols,
                 code_mask: 1,
                 code_table: [0, second, 0, second],
-                primary,
+                roles: calib_passes::pack_roles(&primary.role, &primary.gfac),
+                primary: Table {
+                    role: Vec::new(),
+                    ..primary
+                },
                 sparse,
                 cm: cm.filter(|p| p.enabled()),
                 nbanks: 8,
@@ -311,7 +305,7 @@ impl Calibrator {
             tables.push(t);
         }
         let mut tables = tables.into_iter();
-        let primary = tables.next().expect("three gain ranges").mark_kept();
+        let primary = tables.next().expect("three gain ranges");
         let mut sparse: Vec<SparseTable> = tables.map(SparseTable::from).collect();
         sparse.push(SparseTable::zeros());
         Ok(Calibrator {
@@ -322,7 +316,11 @@ impl Calibrator {
                 cols: c.cols,
                 code_mask: 3,
                 code_table: [0, 1, 3, 2],
-                primary,
+                roles: calib_passes::pack_roles(&primary.role, &primary.gfac),
+                primary: Table {
+                    role: Vec::new(),
+                    ..primary
+                },
                 sparse,
                 cm: cm.filter(|p| p.enabled()),
                 nbanks: 16,
@@ -547,7 +545,7 @@ impl Kernel {
         let range = base..base + n;
         let (ped0, role0, g0) = (
             &t0.ped[range.clone()],
-            &t0.role[range.clone()],
+            &self.roles[base / LANES..(base + n) / LANES],
             &t0.gfac[range],
         );
         let st = Strips::new(hrows);

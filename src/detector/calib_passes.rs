@@ -69,12 +69,29 @@ with_avx2!(
     plain_body,
     (raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) -> ()
 );
-/// Pixel role bit in the `role` table of [`pedestal`]: eligible for common mode.
-pub const ELIGIBLE: u8 = 1;
-/// Pixel role bit: not eligible, and its gain factor is not zero, so its value is needed.
-pub const KEPT: u8 = 2;
-// The AVX2 pedestal pass shifts these bits into the sign bit.
-const _: () = assert!(ELIGIBLE == 1 && KEPT == 2);
+/// The roles of [`LANES`] consecutive pixels for [`pedestal`]: bit `l` is set when pixel `l` is
+/// eligible for common mode, bit `8 + l` when it is not but is kept (its gain factor is not
+/// zero, so its value is needed).
+pub type Roles = u16;
+
+/// Packs per-pixel eligibility and gain factors into [`Roles`], [`LANES`] pixels each.
+pub fn pack_roles(eligible: &[u8], gain: &[f32]) -> Vec<Roles> {
+    eligible
+        .chunks(LANES)
+        .zip(gain.chunks(LANES))
+        .map(|(e, g)| {
+            let mut r = 0;
+            for (l, (&e, &g)) in e.iter().zip(g).enumerate() {
+                if e != 0 {
+                    r |= 1 << l;
+                } else if g != 0.0 {
+                    r |= 1 << (LANES + l);
+                }
+            }
+            r
+        })
+        .collect()
+}
 
 /// The pixels a [`pedestal`] pass sets aside for a scalar fix-up.
 #[derive(Debug)]
@@ -83,14 +100,14 @@ pub struct Aside<'a> {
     pub code_bits: u16,
     /// Pixels with any of `code_bits` set.
     pub switched: &'a mut Vec<u32>,
-    /// The other pixels that are [`KEPT`] (and not eligible) or whose `d` is NaN, with `d`.
+    /// The other pixels that are kept (see [`Roles`]) or whose `d` is NaN, with `d`.
     pub kept: &'a mut Vec<(u32, f32)>,
 }
 
-/// `d = (raw & 0x3FFF) − ped` into `cmv` (strip-major) where the role is [`ELIGIBLE`], a NaN
+/// `d = (raw & 0x3FFF) − ped` into `cmv` (strip-major) where the pixel is eligible, a NaN
 /// carrying the sign of `d` elsewhere, and the pixels to fix up listed in `aside`. True when
 /// any pixel is eligible.
-pub fn pedestal(h: Half<'_>, role: &[u8], cmv: &mut [f32], aside: Aside<'_>) -> bool {
+pub fn pedestal(h: Half<'_>, role: &[Roles], cmv: &mut [f32], aside: Aside<'_>) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -144,25 +161,26 @@ fn set_aside(i0: usize, need: u32, raw: &[u16], ped: &[f32], aside: &mut Aside<'
     }
 }
 
-fn pedestal_body(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>) -> bool {
+fn pedestal_body(h: Half<'_>, role: &[Roles], cmv: &mut [f32], mut aside: Aside<'_>) -> bool {
     let Half { raw, ped, cols, st } = h;
     let n = raw.len();
-    let (ped, role) = (&ped[..n], &role[..n]);
+    let (ped, role) = (&ped[..n], &role[..n / LANES]);
     let mut any = false;
     for i0 in (0..n).step_by(LANES) {
         let (r, c) = (i0 / cols, i0 % cols);
         let strip = &mut cmv[st.index(r, c)..][..LANES];
         let mut need = 0;
         for (l, v) in strip.iter_mut().enumerate() {
-            let (w, k) = (raw[i0 + l], role[i0 + l]);
+            let (w, k) = (raw[i0 + l], role[i0 / LANES] >> l);
             let d = f32::from(w & 0x3FFF) - ped[i0 + l];
-            let eligible = k & ELIGIBLE != 0;
+            let eligible = k & 1 != 0;
             *v = if eligible {
                 d
             } else {
                 f32::from_bits(d.to_bits() | 0x7FC0_0000)
             };
-            let set = (!eligible & (k & KEPT != 0)) | d.is_nan() | (w & aside.code_bits != 0);
+            let kept = k >> LANES & 1 != 0;
+            let set = (!eligible & kept) | d.is_nan() | (w & aside.code_bits != 0);
             need |= u32::from(set) << l;
             any |= eligible;
         }
@@ -177,7 +195,7 @@ fn pedestal_body(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>
 /// mask test.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>) -> bool {
+fn pedestal_avx2(h: Half<'_>, role: &[Roles], cmv: &mut [f32], mut aside: Aside<'_>) -> bool {
     use std::arch::x86_64::*;
     let Half { raw, ped, cols, st } = h;
     let n = raw.len();
@@ -185,7 +203,7 @@ fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>
     assert!(
         cols.is_multiple_of(LANES)
             && ped.len() >= n
-            && role.len() >= n
+            && role.len() >= n / LANES
             && hrows <= st.rows
             && cmv.len() >= st.len(cols)
     );
@@ -193,6 +211,8 @@ fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>
     let qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0_0000));
     let code = _mm256_set1_epi32(i32::from(aside.code_bits));
     let zero = _mm256_setzero_si256();
+    let lane_e = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let lane_k = _mm256_slli_epi32::<8>(lane_e);
     let mut any = zero;
     for r in 0..hrows {
         let at = r * cols;
@@ -200,11 +220,8 @@ fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>
         // holds row `r` at `s * stride + r * LANES`, all in range by the assertion above;
         // AVX2 is enabled.
         unsafe {
-            let (rp, pp, kp) = (
-                raw.as_ptr().add(at),
-                ped.as_ptr().add(at),
-                role.as_ptr().add(at),
-            );
+            let (rp, pp) = (raw.as_ptr().add(at), ped.as_ptr().add(at));
+            let kp = role.as_ptr().add(at / LANES);
             let mut cp = cmv.as_mut_ptr().add(r * LANES);
             for c in (0..cols).step_by(LANES) {
                 let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(rp.add(c).cast()));
@@ -212,11 +229,12 @@ fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>
                     _mm256_cvtepi32_ps(_mm256_and_si256(w, adc)),
                     _mm256_loadu_ps(pp.add(c)),
                 );
-                let k = _mm256_cvtepu8_epi32(_mm_loadl_epi64(kp.add(c).cast()));
+                let k = _mm256_set1_epi32(i32::from(*kp.add(c / LANES)));
                 any = _mm256_or_si256(any, k);
-                // Role bits to sign bits, which is what blends and mask extraction read.
-                let eligible = _mm256_castsi256_ps(_mm256_slli_epi32::<31>(k));
-                let kept = _mm256_castsi256_ps(_mm256_slli_epi32::<30>(k));
+                let eligible = _mm256_cmpeq_epi32(_mm256_and_si256(k, lane_e), lane_e);
+                let eligible = _mm256_castsi256_ps(eligible);
+                let kept = _mm256_cmpeq_epi32(_mm256_and_si256(k, lane_k), lane_k);
+                let kept = _mm256_castsi256_ps(kept);
                 _mm256_storeu_ps(cp, _mm256_blendv_ps(_mm256_or_ps(d, qnan), d, eligible));
                 let coded = _mm256_cmpgt_epi32(_mm256_and_si256(w, code), zero);
                 let need = _mm256_or_ps(
@@ -234,7 +252,7 @@ fn pedestal_avx2(h: Half<'_>, role: &[u8], cmv: &mut [f32], mut aside: Aside<'_>
             }
         }
     }
-    _mm256_testz_si256(any, _mm256_set1_epi32(i32::from(ELIGIBLE))) == 0
+    _mm256_testz_si256(any, _mm256_set1_epi32(0xFF)) == 0
 }
 
 /// The value of a pixel whose strip value `c` is NaN: zero with the sign of `c · g`.
