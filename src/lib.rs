@@ -10,6 +10,7 @@ pub mod atomic_file;
 pub mod config;
 pub mod detector;
 pub mod eval;
+pub mod huge_pages;
 pub mod inspect;
 pub mod job;
 pub mod output;

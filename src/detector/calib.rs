@@ -17,6 +17,7 @@ use super::epix10ka::{self, PanelConfig};
 use super::jungfrau;
 use super::mask;
 use crate::algo::median::LANES;
+use crate::huge_pages;
 
 /// Detector family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +77,10 @@ impl From<Table> for SparseTable {
             cm_ok[i / 64] |= u64::from(k != 0) << (i % 64);
         }
         SparseTable {
-            ped_gfac: t.ped.iter().zip(&t.gfac).map(|(&p, &g)| [p, g]).collect(),
+            ped_gfac: huge_pages::collect(
+                t.ped.len(),
+                t.ped.iter().zip(&t.gfac).map(|(&p, &g)| [p, g]),
+            ),
             cm_ok,
         }
     }
@@ -225,8 +229,8 @@ impl Calibrator {
         }
         let build = |grs: &[Option<epix10ka::GainRange>]| {
             let mut t = Table {
-                ped: vec![0.0; n],
-                gfac: vec![0.0; n],
+                ped: huge_pages::collect(n, std::iter::repeat_n(0.0, n)),
+                gfac: huge_pages::collect(n, std::iter::repeat_n(0.0, n)),
                 role: vec![0; n],
             };
             for (i, gr) in grs.iter().enumerate() {
@@ -293,8 +297,8 @@ impl Calibrator {
         let mut tables = Vec::new();
         for gr in 0..3 {
             let mut t = Table {
-                ped: c.pedestals[gr * n..(gr + 1) * n].to_vec(),
-                gfac: vec![0.0; n],
+                ped: huge_pages::collect(n, c.pedestals[gr * n..(gr + 1) * n].iter().copied()),
+                gfac: huge_pages::collect(n, std::iter::repeat_n(0.0, n)),
                 role: vec![0; n],
             };
             let gains = &c.pixel_gain[gr * n..(gr + 1) * n];

@@ -76,7 +76,7 @@ pub type Roles = u16;
 
 /// Packs per-pixel eligibility and gain factors into [`Roles`], [`LANES`] pixels each.
 pub fn pack_roles(eligible: &[u8], gain: &[f32]) -> Vec<Roles> {
-    eligible
+    let packed = eligible
         .chunks(LANES)
         .zip(gain.chunks(LANES))
         .map(|(e, g)| {
@@ -89,8 +89,8 @@ pub fn pack_roles(eligible: &[u8], gain: &[f32]) -> Vec<Roles> {
                 }
             }
             r
-        })
-        .collect()
+        });
+    crate::huge_pages::collect(eligible.len().div_ceil(LANES), packed)
 }
 
 /// The pixels a [`pedestal`] pass sets aside for a scalar fix-up.

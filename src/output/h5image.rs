@@ -70,25 +70,10 @@ impl ImageMem {
         if ptr.is_null() {
             return false;
         }
-        advise_huge_pages(ptr, cap);
+        crate::huge_pages::advise(ptr, cap);
         self.ptr = ptr;
         self.cap = cap;
         true
-    }
-}
-
-/// Asks the kernel for transparent huge pages on a large fresh buffer: first-touch page faults
-/// then cost one per 2 MiB instead of one per 4 KiB (measured ~3.5x faster first writes).
-pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    if len < 2 * HUGE {
-        return;
-    }
-    let start = (ptr as usize).next_multiple_of(HUGE);
-    let end = (ptr as usize + len) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: the range lies inside an allocation we own; MADV_HUGEPAGE is only a hint.
-        unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_HUGEPAGE) };
     }
 }
 
