@@ -262,10 +262,11 @@ fn main() -> anyhow::Result<()> {
         lines.dedup();
         lines.len()
     };
-    let (f32_lines, u8_lines) = (lines_of(16), lines_of(64));
-    let second = f32_lines * 64 * 2;
+    // Pedestal and gain factor side by side (8 B a pixel), eligibility bits (512 pixels a line).
+    let (pair_lines, bit_lines) = (lines_of(8), lines_of(512));
+    let second = pair_lines * 64;
     let cal_bytes = n * (2 + 4 + 4 + 4 + 4) + second;
-    let cm_bytes = n * (2 + 4 + 1 + 4 + 4 + 4) + second + u8_lines * 64;
+    let cm_bytes = n * (2 + 4 + 4 + 4 + 4) + n / 4 + second + bit_lines * 64;
     println!(
         "bytes_per_frame peakfinder8 {:.1} MB (frame f32 + 2 B/unmasked pixel of bin-sorted index) -> {:.1} GB/s at the median",
         pf_bytes as f64 / 1e6,
@@ -279,7 +280,7 @@ fn main() -> anyhow::Result<()> {
     );
     if let Some(c) = cal_ms.iter().find(|c| c.0.contains("default")) {
         println!(
-            "bytes_per_frame calibration with common mode {:.1} MB (+ eligibility u8; median search in L2) -> {:.1} GB/s at the psana-default median",
+            "bytes_per_frame calibration with common mode {:.1} MB (+ pixel roles, 2 bits a pixel, and eligibility bits of switched pixels; strips of eligible values in L2/L3) -> {:.1} GB/s at the psana-default median",
             cm_bytes as f64 / 1e6,
             cm_bytes as f64 / c.2 / 1e6
         );
