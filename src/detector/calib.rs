@@ -10,7 +10,7 @@
 //! common-mode mode: with common mode, a pedestal pass, the median search on a strip-major copy
 //! of the eligible pixels, and a gain pass.
 
-use super::calib_passes::{self, Aside, Half, Roles, Strips};
+use super::calib_passes::{self, Aside, GainPass, Half, PedestalPass, Roles, Strips};
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
@@ -143,13 +143,19 @@ struct SegScratch {
     /// Pedestal-subtracted pixels eligible for common mode, NaN elsewhere (half a segment,
     /// strip-major).
     cmv: Vec<f32>,
+    cm: CmScratch,
+    halves: [HalfScratch; 2],
+}
+
+/// What a half segment sets aside between its passes.
+#[derive(Debug, Clone, Default)]
+struct HalfScratch {
     /// The pixels of the first table that are kept (not eligible, with a gain factor) or NaN,
     /// and their pedestal-subtracted values.
     kept: Vec<(u32, f32)>,
-    cm: CmScratch,
     /// Pixels whose gain bits select another table than the first one.
     switched: Vec<u32>,
-    /// Their pedestal-subtracted values and gain factors.
+    /// Their pedestal-subtracted values and gain factors, then their calibrated values.
     others: Vec<(f32, f32)>,
     /// Column corrections of the half segment.
     cms: Vec<f32>,
@@ -159,11 +165,8 @@ impl SegScratch {
     fn new(st: Strips, cols: usize) -> SegScratch {
         SegScratch {
             cmv: vec![f32::NAN; st.len(cols)],
-            kept: Vec::new(),
             cm: CmScratch::default(),
-            switched: Vec::new(),
-            cms: Vec::new(),
-            others: Vec::new(),
+            halves: Default::default(),
         }
     }
 }
@@ -450,15 +453,15 @@ impl Calibrator {
 
 impl Kernel {
     fn segment(&self, s: usize, seg: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
+        if let Some(p) = self.cm {
+            return self.segment_with_cm(s * seg, raw, out, &p, sc);
+        }
         let half = seg / 2;
         for h in 0..2 {
             let base = s * seg + h * half;
             let r = &raw[h * half..(h + 1) * half];
             let o = &mut out[h * half..(h + 1) * half];
-            match self.cm {
-                None => self.calibrate_plain(base, r, o, sc),
-                Some(p) => self.calibrate_with_cm(base, r, o, &p, sc),
-            }
+            self.calibrate_plain(base, r, o, &mut sc.halves[0]);
         }
     }
 
@@ -518,7 +521,7 @@ impl Kernel {
 
     /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits: every pixel
     /// with code 0's table (vectorised), then the switched pixels.
-    fn calibrate_plain(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
+    fn calibrate_plain(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut HalfScratch) {
         let range = base..base + raw.len();
         let t0 = &self.primary;
         calib_passes::plain(raw, &t0.ped[range.clone()], &t0.gfac[range], out);
@@ -531,48 +534,53 @@ impl Kernel {
         }
     }
 
-    /// The eligible pedestal-subtracted pixels into `sc.cmv`, common mode bank by bank on the
-    /// half segment (L2-resident), then the output in one pass with the gain factors.
-    fn calibrate_with_cm(
+    /// The pedestal pass of `half` (segment-relative pixels `half * n..`), its pixels set aside
+    /// into `hs`.
+    fn pedestal_pass<'a>(
+        &'a self,
+        base: usize,
+        raw: &'a [u16],
+        hs: &'a mut HalfScratch,
+    ) -> PedestalPass<'a> {
+        let n = raw.len();
+        hs.kept.clear();
+        hs.switched.clear();
+        PedestalPass {
+            h: Half {
+                raw,
+                ped: &self.primary.ped[base..base + n],
+                cols: self.cols,
+                st: Strips::new(n / self.cols),
+            },
+            role: &self.roles[base / LANES..(base + n) / LANES],
+            aside: Aside {
+                code_bits: self.switch_bits(),
+                switched: &mut hs.switched,
+                kept: &mut hs.kept,
+            },
+        }
+    }
+
+    /// After the pedestal pass of a half: the switched pixels' eligible values into the strips,
+    /// common mode bank by bank (the strips L2-resident), the column corrections into `hs.cms`
+    /// and the switched pixels' calibrated values into `hs.others` (the strips are overwritten
+    /// before the output is).
+    fn common_mode(
         &self,
         base: usize,
         raw: &[u16],
-        out: &mut [f32],
+        mut eligible: bool,
+        cmv: &mut [f32],
         p: &CommonModeParams,
-        sc: &mut SegScratch,
+        hs: &mut HalfScratch,
+        cm: &mut CmScratch,
     ) {
-        let n = raw.len();
         let cols = self.cols;
-        let hrows = n / cols;
-        let bw = cols / self.nbanks;
-        let t0 = &self.primary;
-        let range = base..base + n;
-        let (ped0, role0, g0) = (
-            &t0.ped[range.clone()],
-            &self.roles[base / LANES..(base + n) / LANES],
-            &t0.gfac[range],
-        );
-        let st = Strips::new(hrows);
-        let cmv = &mut sc.cmv[..st.len(cols)];
-        let h = Half {
-            raw,
-            ped: ped0,
-            cols,
-            st,
-        };
-        sc.kept.clear();
-        sc.switched.clear();
-        let aside = Aside {
-            code_bits: self.switch_bits(),
-            switched: &mut sc.switched,
-            kept: &mut sc.kept,
-        };
-        let mut eligible = calib_passes::pedestal(h, role0, cmv, aside);
-        // Switched pixels: their eligible values now, their own calibration after the gain pass.
-        let others = &mut sc.others;
+        let st = Strips::new(raw.len() / cols);
+        let others = &mut hs.others;
         others.clear();
-        for (j, &i) in sc.switched.iter().enumerate() {
-            self.prefetch(base, raw, sc.switched.get(j + PREFETCH));
+        for (j, &i) in hs.switched.iter().enumerate() {
+            self.prefetch(base, raw, hs.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
             let (p, g, k) = self.sparse_of(r).entry(base + i);
             let d = f32::from(r & 0x3FFF) - p;
@@ -580,23 +588,69 @@ impl Kernel {
             eligible |= k;
             others.push((d, g));
         }
-        let cms = &mut sc.cms;
+        let cms = &mut hs.cms;
         cms.clear();
         if eligible {
+            let bw = cols / self.nbanks;
             for bank in cmv.chunks_exact_mut(bw / LANES * st.stride) {
-                cms.extend_from_slice(common_mode::apply_bank_but_columns(bank, st, p, &mut sc.cm));
+                cms.extend_from_slice(common_mode::apply_bank_but_columns(bank, st, p, cm));
             }
         } else {
             cms.resize(cols, 0.0);
         }
-        calib_passes::gain(st, g0, cmv, cms, out);
-        for &(i, d) in &sc.kept {
-            out[i as usize] = d * g0[i as usize];
-        }
-        for (&i, &(d, g)) in sc.switched.iter().zip(others.iter()) {
+        for (&i, o) in hs.switched.iter().zip(others.iter_mut()) {
             let i = i as usize;
             let c = cmv[st.index(i / cols, i % cols)] - cms[i % cols];
-            out[i] = if c.is_nan() { d } else { c } * g;
+            o.0 = if c.is_nan() { o.0 } else { c } * o.1;
         }
+    }
+
+    /// The set-aside pixels of a half into its output, after its gain pass.
+    fn fix_up(&self, base: usize, out: &mut [f32], hs: &HalfScratch) {
+        let g0 = &self.primary.gfac[base..base + out.len()];
+        for &(i, d) in &hs.kept {
+            out[i as usize] = d * g0[i as usize];
+        }
+        for (&i, &(v, _)) in hs.switched.iter().zip(&hs.others) {
+            out[i as usize] = v;
+        }
+    }
+
+    /// A segment with common mode: pedestal pass of the first half, its common mode, then its
+    /// gain pass fused with the pedestal pass of the second half, whose common mode and gain pass
+    /// follow.
+    fn segment_with_cm(
+        &self,
+        base: usize,
+        raw: &[u16],
+        out: &mut [f32],
+        p: &CommonModeParams,
+        sc: &mut SegScratch,
+    ) {
+        let half = raw.len() / 2;
+        let st = Strips::new(half / self.cols);
+        let SegScratch { cmv, cm, halves } = sc;
+        let cmv = &mut cmv[..st.len(self.cols)];
+        let [h0, h1] = halves;
+        let (r0, r1) = raw.split_at(half);
+        let (o0, o1) = out.split_at_mut(half);
+        let (b0, b1) = (base, base + half);
+        let e0 = calib_passes::pedestal(self.pedestal_pass(b0, r0, h0), cmv);
+        self.common_mode(b0, r0, e0, cmv, p, h0, cm);
+        let g0 = GainPass {
+            gain: &self.primary.gfac[b0..b0 + half],
+            cms: &h0.cms,
+            out: o0,
+        };
+        let e1 = calib_passes::gain_then_pedestal(g0, self.pedestal_pass(b1, r1, h1), cmv);
+        self.fix_up(b0, o0, h0);
+        self.common_mode(b1, r1, e1, cmv, p, h1, cm);
+        let g1 = GainPass {
+            gain: &self.primary.gfac[b1..b1 + half],
+            cms: &h1.cms,
+            out: o1,
+        };
+        calib_passes::gain(st, g1, cmv);
+        self.fix_up(b1, o1, h1);
     }
 }

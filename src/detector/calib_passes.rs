@@ -104,27 +104,63 @@ pub struct Aside<'a> {
     pub kept: &'a mut Vec<(u32, f32)>,
 }
 
-/// `d = (raw & 0x3FFF) − ped` into `cmv` (strip-major) where the pixel is eligible, a NaN
-/// carrying the sign of `d` elsewhere, and the pixels to fix up listed in `aside`. True when
-/// any pixel is eligible.
-pub fn pedestal(h: Half<'_>, role: &[Roles], cmv: &mut [f32], aside: Aside<'_>) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { pedestal_avx2(h, role, cmv, aside) };
-    }
-    pedestal_body(h, role, cmv, aside)
+/// A pedestal pass: `d = (raw & 0x3FFF) − ped` into the strips where the pixel is eligible, a
+/// NaN carrying the sign of `d` elsewhere, and the pixels to fix up listed in `aside`.
+pub struct PedestalPass<'a> {
+    pub h: Half<'a>,
+    /// The half's roles, one entry per [`LANES`] pixels.
+    pub role: &'a [Roles],
+    pub aside: Aside<'a>,
 }
 
-/// `out = (cmv − cms[column]) · gain`; where `cmv` is NaN, zero with the sign of
+/// A gain pass: `out = (cmv − cms[column]) · gain`; where `cmv` is NaN, zero with the sign of
 /// `cmv · gain` (the value of a pixel that is not kept: its gain factor is zero).
-pub fn gain(st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]) {
+#[derive(Debug)]
+pub struct GainPass<'a> {
+    pub gain: &'a [f32],
+    /// Column corrections.
+    pub cms: &'a [f32],
+    pub out: &'a mut [f32],
+}
+
+/// Runs a pedestal pass into `cmv` (strip-major, layout `p.h.st`); true when any pixel is
+/// eligible.
+pub fn pedestal(p: PedestalPass<'_>, cmv: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        let (st, cols, hrows) = (p.h.st, p.h.cols, p.h.raw.len() / p.h.cols);
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { passes_avx2::<false, true>(st, cols, hrows, cmv, None, Some(p)) };
+    }
+    pedestal_body(p, cmv)
+}
+
+/// Runs a gain pass from `cmv` (strip-major, layout `st`).
+pub fn gain(st: Strips, g: GainPass<'_>, cmv: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        let (cols, hrows) = (g.cms.len(), g.out.len() / g.cms.len());
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { passes_avx2::<true, false>(st, cols, hrows, cmv, Some(g), None) };
+        return;
+    }
+    gain_body(st, g, cmv);
+}
+
+/// The gain pass of one half segment and the pedestal pass of another of the same shape on the
+/// same strips, row by row: each strip row is read for the first and then overwritten by the
+/// second, so its cache line is already at hand when written. True when any pixel of the
+/// pedestal pass is eligible.
+pub fn gain_then_pedestal(g: GainPass<'_>, p: PedestalPass<'_>, cmv: &mut [f32]) -> bool {
+    let (st, cols, hrows) = (p.h.st, p.h.cols, p.h.raw.len() / p.h.cols);
+    assert!(g.cms.len() == cols && g.out.len() == hrows * cols);
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { gain_avx2(st, gain, cmv, cms, out) };
+        return unsafe { passes_avx2::<true, true>(st, cols, hrows, cmv, Some(g), Some(p)) };
     }
-    gain_body(st, gain, cmv, cms, out);
+    gain_body(st, g, cmv);
+    pedestal_body(p, cmv)
 }
 
 /// A half segment's raw words and pedestals, `cols` columns (a multiple of [`LANES`]) wide, and
@@ -161,8 +197,12 @@ fn set_aside(i0: usize, need: u32, raw: &[u16], ped: &[f32], aside: &mut Aside<'
     }
 }
 
-fn pedestal_body(h: Half<'_>, role: &[Roles], cmv: &mut [f32], mut aside: Aside<'_>) -> bool {
-    let Half { raw, ped, cols, st } = h;
+fn pedestal_body(p: PedestalPass<'_>, cmv: &mut [f32]) -> bool {
+    let PedestalPass {
+        h: Half { raw, ped, cols, st },
+        role,
+        mut aside,
+    } = p;
     let n = raw.len();
     let (ped, role) = (&ped[..n], &role[..n / LANES]);
     let mut any = false;
@@ -191,114 +231,108 @@ fn pedestal_body(h: Half<'_>, role: &[Roles], cmv: &mut [f32], mut aside: Aside<
     any
 }
 
-/// Eight pixels at a time, straight into their strips; the rare pixels set aside through a
-/// mask test.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn pedestal_avx2(h: Half<'_>, role: &[Roles], cmv: &mut [f32], mut aside: Aside<'_>) -> bool {
-    use std::arch::x86_64::*;
-    let Half { raw, ped, cols, st } = h;
-    let n = raw.len();
-    let hrows = n / cols;
-    assert!(
-        cols.is_multiple_of(LANES)
-            && ped.len() >= n
-            && role.len() >= n / LANES
-            && hrows <= st.rows
-            && cmv.len() >= st.len(cols)
-    );
-    let adc = _mm256_set1_epi32(0x3FFF);
-    let qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0_0000));
-    let code = _mm256_set1_epi32(i32::from(aside.code_bits));
-    let zero = _mm256_setzero_si256();
-    let lane_e = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    let lane_k = _mm256_slli_epi32::<8>(lane_e);
-    let mut any = zero;
-    for r in 0..hrows {
-        let at = r * cols;
-        // SAFETY: row `r` of `raw`, `ped` and `role` holds `cols` values and strip `s` of `cmv`
-        // holds row `r` at `s * stride + r * LANES`, all in range by the assertion above;
-        // AVX2 is enabled.
-        unsafe {
-            let (rp, pp) = (raw.as_ptr().add(at), ped.as_ptr().add(at));
-            let kp = role.as_ptr().add(at / LANES);
-            let mut cp = cmv.as_mut_ptr().add(r * LANES);
-            for c in (0..cols).step_by(LANES) {
-                let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(rp.add(c).cast()));
-                let d = _mm256_sub_ps(
-                    _mm256_cvtepi32_ps(_mm256_and_si256(w, adc)),
-                    _mm256_loadu_ps(pp.add(c)),
-                );
-                let k = _mm256_set1_epi32(i32::from(*kp.add(c / LANES)));
-                any = _mm256_or_si256(any, k);
-                let eligible = _mm256_cmpeq_epi32(_mm256_and_si256(k, lane_e), lane_e);
-                let eligible = _mm256_castsi256_ps(eligible);
-                let kept = _mm256_cmpeq_epi32(_mm256_and_si256(k, lane_k), lane_k);
-                let kept = _mm256_castsi256_ps(kept);
-                _mm256_storeu_ps(cp, _mm256_blendv_ps(_mm256_or_ps(d, qnan), d, eligible));
-                let coded = _mm256_cmpgt_epi32(_mm256_and_si256(w, code), zero);
-                let need = _mm256_or_ps(
-                    _mm256_or_ps(
-                        _mm256_andnot_ps(eligible, kept),
-                        _mm256_cmp_ps::<_CMP_UNORD_Q>(d, d),
-                    ),
-                    _mm256_castsi256_ps(coded),
-                );
-                let need = _mm256_movemask_ps(need) as u32;
-                if need != 0 {
-                    set_aside(at + c, need, raw, ped, &mut aside);
-                }
-                cp = cp.add(st.stride);
-            }
-        }
-    }
-    _mm256_testz_si256(any, _mm256_set1_epi32(0xFF)) == 0
-}
-
 /// The value of a pixel whose strip value `c` is NaN: zero with the sign of `c · g`.
 #[inline(always)]
 fn signed_zero(c: f32, g: f32) -> f32 {
     f32::from_bits((c.to_bits() ^ g.to_bits()) & 0x8000_0000)
 }
 
-/// Straight from the strips, eight pixels at a time (the portable loop needs a row copy to
-/// vectorise).
+/// The gain pass (`G`) and the pedestal pass (`P`) of `hrows` rows of `cols` columns, eight
+/// pixels at a time straight from and into the strips (the portable gain loop needs a row copy
+/// to vectorise); the rare pixels of the pedestal pass set aside through a mask test.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn gain_avx2(st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]) {
+fn passes_avx2<const G: bool, const P: bool>(
+    st: Strips,
+    cols: usize,
+    hrows: usize,
+    cmv: &mut [f32],
+    g: Option<GainPass<'_>>,
+    p: Option<PedestalPass<'_>>,
+) -> bool {
     use std::arch::x86_64::*;
-    let cols = cms.len();
-    let n = out.len();
-    let gain = &gain[..n];
-    let m = cms.as_chunks::<LANES>().0;
+    let n = hrows * cols;
+    assert!(cols.is_multiple_of(LANES) && hrows <= st.rows && cmv.len() >= st.len(cols));
+    let (gp, mp, op) = match g {
+        Some(g) => {
+            assert!(g.gain.len() >= n && g.cms.len() >= cols && g.out.len() >= n);
+            (g.gain.as_ptr(), g.cms.as_ptr(), g.out.as_mut_ptr())
+        }
+        None => (std::ptr::null(), std::ptr::null(), std::ptr::null_mut()),
+    };
+    let (raw, ped, role, mut aside): (&[u16], &[f32], &[Roles], _) = match p {
+        Some(p) => {
+            assert!(p.h.raw.len() >= n && p.h.ped.len() >= n && p.role.len() >= n / LANES);
+            (p.h.raw, p.h.ped, p.role, Some(p.aside))
+        }
+        None => (&[], &[], &[], None),
+    };
+    assert!(G == !gp.is_null() && P == aside.is_some());
+    let adc = _mm256_set1_epi32(0x3FFF);
+    let qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0_0000));
+    let code_bits = aside.as_ref().map_or(0, |a| a.code_bits);
+    let code = _mm256_set1_epi32(i32::from(code_bits));
+    let zero = _mm256_setzero_si256();
     let sign = _mm256_set1_ps(-0.0);
-    for (r, (orow, grow)) in out
-        .chunks_exact_mut(cols)
-        .zip(gain.chunks_exact(cols))
-        .enumerate()
-    {
-        let o = orow.as_chunks_mut::<LANES>().0;
-        let g = grow.as_chunks::<LANES>().0;
-        for (s, ((o, g), m)) in o.iter_mut().zip(g).zip(m).enumerate() {
-            let c: &[f32; LANES] = cmv[st.index(r, s * LANES)..][..LANES]
-                .try_into()
-                .expect("a strip row is LANES wide");
-            // SAFETY: every pointer is to an 8-f32 array.
-            unsafe {
-                let c = _mm256_loadu_ps(c.as_ptr());
-                let g = _mm256_loadu_ps(g.as_ptr());
-                let y = _mm256_mul_ps(_mm256_sub_ps(c, _mm256_loadu_ps(m.as_ptr())), g);
-                let z = _mm256_and_ps(_mm256_xor_ps(c, g), sign);
-                let y = _mm256_blendv_ps(y, z, _mm256_cmp_ps::<_CMP_UNORD_Q>(c, c));
-                _mm256_storeu_ps(o.as_mut_ptr(), y);
+    let lane_e = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let lane_k = _mm256_slli_epi32::<8>(lane_e);
+    let mut any = zero;
+    for r in 0..hrows {
+        let at = r * cols;
+        // SAFETY: row `r` of every per-pixel input and of `out` holds `cols` values, `cms`
+        // holds `cols`, and strip `s` of `cmv` holds row `r` at `s * stride + r * LANES`, all
+        // in range by the assertions above; the pointers of a pass that does not run are not
+        // used; AVX2 is enabled.
+        unsafe {
+            let mut cp = cmv.as_mut_ptr().add(r * LANES);
+            for c in (0..cols).step_by(LANES) {
+                if G {
+                    let v = _mm256_loadu_ps(cp);
+                    let gv = _mm256_loadu_ps(gp.add(at + c));
+                    let y = _mm256_mul_ps(_mm256_sub_ps(v, _mm256_loadu_ps(mp.add(c))), gv);
+                    let z = _mm256_and_ps(_mm256_xor_ps(v, gv), sign);
+                    let y = _mm256_blendv_ps(y, z, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                    _mm256_storeu_ps(op.add(at + c), y);
+                }
+                if P {
+                    let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(raw.as_ptr().add(at + c).cast()));
+                    let d = _mm256_sub_ps(
+                        _mm256_cvtepi32_ps(_mm256_and_si256(w, adc)),
+                        _mm256_loadu_ps(ped.as_ptr().add(at + c)),
+                    );
+                    let k = _mm256_set1_epi32(i32::from(*role.as_ptr().add((at + c) / LANES)));
+                    any = _mm256_or_si256(any, k);
+                    let eligible = _mm256_cmpeq_epi32(_mm256_and_si256(k, lane_e), lane_e);
+                    let eligible = _mm256_castsi256_ps(eligible);
+                    let kept = _mm256_cmpeq_epi32(_mm256_and_si256(k, lane_k), lane_k);
+                    let kept = _mm256_castsi256_ps(kept);
+                    _mm256_storeu_ps(cp, _mm256_blendv_ps(_mm256_or_ps(d, qnan), d, eligible));
+                    let coded = _mm256_cmpgt_epi32(_mm256_and_si256(w, code), zero);
+                    let need = _mm256_or_ps(
+                        _mm256_or_ps(
+                            _mm256_andnot_ps(eligible, kept),
+                            _mm256_cmp_ps::<_CMP_UNORD_Q>(d, d),
+                        ),
+                        _mm256_castsi256_ps(coded),
+                    );
+                    let need = _mm256_movemask_ps(need) as u32;
+                    if need != 0
+                        && let Some(a) = aside.as_mut()
+                    {
+                        set_aside(at + c, need, raw, ped, a);
+                    }
+                }
+                cp = cp.add(st.stride);
             }
         }
     }
+    P && _mm256_testz_si256(any, _mm256_set1_epi32(0xFF)) == 0
 }
 
 #[inline(always)]
-fn gain_body(st: Strips, gain: &[f32], cmv: &[f32], cms: &[f32], out: &mut [f32]) {
+fn gain_body(st: Strips, g: GainPass<'_>, cmv: &[f32]) {
     const PIECE: usize = 256;
+    let GainPass { gain, cms, out } = g;
     let cols = cms.len();
     let n = out.len();
     let hrows = n / cols;
@@ -395,8 +429,13 @@ mod tests {
         let cms: Vec<f32> = (0..cols).map(|_| next() * 0.1).collect();
         let gain: Vec<f32> = (0..hrows * cols).map(|_| next() * 0.01).collect();
         let (mut a, mut b) = (vec![1.0; hrows * cols], vec![2.0; hrows * cols]);
-        gain_body(st, &gain, &cmv, &cms, &mut a);
-        super::gain(st, &gain, &cmv, &cms, &mut b);
+        let g = |out| GainPass {
+            gain: &gain,
+            cms: &cms,
+            out,
+        };
+        gain_body(st, g(&mut a), &cmv);
+        super::gain(st, g(&mut b), &mut cmv.clone());
         for (i, (p, q)) in a.iter().zip(&b).enumerate() {
             assert_eq!(p.to_bits(), q.to_bits(), "pixel {i}");
             let c = cmv[st.index(i / cols, i % cols)];
@@ -418,5 +457,77 @@ mod tests {
             );
         }
         assert!(cmv.iter().any(|v| !v.is_nan()));
+    }
+
+    #[test]
+    fn fused_passes_equal_the_passes_in_turn() {
+        let (hrows, cols) = (20, 48);
+        let n = hrows * cols;
+        let st = Strips::new(hrows);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x >> 11
+        };
+        let raw: Vec<u16> = (0..n).map(|_| next() as u16).collect();
+        let ped: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % 97 == 5 {
+                    f32::NAN
+                } else {
+                    (next() % 20000) as f32 * 0.7
+                }
+            })
+            .collect();
+        let gain: Vec<f32> = (0..n)
+            .map(|_| (next() % 1000) as f32 * 0.01 - 2.0)
+            .collect();
+        let role: Vec<Roles> = (0..n / LANES).map(|_| next() as u16).collect();
+        let cms: Vec<f32> = (0..cols).map(|_| (next() % 100) as f32 * 0.1).collect();
+        let mut cmv0 = vec![f32::NAN; st.len(cols)];
+        for (i, v) in cmv0.iter_mut().enumerate() {
+            if i % 3 != 0 {
+                *v = (next() % 4000) as f32 * 0.25 - 500.0;
+            }
+        }
+        let h = Half {
+            raw: &raw,
+            ped: &ped,
+            cols,
+            st,
+        };
+        let run = |fused: bool| {
+            let (mut cmv, mut out) = (cmv0.clone(), vec![0.0f32; n]);
+            let (mut switched, mut kept) = (Vec::new(), Vec::new());
+            let aside = Aside {
+                code_bits: 0x4000,
+                switched: &mut switched,
+                kept: &mut kept,
+            };
+            let g = GainPass {
+                gain: &gain,
+                cms: &cms,
+                out: &mut out,
+            };
+            let p = PedestalPass {
+                h,
+                role: &role,
+                aside,
+            };
+            let any = if fused {
+                gain_then_pedestal(g, p, &mut cmv)
+            } else {
+                gain_body(st, g, &cmv);
+                pedestal_body(p, &mut cmv)
+            };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let kept: Vec<(u32, u32)> = kept.iter().map(|&(i, d)| (i, d.to_bits())).collect();
+            (any, bits(&cmv), bits(&out), switched, kept)
+        };
+        let (a, b) = (run(false), run(true));
+        assert!(a.0 && !a.3.is_empty() && !a.4.is_empty());
+        assert!(a == b, "fused and sequential passes differ");
     }
 }
