@@ -7,8 +7,9 @@
 //! table of gain code 0 (the common case), followed by a fix-up of the few pixels whose gain bits
 //! select another table, listed by a vectorised scan and handled with their table entries
 //! prefetched. Work is done per half segment (L2-resident), which is also the unit of every
-//! common-mode mode: with common mode, a pedestal pass, the median search on a strip-major copy
-//! of the eligible pixels, and a gain pass.
+//! common-mode mode: with common mode, a pedestal pass (which also lists the switched pixels),
+//! the median search on a strip-major copy of the eligible pixels, and a gain pass that runs
+//! fused with the next half's pedestal pass.
 
 use super::calib_passes::{self, Aside, GainPass, Half, PedestalPass, Roles, Strips};
 use super::common_mode::{self, CmScratch, CommonModeParams};
@@ -124,6 +125,8 @@ pub struct Calibrator {
 /// The read-only per-pixel tables and parameters used by the hot loops.
 #[derive(Debug, Clone)]
 struct Kernel {
+    /// Rows of a half segment.
+    hrows: usize,
     cols: usize,
     code_mask: u16,
     /// Table per raw gain code (`raw >> 14 & code_mask`): 0 is `primary`, `j` is `sparse[j − 1]`.
@@ -263,6 +266,7 @@ impl Calibrator {
             nsegs: c.nsegs,
             rows: c.rows,
             kernel: Kernel {
+                hrows: c.rows / 2,
                 cols: c.cols,
                 code_mask: 1,
                 code_table: [0, second, 0, second],
@@ -320,6 +324,7 @@ impl Calibrator {
             nsegs: c.nsegs,
             rows: c.rows,
             kernel: Kernel {
+                hrows: c.rows / 2,
                 cols: c.cols,
                 code_mask: 3,
                 code_table: [0, 1, 3, 2],
@@ -395,13 +400,8 @@ impl Calibrator {
     /// Calibrates a whole frame given as the slab (segments stacked, psana order).
     pub fn calibrate_slab(&mut self, raw: &[u16], out: &mut [f32]) -> Result<(), CalibError> {
         self.check_slab(raw, out)?;
-        let seg = self.rows * self.kernel.cols;
         // One scratch for every segment keeps it cache-resident.
-        let sc = &mut self.scratch[0];
-        for (s, o) in out.chunks_exact_mut(seg).enumerate() {
-            self.kernel
-                .segment(s, seg, &raw[s * seg..(s + 1) * seg], o, sc);
-        }
+        self.kernel.segments(0, raw, out, &mut self.scratch[0]);
         Ok(())
     }
 
@@ -418,7 +418,7 @@ impl Calibrator {
             .zip(raw.par_chunks_exact(seg))
             .zip(self.scratch.par_iter_mut())
             .enumerate()
-            .for_each(|(s, ((o, r), sc))| kernel.segment(s, seg, r, o, sc));
+            .for_each(|(s, ((o, r), sc))| kernel.segments(s * seg, r, o, sc));
         Ok(())
     }
 
@@ -445,23 +445,25 @@ impl Calibrator {
                 });
             }
             let o = &mut out[s * seg..(s + 1) * seg];
-            self.kernel.segment(s, seg, r, o, &mut self.scratch[0]);
+            self.kernel.segments(s * seg, r, o, &mut self.scratch[0]);
         }
         Ok(())
     }
 }
 
 impl Kernel {
-    fn segment(&self, s: usize, seg: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
-        if let Some(p) = self.cm {
-            return self.segment_with_cm(s * seg, raw, out, &p, sc);
+    /// Whole segments from pixel `base` of the slab.
+    fn segments(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
+        if self.cm.is_some() {
+            return self.segments_with_cm(base, raw, out, sc);
         }
-        let half = seg / 2;
-        for h in 0..2 {
-            let base = s * seg + h * half;
-            let r = &raw[h * half..(h + 1) * half];
-            let o = &mut out[h * half..(h + 1) * half];
-            self.calibrate_plain(base, r, o, &mut sc.halves[0]);
+        let half = self.hrows * self.cols;
+        for (k, (r, o)) in raw
+            .chunks_exact(half)
+            .zip(out.chunks_exact_mut(half))
+            .enumerate()
+        {
+            self.calibrate_plain(base + k * half, r, o, &mut sc.halves[0]);
         }
     }
 
@@ -571,10 +573,12 @@ impl Kernel {
         raw: &[u16],
         mut eligible: bool,
         cmv: &mut [f32],
-        p: &CommonModeParams,
         hs: &mut HalfScratch,
         cm: &mut CmScratch,
     ) {
+        let Some(p) = &self.cm else {
+            return;
+        };
         let cols = self.cols;
         let st = Strips::new(raw.len() / cols);
         let others = &mut hs.others;
@@ -616,41 +620,46 @@ impl Kernel {
         }
     }
 
-    /// A segment with common mode: pedestal pass of the first half, its common mode, then its
-    /// gain pass fused with the pedestal pass of the second half, whose common mode and gain pass
-    /// follow.
-    fn segment_with_cm(
-        &self,
-        base: usize,
-        raw: &[u16],
-        out: &mut [f32],
-        p: &CommonModeParams,
-        sc: &mut SegScratch,
-    ) {
-        let half = raw.len() / 2;
-        let st = Strips::new(half / self.cols);
+    /// Whole segments with common mode, half by half: the pedestal pass of a half, its common
+    /// mode, then its gain pass fused with the next half's pedestal pass.
+    fn segments_with_cm(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
+        let half = self.hrows * self.cols;
+        let st = Strips::new(self.hrows);
         let SegScratch { cmv, cm, halves } = sc;
         let cmv = &mut cmv[..st.len(self.cols)];
-        let [h0, h1] = halves;
-        let (r0, r1) = raw.split_at(half);
-        let (o0, o1) = out.split_at_mut(half);
-        let (b0, b1) = (base, base + half);
-        let e0 = calib_passes::pedestal(self.pedestal_pass(b0, r0, h0), cmv);
-        self.common_mode(b0, r0, e0, cmv, p, h0, cm);
-        let g0 = GainPass {
-            gain: &self.primary.gfac[b0..b0 + half],
-            cms: &h0.cms,
-            out: o0,
-        };
-        let e1 = calib_passes::gain_then_pedestal(g0, self.pedestal_pass(b1, r1, h1), cmv);
-        self.fix_up(b0, o0, h0);
-        self.common_mode(b1, r1, e1, cmv, p, h1, cm);
-        let g1 = GainPass {
-            gain: &self.primary.gfac[b1..b1 + half],
-            cms: &h1.cms,
-            out: o1,
-        };
-        calib_passes::gain(st, g1, cmv);
-        self.fix_up(b1, o1, h1);
+        let gain_of = |b: usize| &self.primary.gfac[b..b + half];
+        let mut outs = out.chunks_exact_mut(half);
+        let mut prev: Option<&mut [f32]> = None;
+        for (k, r) in raw.chunks_exact(half).enumerate() {
+            let b = base + k * half;
+            let [h0, h1] = &mut *halves;
+            let (hk, hp) = if k % 2 == 0 { (h0, h1) } else { (h1, h0) };
+            let eligible = match prev.take() {
+                None => calib_passes::pedestal(self.pedestal_pass(b, r, hk), cmv),
+                Some(o) => {
+                    let g = GainPass {
+                        gain: gain_of(b - half),
+                        cms: &hp.cms,
+                        out: &mut *o,
+                    };
+                    let e = calib_passes::gain_then_pedestal(g, self.pedestal_pass(b, r, hk), cmv);
+                    self.fix_up(b - half, o, hp);
+                    e
+                }
+            };
+            self.common_mode(b, r, eligible, cmv, hk, cm);
+            prev = outs.next();
+        }
+        if let Some(o) = prev {
+            let b = base + raw.len() - half;
+            let hp = &halves[(raw.len() / half - 1) % 2];
+            let g = GainPass {
+                gain: gain_of(b),
+                cms: &hp.cms,
+                out: &mut *o,
+            };
+            calib_passes::gain(st, g, cmv);
+            self.fix_up(b, o, hp);
+        }
     }
 }

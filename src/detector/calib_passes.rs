@@ -267,7 +267,7 @@ fn passes_avx2<const G: bool, const P: bool>(
         }
         None => (&[], &[], &[], None),
     };
-    assert!(G == !gp.is_null() && P == aside.is_some());
+    assert!(G != gp.is_null() && P == aside.is_some());
     let adc = _mm256_set1_epi32(0x3FFF);
     let qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0_0000));
     let code_bits = aside.as_ref().map_or(0, |a| a.code_bits);
