@@ -536,8 +536,8 @@ impl Kernel {
         }
     }
 
-    /// The pedestal pass of `half` (segment-relative pixels `half * n..`), its pixels set aside
-    /// into `hs`.
+    /// The pedestal pass of the half segment starting at slab pixel `base`, its pixels set
+    /// aside into `hs`.
     fn pedestal_pass<'a>(
         &'a self,
         base: usize,

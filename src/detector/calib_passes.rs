@@ -3,9 +3,10 @@
 //!
 //! With common mode, a half segment's eligible values are kept in *strip-major* order
 //! ([`Strips`]): strip `s` (columns `8s..8s+8`) holds its rows one after another. A column
-//! strip, a bank (whole strips) and an 8×8 block are then contiguous for the median search. (Calibrating bank-wide slabs instead of whole rows,
-//! to keep the pedestals cached between the passes, was slower: short strided runs defeat the
-//! hardware prefetchers.)
+//! strip, a bank (whole strips) and an 8×8 block are then contiguous for the median search.
+//! The passes stream whole rows: calibrating bank-wide or half-width slabs, to keep more in
+//! cache between the passes, was slower (short strided runs defeat the hardware prefetchers),
+//! while running one half's gain pass fused with the next half's pedestal pass is faster.
 
 use crate::algo::median::LANES;
 
