@@ -107,6 +107,7 @@ pub struct Aside<'a> {
 
 /// A pedestal pass: `d = (raw & 0x3FFF) − ped` into the strips where the pixel is eligible, a
 /// NaN carrying the sign of `d` elsewhere, and the pixels to fix up listed in `aside`.
+#[derive(Debug)]
 pub struct PedestalPass<'a> {
     pub h: Half<'a>,
     /// The half's roles, one entry per [`LANES`] pixels.
