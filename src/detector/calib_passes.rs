@@ -405,18 +405,14 @@ fn coded_avx2(raw: &[u16], code_bits: u16, idx: &mut Vec<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algo::spots::SplitMix64;
 
     #[test]
     fn gain_pass_paths_agree() {
         let (hrows, cols) = (24, 64);
         let st = Strips::new(hrows);
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1 << 24) as f32 * 200.0 - 100.0
-        };
+        let mut rng = SplitMix64::new(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.uniform() as f32 * 200.0 - 100.0;
         let mut cmv = vec![f32::NAN; st.len(cols)];
         for r in 0..hrows {
             for c in 0..cols {
@@ -466,13 +462,8 @@ mod tests {
         let (hrows, cols) = (20, 48);
         let n = hrows * cols;
         let st = Strips::new(hrows);
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x >> 11
-        };
+        let mut rng = SplitMix64::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64() >> 11;
         let raw: Vec<u16> = (0..n).map(|_| next() as u16).collect();
         let ped: Vec<f32> = (0..n)
             .map(|i| {
