@@ -514,11 +514,10 @@ impl Kernel {
     /// overlap.
     fn switched(&self, raw: &[u16], idx: &mut Vec<u32>) {
         idx.clear();
-        if self.sparse.is_empty() {
-            return;
+        let bits = self.switch_bits();
+        if bits != 0 {
+            calib_passes::coded(raw, bits, idx);
         }
-        calib_passes::coded(raw, self.code_mask << 14, idx);
-        idx.retain(|&i| self.code_table[((raw[i as usize] >> 14) & self.code_mask) as usize] != 0);
     }
 
     /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits: every pixel
