@@ -2,6 +2,7 @@
 //! key path and line), and command-line overrides.
 
 use crate::algo::peakfinder8::Pf8Params;
+use crate::detector::model::Kind;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -43,24 +44,18 @@ fn yes() -> bool {
     true
 }
 
-/// Detector models lclstreamer decodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum DetectorKind {
-    #[serde(rename = "epix10k2M")]
-    Epix10k2M,
-    #[serde(rename = "jungfrau4M")]
-    Jungfrau4M,
-}
-
 /// The detector's calibration inputs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
-    pub kind: DetectorKind,
-    /// Directory of psana-shaped `.npy` constants (`pedestals.npy`, `pixel_gain.npy`, ...).
-    pub constants: PathBuf,
-    /// CrystFEL geometry of the slab.
-    pub geometry: PathBuf,
+    /// A check of what the run declares: a family (`epix10ka`, `jungfrau`, `epix100`, `raw`) or
+    /// a named detector (`epix10k2M`, `jungfrau16M`, …); absent = whatever the run holds.
+    pub kind: Option<Kind>,
+    /// Directory of psana-shaped constants (`pedestals.npy`, `pixel_gain.npy`, ...); absent for
+    /// a raw pass-through detector without pedestals.
+    pub constants: Option<PathBuf>,
+    /// CrystFEL geometry of the slab; needed for peak finding.
+    pub geometry: Option<PathBuf>,
     /// Optional user mask `.npy` (non-zero = good), psana segment shape.
     pub mask: Option<PathBuf>,
     /// psana common-mode parameters, e.g. `[7, 2, 100, 10]`; absent = none.
@@ -238,10 +233,12 @@ impl Config {
             fix(r);
         }
         self.source.files.iter_mut().for_each(fix);
-        fix(&mut self.detector.constants);
-        fix(&mut self.detector.geometry);
-        if let Some(m) = &mut self.detector.mask {
-            fix(m);
+        let d = &mut self.detector;
+        for p in [&mut d.constants, &mut d.geometry, &mut d.mask]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
         }
         for s in &mut self.output.sinks {
             match s {
@@ -308,8 +305,12 @@ mod tests {
     #[test]
     fn relative_paths_and_overrides() {
         let mut c = parse("source: {detector: d, root: data}\ndetector: {kind: jungfrau4M, constants: c, geometry: /abs/g.geom}\noutput:\n  sinks:\n    - {kind: files, dir: out}\n").unwrap();
-        assert_eq!(c.detector.constants, Path::new("/base/c"));
-        assert_eq!(c.detector.geometry, Path::new("/abs/g.geom"));
+        assert_eq!(c.detector.constants.as_deref(), Some(Path::new("/base/c")));
+        assert_eq!(
+            c.detector.geometry.as_deref(),
+            Some(Path::new("/abs/g.geom"))
+        );
+        assert_eq!(c.detector.kind, Some(Kind::Preset("jungfrau4M")));
         assert_eq!(c.processing.keep, Keep::Hits);
         c.apply(&Overrides {
             exp: Some("cxi1".into()),

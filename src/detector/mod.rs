@@ -1,13 +1,16 @@
-//! Detectors: raw decoding (ePix10ka, Jungfrau), calibration constants, common mode, masks, geometry.
+//! Detectors: the model table (`model`), a run's frames (`frame`), raw decoding (ePix10ka,
+//! Jungfrau), calibration constants, common mode, masks, geometry.
 
 pub mod calib;
 pub mod calib_passes;
 pub mod common_mode;
 pub mod constants;
 pub mod epix10ka;
+pub mod frame;
 pub mod geometry;
 pub mod jungfrau;
 pub mod mask;
+pub mod model;
 pub mod synthetic;
 
 pub use calib::{CalibError, Calibrator, DetectorKind};

@@ -69,6 +69,12 @@ pub fn run_files(cfg: &Config) -> anyhow::Result<RunFiles> {
     }
 }
 
+/// The run's detector model and everything workers need for it.
+fn load_static(cfg: &Config, run: &RunFiles) -> anyhow::Result<pipeline::Static> {
+    let conf = pipeline::first_configure(&cfg.source.detector, run)?;
+    pipeline::Static::load(cfg, conf.model)
+}
+
 /// Everything checked before any data moves.
 struct Checked {
     run: RunFiles,
@@ -77,7 +83,7 @@ struct Checked {
 
 fn check(cfg: &Config) -> anyhow::Result<Checked> {
     let run = run_files(cfg)?;
-    let stat = pipeline::Static::load(cfg)?;
+    let stat = load_static(cfg, &run)?;
     cfg.output
         .layout
         .parse::<crate::output::Layout>()
@@ -156,7 +162,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     };
     let stat = match (stat, needs_static) {
         (Some(s), _) => Some(Arc::new(s)),
-        (None, true) => match pipeline::Static::load(&cfg) {
+        (None, true) => match run_files(&cfg).and_then(|r| load_static(&cfg, &r)) {
             Ok(s) => Some(Arc::new(s)),
             Err(e) => {
                 eprintln!("lclstreamer: rank {rank}: {e:#}");

@@ -4,8 +4,9 @@
 
 use super::layout::Layout;
 use super::messages::{Msg, RecordMsg, TransitionMsg, WorkerStats};
-use super::pipeline::{Configured, Processor, Static, Timings};
+use super::pipeline::{Processor, Static, Timings};
 use super::router::Mailbox;
+use crate::detector::frame::Configured;
 use crate::xtc::TransitionId;
 use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -29,12 +30,9 @@ impl State {
     fn apply(&mut self, st: &Static, t: &[TransitionMsg]) -> anyhow::Result<()> {
         for tr in t {
             if tr.service == TransitionId::Configure as u8 {
-                let per_stream: Vec<(u32, Vec<u8>)> = tr
-                    .per_stream
-                    .iter()
-                    .map(|(s, b)| (*s, b.to_vec()))
-                    .collect();
-                let conf = Configured::from_configure(st, &per_stream)?;
+                let per_stream: Vec<(u32, &[u8])> =
+                    tr.per_stream.iter().map(|(s, b)| (*s, &b[..])).collect();
+                let conf = st.configure(&per_stream)?;
                 let n = rayon::current_num_threads().max(1);
                 self.pool = (0..n)
                     .map(|_| Processor::new(st, &conf))
