@@ -184,6 +184,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
             .or_else(|| run.as_ref().and_then(|r| r.run))
             .unwrap_or(0),
         source: cfg.source.detector.clone(),
+        segments: stat
+            .as_ref()
+            .map(|s| s.model.segments.clone())
+            .unwrap_or_default(),
         software_version: format!("lclstreamer {}", env!("CARGO_PKG_VERSION")),
         parameters: vec![
             (

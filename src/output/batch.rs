@@ -129,6 +129,8 @@ pub struct RunMeta {
     /// Detector / data source name, e.g. `epix10k2M`.
     pub source: String,
     pub software_version: String,
+    /// Segment ids of the detector stacked in the frames' slab, in slab order.
+    pub segments: Vec<u32>,
     /// Processing parameters as `(name, value)` string pairs.
     pub parameters: Vec<(String, String)>,
 }
@@ -234,6 +236,7 @@ pub fn example_batch(n: usize, ss: usize, fs: usize, kind: ExampleKind, seed: u6
             run: 12,
             source: "epix10k2M".into(),
             software_version: env!("CARGO_PKG_VERSION").into(),
+            segments: (0..16).collect(),
             parameters: vec![
                 ("adc_threshold".into(), "10".into()),
                 ("min_snr".into(), "5".into()),

@@ -4,7 +4,8 @@
 //! int32 `(B,)` and `peakXPosRaw` (fs), `peakYPosRaw` (ss), `peakTotalIntensity`,
 //! `peakMaximumValue`, `peakNPixels`, `peakSNR`, `peakSigma` float32 `(B, W)` with `W >= nPeaks`,
 //! unused slots 0; `/LCLS/timestamp` u64, `/LCLS/event_index` u64, `/LCLS/run` u32,
-//! `/LCLS/experiment` string and one float64 `/LCLS/<name>` per scalar, all `(B,)`.
+//! `/LCLS/experiment` string and one float64 `/LCLS/<name>` per scalar, all `(B,)`;
+//! `/LCLS/detector_1/segments` u32 the detector's segment ids in slab order.
 
 use hdf5::types::VarLenUnicode;
 use ndarray::Array1;
@@ -37,6 +38,10 @@ pub(crate) fn write(
     }
     let lcls = file.create_group("LCLS")?;
     write_event_ids(&lcls, c)?;
+    lcls.create_group("detector_1")?
+        .new_dataset_builder()
+        .with_data(&Array1::from_vec(c.batch.meta.segments.clone()))
+        .create("segments")?;
     let exp: VarLenUnicode = c
         .batch
         .meta

@@ -215,6 +215,9 @@ fn write_root_attrs(file: &hdf5::File, batch: &Batch) -> Result<(), OutputError>
     scalar_attr(file, "seq", batch.seq)?;
     scalar_attr(file, "n_events", batch.events.len() as u64)?;
     scalar_attr(file, "run", m.run)?;
+    file.new_attr_builder()
+        .with_data(&ndarray::Array1::from_vec(m.segments.clone()))
+        .create("segments")?;
     let mut strs = vec![
         ("experiment".to_string(), m.experiment.as_str()),
         ("source".to_string(), m.source.as_str()),

@@ -68,6 +68,10 @@ pub fn read_batch(bytes: &[u8]) -> Result<(Batch, Layout), OutputError> {
         run: attr(&file, "run")?,
         source: str_attr(&file, "source")?,
         software_version: str_attr(&file, "software_version")?,
+        segments: file
+            .attr("segments")
+            .and_then(|a| a.read_raw::<u32>())
+            .map_err(|e| OutputError::Malformed(format!("root attribute segments: {e}")))?,
         parameters,
     };
     let scalar_names: Vec<String> = serde_json::from_str(&str_attr(&file, "scalar_names")?)
