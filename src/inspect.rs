@@ -3,7 +3,9 @@
 
 use crate::xtc::eventbuild::EventBuilder;
 use crate::xtc::run::RunFiles;
-use crate::xtc::{Dgram, DgramReader, NamesLookup, Schema, TransitionId, Truncation, XtcError};
+use crate::xtc::{
+    Dgram, DgramReader, NamesId, NamesLookup, Schema, TransitionId, Truncation, XtcError,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -60,16 +62,23 @@ pub struct VarSummary {
     pub rank: u32,
 }
 
-/// One (detector, type, algorithm, version) with all its segments.
+/// One Names entry of a Configure: a detector segment's schema under its NamesId.
 #[derive(Debug, Clone, Serialize)]
 pub struct DetectorSummary {
+    /// NamesId: the DRP node id and the names index within the node.
+    pub node: u32,
+    pub index: u32,
     pub name: String,
     #[serde(rename = "type")]
     pub det_type: String,
     pub alg: String,
     pub version: String,
-    pub segments: Vec<u32>,
+    pub segment: u32,
+    /// The segment's unique id (psana's `uniqueid` is built from these).
+    pub det_id: String,
     pub vars: Vec<VarSummary>,
+    /// The files whose Configure declares this entry.
+    pub files: Vec<PathBuf>,
 }
 
 /// Everything `inspect` reports.
@@ -78,46 +87,80 @@ pub struct Summary {
     pub files: Vec<FileSummary>,
     pub run: RunInfo,
     pub runs: Vec<RunInfo>,
+    /// Every distinct Names entry, by NamesId; the same NamesId appears again when another
+    /// stream or a later Configure declares something different under it.
     pub detectors: Vec<DetectorSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<serde_json::Value>>,
 }
 
-/// Runs and detectors gathered across files.
+impl Summary {
+    /// The segments declared for detector `name` with algorithm `alg`, sorted, each once.
+    pub fn segments(&self, name: &str, alg: &str) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .detectors
+            .iter()
+            .filter(|d| d.name == name && d.alg == alg)
+            .map(|d| d.segment)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// Runs and Names entries gathered across files.
 #[derive(Default)]
 pub struct Collect {
     runs: Vec<RunInfo>,
-    detectors: BTreeMap<(String, String, String, String), DetectorSummary>,
+    detectors: Vec<DetectorSummary>,
 }
 
 impl Collect {
-    fn add_configure(&mut self, lookup: &NamesLookup) {
-        for (_, s) in lookup.entries() {
-            let key = (
-                s.det_name.clone(),
-                s.det_type.clone(),
-                s.alg.name.clone(),
-                s.alg.version_string(),
-            );
-            let d = self
-                .detectors
-                .entry(key)
-                .or_insert_with(|| detector_summary(s));
-            if !d.segments.contains(&s.segment) {
-                d.segments.push(s.segment);
-                d.segments.sort_unstable();
+    fn add_configure(&mut self, lookup: &NamesLookup, file: &Path) {
+        for (id, s) in lookup.entries() {
+            let entry = detector_summary(id, s);
+            match self.detectors.iter_mut().find(|d| d.same_entry(&entry)) {
+                Some(d) => {
+                    if !d.files.iter().any(|f| f == file) {
+                        d.files.push(file.to_path_buf());
+                    }
+                }
+                None => self.detectors.push(DetectorSummary {
+                    files: vec![file.to_path_buf()],
+                    ..entry
+                }),
             }
         }
     }
 }
 
-fn detector_summary(s: &Schema) -> DetectorSummary {
+impl DetectorSummary {
+    /// Equal but for the files that declare them.
+    fn same_entry(&self, o: &DetectorSummary) -> bool {
+        (self.node, self.index, self.segment) == (o.node, o.index, o.segment)
+            && (
+                &self.name,
+                &self.det_type,
+                &self.alg,
+                &self.version,
+                &self.det_id,
+            ) == (&o.name, &o.det_type, &o.alg, &o.version, &o.det_id)
+            && self.vars == o.vars
+    }
+}
+
+/// The entry for `s` under `id`, with no files yet.
+fn detector_summary(id: NamesId, s: &Schema) -> DetectorSummary {
     DetectorSummary {
+        node: id.node(),
+        index: id.id(),
         name: s.det_name.clone(),
         det_type: s.det_type.clone(),
         alg: s.alg.name.clone(),
         version: s.alg.version_string(),
-        segments: vec![s.segment],
+        segment: s.segment,
+        det_id: s.det_id.clone(),
         vars: s
             .vars
             .iter()
@@ -127,6 +170,7 @@ fn detector_summary(s: &Schema) -> DetectorSummary {
                 rank: v.rank,
             })
             .collect(),
+        files: Vec::new(),
     }
 }
 
@@ -174,7 +218,7 @@ pub fn summarize_file(path: &Path, into: &mut Collect) -> Result<FileSummary, Xt
         }
         if d.service() == TransitionId::Configure {
             lookup = NamesLookup::from_configure(&d.root()).map_err(fmt)?;
-            into.add_configure(&lookup);
+            into.add_configure(&lookup, path);
             continue;
         }
         if lookup.is_empty() {
@@ -232,7 +276,12 @@ pub fn summarize(
             runnum: None,
         }),
         runs,
-        detectors: collect.detectors.into_values().collect(),
+        detectors: {
+            // By NamesId; entries sharing one keep the order they were found in (stable sort).
+            let mut d = collect.detectors;
+            d.sort_by_key(|d| (d.node, d.index));
+            d
+        },
         events,
     })
 }
@@ -397,6 +446,18 @@ pub fn resolve_inputs(inputs: &[String], root: &Path) -> Result<Inputs, XtcError
     Ok(Inputs { files, run })
 }
 
+/// `sNNN` for a DAQ-named file (bigdata or small data of stream NNN), else the file name.
+fn stream_label(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    match crate::xtc::run::FileName::parse(name) {
+        Some(f) => format!("s{:03}", f.stream),
+        None => name.to_string(),
+    }
+}
+
 /// The human-readable report.
 pub fn render_text(s: &Summary) -> String {
     use std::fmt::Write;
@@ -431,7 +492,20 @@ pub fn render_text(s: &Summary) -> String {
             r.runnum.map_or("?".into(), |n| n.to_string())
         );
     }
-    let _ = writeln!(o, "detectors:");
+    // Entries name their streams (or files) when several declare Names.
+    let labels = |d: &DetectorSummary| {
+        let mut v: Vec<String> = d.files.iter().map(|f| stream_label(f)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut all: Vec<String> = s.detectors.iter().flat_map(labels).collect();
+    all.sort();
+    all.dedup();
+    let _ = writeln!(
+        o,
+        "detectors (one line per Names entry: NamesId (node, index), name (type), alg version):"
+    );
     for d in &s.detectors {
         let vars: Vec<String> = d
             .vars
@@ -453,15 +527,22 @@ pub fn render_text(s: &Summary) -> String {
         let more = d.vars.len().saturating_sub(8);
         let _ = writeln!(
             o,
-            "  {} ({}) {} {} segments {:?}: {}{}",
+            "  ({}, {}) {} ({}) {} {} segment {}: {}{}{}",
+            d.node,
+            d.index,
             d.name,
             d.det_type,
             d.alg,
             d.version,
-            d.segments,
+            d.segment,
             vars.join(", "),
             if more > 0 {
                 format!(" … +{more} more")
+            } else {
+                String::new()
+            },
+            if all.len() > 1 {
+                format!(" [{}]", labels(d).join(", "))
             } else {
                 String::new()
             }

@@ -1,9 +1,12 @@
-//! Calibration constants from `.npy` files with psana's shapes, as a psana user gets them with
-//! `np.save(name, det.raw._pedestals())` etc.: `(7, nsegs, 352, 384)` for ePix10ka (gain ranges
-//! FH, FM, FL, AHL_H, AML_M, AHL_L, AML_L) and `(3, nsegs, 512, 1024)` for Jungfrau (gains 0, 1, 2).
-//! One HDF5 file holding the same arrays under the same names works too. Any numeric dtype is
-//! accepted and converted; a missing file or a wrong shape is an error naming the file, the
-//! expected and the actual shape.
+//! Calibration constants with psana's shapes, as a psana user gets them: `.npy` files
+//! (`np.save(name, det.raw._pedestals())`, or `cdb get ... -f NAME`) or the text `.data` files
+//! that `cdb get` writes next to them ([`text`]). Shapes are `(7, nsegs, 352, 384)` for ePix10ka
+//! (gain ranges FH, FM, FL, AHL_H, AML_M, AHL_L, AML_L) and `(3, nsegs, 512, 1024)` for Jungfrau
+//! (gains 0, 1, 2). One HDF5 file holding the same arrays under the same names works too. Any
+//! numeric dtype is accepted and converted; a missing file or a wrong shape is an error naming the
+//! file, the expected and the actual shape.
+
+pub mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,15 @@ pub enum ConstantsError {
         expected: Vec<usize>,
         actual: Vec<usize>,
     },
+    #[error("{file}:{line}: {msg}")]
+    Text {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    /// A required constant with neither `NAME.npy` (`file`) nor `NAME.data` next to it.
+    #[error("{file}: cannot open calibration constants: no such file, nor {name}.data")]
+    Missing { file: PathBuf, name: String },
     #[error("{file}: {what} contains a non-finite value at flat index {index}")]
     NonFinite {
         file: PathBuf,
@@ -62,22 +74,69 @@ pub fn read_npy_any(path: &Path) -> Result<ArrayD<f64>, ConstantsError> {
     try_types!(path, f32, f64, u8, u16, u32, u64, i8, i16, i32, i64)
 }
 
-/// Reads `path` and checks its shape; `what` names the constant in errors.
+/// True for psana's text arrays (`.data`, `.txt`); anything else is read as `.npy`.
+fn is_text(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("data" | "txt")
+    )
+}
+
+/// Reads `path` by its extension; the flag is true when the shape is only a text file's line
+/// layout (no shape in its header), which [`fit_shape`] may reshape.
+fn read_layout(path: &Path) -> Result<(ArrayD<f64>, bool), ConstantsError> {
+    if is_text(path) {
+        let t = text::read_data_txt(path)?;
+        Ok((t.array, !t.shape_from_header))
+    } else {
+        Ok((read_npy_any(path)?, false))
+    }
+}
+
+/// Reads a `.npy` or psana `.data` array as f64; a `.data` file whose header gives no shape
+/// keeps its line layout (1-D or 2-D).
+pub fn read_any(path: &Path) -> Result<ArrayD<f64>, ConstantsError> {
+    Ok(read_layout(path)?.0)
+}
+
+/// `a` in the shape `expected`: unchanged, or, when `layout_only` (a text file without a shape
+/// header), reshaped in C order if the value count matches, as psana reshapes text constants to
+/// the detector's shape. Otherwise a shape error naming `file` and `what`.
+fn fit_shape(
+    file: &Path,
+    what: &str,
+    a: ArrayD<f64>,
+    layout_only: bool,
+    expected: &[usize],
+) -> Result<ArrayD<f64>, ConstantsError> {
+    if a.shape() == expected {
+        return Ok(a);
+    }
+    let shape_err = |actual: &[usize]| ConstantsError::Shape {
+        file: file.to_path_buf(),
+        what: what.to_string(),
+        expected: expected.to_vec(),
+        actual: actual.to_vec(),
+    };
+    if layout_only && a.len() == expected.iter().product::<usize>() {
+        let actual = a.shape().to_vec();
+        return a
+            .into_shape_with_order(ndarray::IxDyn(expected))
+            .map_err(|_| shape_err(&actual));
+    }
+    Err(shape_err(a.shape()))
+}
+
+/// Reads `path` (`.npy`, or psana's `.data` text) and checks its shape; `what` names the
+/// constant in errors. A `.data` file without a shape header may hold the values in any 2-D
+/// layout with the expected count.
 pub fn read_checked(
     path: &Path,
     what: &str,
     expected: &[usize],
 ) -> Result<ArrayD<f64>, ConstantsError> {
-    let a = read_npy_any(path)?;
-    if a.shape() != expected {
-        return Err(ConstantsError::Shape {
-            file: path.to_path_buf(),
-            what: what.to_string(),
-            expected: expected.to_vec(),
-            actual: a.shape().to_vec(),
-        });
-    }
-    Ok(a)
+    let (a, layout_only) = read_layout(path)?;
+    fit_shape(path, what, a, layout_only, expected)
 }
 
 /// Like [`read_checked`], and every value must be finite.
@@ -126,25 +185,36 @@ pub struct ConstantFiles {
 }
 
 impl ConstantFiles {
-    /// `pedestals.npy`, `pixel_gain.npy` and, when present, `pixel_status.npy`,
-    /// `pixel_offset.npy`, `pixel_mask.npy` in `dir`.
+    /// The constants `pedestals`, `pixel_gain` and, when present, `pixel_status`,
+    /// `pixel_offset`, `pixel_mask` in `dir`, each as `NAME.npy` or psana's text `NAME.data`.
+    /// `.npy` wins when both exist: `cdb get` writes both, and its `.data` holds the values
+    /// rounded to 3 decimals. A required constant with neither file is reported by
+    /// [`GainConstants::load`].
     pub fn in_dir(dir: &Path) -> ConstantFiles {
-        let opt = |n: &str| {
-            let p = dir.join(n);
-            p.exists().then_some(p)
+        let find = |n: &str| {
+            [format!("{n}.npy"), format!("{n}.data")]
+                .into_iter()
+                .map(|f| dir.join(f))
+                .find(|p| p.is_file())
         };
+        let required = |n: &str| find(n).unwrap_or_else(|| dir.join(format!("{n}.npy")));
         ConstantFiles {
-            pedestals: dir.join("pedestals.npy"),
-            pixel_gain: dir.join("pixel_gain.npy"),
-            pixel_status: opt("pixel_status.npy"),
-            pixel_offset: opt("pixel_offset.npy"),
-            pixel_mask: opt("pixel_mask.npy"),
+            pedestals: required("pedestals"),
+            pixel_gain: required("pixel_gain"),
+            pixel_status: find("pixel_status"),
+            pixel_offset: find("pixel_offset"),
+            pixel_mask: find("pixel_mask"),
         }
     }
 }
 
+/// A constant as read: where from, the values, and whether the shape is only a text layout.
+type Loaded = Option<(PathBuf, ArrayD<f64>, bool)>;
+
 impl GainConstants {
-    /// Loads `.npy` files and validates against the psana shape `(ngr, nsegs, rows, cols)`.
+    /// Loads `.npy` or psana `.data` files (by extension) and validates them against the psana
+    /// shape `(ngr, nsegs, rows, cols)` (`pixel_mask`: `(nsegs, rows, cols)`). A `.data` file
+    /// without a shape header is reshaped when its value count matches.
     pub fn load(
         files: &ConstantFiles,
         ngr: usize,
@@ -152,7 +222,7 @@ impl GainConstants {
         rows: usize,
         cols: usize,
     ) -> Result<GainConstants, ConstantsError> {
-        let read = |name: &str| -> Result<Option<(PathBuf, ArrayD<f64>)>, ConstantsError> {
+        let read = |name: &str| -> Result<Loaded, ConstantsError> {
             let path = match name {
                 "pedestals" => Some(&files.pedestals),
                 "pixel_gain" => Some(&files.pixel_gain),
@@ -160,10 +230,19 @@ impl GainConstants {
                 "pixel_offset" => files.pixel_offset.as_ref(),
                 _ => files.pixel_mask.as_ref(),
             };
-            match path {
-                Some(p) => Ok(Some((p.clone(), read_npy_any(p)?))),
-                None => Ok(None),
+            let Some(p) = path else { return Ok(None) };
+            // `in_dir` names a required constant `NAME.npy` when neither file exists.
+            if p.file_name().and_then(|f| f.to_str()) == Some(&format!("{name}.npy"))
+                && !p.exists()
+                && !p.with_extension("data").exists()
+            {
+                return Err(ConstantsError::Missing {
+                    file: p.clone(),
+                    name: name.to_string(),
+                });
             }
+            let (a, layout_only) = read_layout(p)?;
+            Ok(Some((p.clone(), a, layout_only)))
         };
         Self::assemble(read, ngr, nsegs, rows, cols)
     }
@@ -194,7 +273,7 @@ impl GainConstants {
             Some(g) => file.group(g).map_err(|e| fmt(format!("group {g}: {e}")))?,
             None => file.group("/").map_err(|e| fmt(e.to_string()))?,
         };
-        let read = |name: &str| -> Result<Option<(PathBuf, ArrayD<f64>)>, ConstantsError> {
+        let read = |name: &str| -> Result<Loaded, ConstantsError> {
             let gname = root.name();
             let label = PathBuf::from(format!(
                 "{}:{}/{name}",
@@ -216,75 +295,65 @@ impl GainConstants {
             let a = ds
                 .read_dyn::<f64>()
                 .map_err(|e| fmt(format!("dataset {name}: {e}")))?;
-            Ok(Some((label, a)))
+            Ok(Some((label, a, false)))
         };
         Self::assemble(read, ngr, nsegs, rows, cols)
     }
 
     fn assemble(
-        read: impl Fn(&str) -> Result<Option<(PathBuf, ArrayD<f64>)>, ConstantsError>,
+        read: impl Fn(&str) -> Result<Loaded, ConstantsError>,
         ngr: usize,
         nsegs: usize,
         rows: usize,
         cols: usize,
     ) -> Result<GainConstants, ConstantsError> {
         let shape = [ngr, nsegs, rows, cols];
-        let required = |name: &str| -> Result<(PathBuf, ArrayD<f64>), ConstantsError> {
-            read(name)?.ok_or_else(|| ConstantsError::Open {
+        // The constant `name` in shape `expected` (finite values only when `finite`), or `None`.
+        let get = |name: &str,
+                   expected: &[usize],
+                   finite: bool|
+         -> Result<Option<ArrayD<f64>>, ConstantsError> {
+            let Some((file, a, layout_only)) = read(name)? else {
+                return Ok(None);
+            };
+            let a = fit_shape(&file, name, a, layout_only, expected)?;
+            if finite && let Some(index) = a.iter().position(|v| !v.is_finite()) {
+                return Err(ConstantsError::NonFinite {
+                    file,
+                    what: name.to_string(),
+                    index,
+                });
+            }
+            Ok(Some(a))
+        };
+        let required = |name: &str| -> Result<ArrayD<f64>, ConstantsError> {
+            get(name, &shape, true)?.ok_or_else(|| ConstantsError::Open {
                 file: PathBuf::from(name),
                 err: std::io::Error::new(std::io::ErrorKind::NotFound, "required constant missing"),
             })
         };
-        let check = |file: &Path, what: &str, a: &ArrayD<f64>, expected: &[usize], finite: bool| {
-            if a.shape() != expected {
-                return Err(ConstantsError::Shape {
-                    file: file.to_path_buf(),
-                    what: what.to_string(),
-                    expected: expected.to_vec(),
-                    actual: a.shape().to_vec(),
-                });
-            }
-            if finite && let Some(index) = a.iter().position(|v| !v.is_finite()) {
-                return Err(ConstantsError::NonFinite {
-                    file: file.to_path_buf(),
-                    what: what.to_string(),
-                    index,
-                });
-            }
-            Ok(())
-        };
-        let (pf, mut ped) = required("pedestals")?;
-        check(&pf, "pedestals", &ped, &shape, true)?;
-        if let Some((f, off)) = read("pixel_offset")? {
-            check(&f, "pixel_offset", &off, &shape, true)?;
+        let mut ped = required("pedestals")?;
+        if let Some(off) = get("pixel_offset", &shape, true)? {
             ped += &off;
         }
-        let (gf, gain) = required("pixel_gain")?;
-        check(&gf, "pixel_gain", &gain, &shape, true)?;
-        let status = match read("pixel_status")? {
-            Some((f, a)) => {
-                check(&f, "pixel_status", &a, &shape, false)?;
-                a.iter()
-                    .map(|&v| {
-                        if v.is_finite() {
-                            // Bits above 31 fold into bit 31, so a non-zero status stays non-zero.
-                            let s = v as u64;
-                            s as u32 | (u32::from(s >> 32 != 0) << 31)
-                        } else {
-                            u32::MAX
-                        }
-                    })
-                    .collect()
-            }
+        let gain = required("pixel_gain")?;
+        let status = match get("pixel_status", &shape, false)? {
+            Some(a) => a
+                .iter()
+                .map(|&v| {
+                    if v.is_finite() {
+                        // Bits above 31 fold into bit 31, so a non-zero status stays non-zero.
+                        let s = v as u64;
+                        s as u32 | (u32::from(s >> 32 != 0) << 31)
+                    } else {
+                        u32::MAX
+                    }
+                })
+                .collect(),
             None => vec![0; shape.iter().product()],
         };
-        let pixel_mask = match read("pixel_mask")? {
-            Some((f, a)) => {
-                check(&f, "pixel_mask", &a, &[nsegs, rows, cols], false)?;
-                Some(a.iter().map(|&v| u8::from(v != 0.0)).collect())
-            }
-            None => None,
-        };
+        let pixel_mask = get("pixel_mask", &[nsegs, rows, cols], false)?
+            .map(|a| a.iter().map(|&v| u8::from(v != 0.0)).collect());
         Ok(GainConstants {
             ngr,
             nsegs,
