@@ -127,6 +127,62 @@ fn fit_shape(
     Err(shape_err(a.shape()))
 }
 
+/// `a` as the planes of `segments` in shape `expected` (`[.., nsegs, rows, cols]`, one plane per
+/// present segment): whole-detector constants are indexed by segment id along the segment axis,
+/// as psana does; leading axes of size one may be missing. Errors name the file, the shape found
+/// and the shapes accepted.
+fn select_segments(
+    file: &Path,
+    what: &str,
+    a: ArrayD<f64>,
+    layout_only: bool,
+    expected: &[usize],
+    segments: &[u32],
+) -> Result<ArrayD<f64>, ConstantsError> {
+    use ndarray::{Axis, IxDyn};
+    let nd = expected.len();
+    let (lead, tail) = expected.split_at(nd - 3);
+    let (rows, cols) = (tail[1], tail[2]);
+    let plane = rows * cols * lead.iter().product::<usize>();
+    let mut a = a;
+    if layout_only && plane > 0 && a.len() % plane == 0 && a.shape() != expected {
+        let mut full = lead.to_vec();
+        full.extend([a.len() / plane, rows, cols]);
+        a = a
+            .into_shape_with_order(IxDyn(&full))
+            .map_err(|e| ConstantsError::Format {
+                file: file.to_path_buf(),
+                msg: e.to_string(),
+            })?;
+    }
+    let found = a.shape().to_vec();
+    while a.ndim() < nd && expected[..nd - a.ndim()].iter().all(|&d| d == 1) {
+        a.insert_axis_inplace(Axis(0));
+    }
+    let max_id = segments.iter().max().map_or(0, |&m| m as usize);
+    let s = a.shape();
+    if s.len() == nd && s[..nd - 3] == *lead && s[nd - 2..] == [rows, cols] {
+        let n = s[nd - 3];
+        let identity =
+            n == segments.len() && segments.iter().enumerate().all(|(i, &g)| i == g as usize);
+        if identity || n == segments.len() && n <= max_id {
+            return Ok(a);
+        }
+        if n > max_id {
+            let idx: Vec<usize> = segments.iter().map(|&g| g as usize).collect();
+            return Ok(a.select(Axis(nd - 3), &idx));
+        }
+    }
+    let mut whole = lead.to_vec();
+    whole.extend([max_id + 1, rows, cols]);
+    Err(ConstantsError::Shape {
+        file: file.to_path_buf(),
+        what: what.to_string(),
+        expected: whole,
+        actual: found,
+    })
+}
+
 /// Reads `path` (`.npy`, or psana's `.data` text) and checks its shape; `what` names the
 /// constant in errors. A `.data` file without a shape header may hold the values in any 2-D
 /// layout with the expected count.
@@ -222,6 +278,22 @@ impl GainConstants {
         rows: usize,
         cols: usize,
     ) -> Result<GainConstants, ConstantsError> {
+        let all: Vec<u32> = (0..nsegs as u32).collect();
+        Self::load_segments(files, ngr, &all, rows, cols)
+    }
+
+    /// Like [`GainConstants::load`] for the segment ids `segments` (ascending) of a detector,
+    /// as psana selects them: constants of the whole detector (segment axis longer than the
+    /// largest id) give the present segments' planes; constants with exactly one plane per
+    /// present segment are taken as they are. With one gain range, the leading axes of size one
+    /// may be left out (`(nsegs, rows, cols)` or `(rows, cols)`).
+    pub fn load_segments(
+        files: &ConstantFiles,
+        ngr: usize,
+        segments: &[u32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<GainConstants, ConstantsError> {
         let read = |name: &str| -> Result<Loaded, ConstantsError> {
             let path = match name {
                 "pedestals" => Some(&files.pedestals),
@@ -244,7 +316,7 @@ impl GainConstants {
             let (a, layout_only) = read_layout(p)?;
             Ok(Some((p.clone(), a, layout_only)))
         };
-        Self::assemble(read, ngr, nsegs, rows, cols)
+        Self::assemble(read, ngr, segments, rows, cols)
     }
 
     /// Loads one HDF5 file holding datasets `pedestals`, `pixel_gain` and optionally
@@ -297,16 +369,18 @@ impl GainConstants {
                 .map_err(|e| fmt(format!("dataset {name}: {e}")))?;
             Ok(Some((label, a, false)))
         };
-        Self::assemble(read, ngr, nsegs, rows, cols)
+        let all: Vec<u32> = (0..nsegs as u32).collect();
+        Self::assemble(read, ngr, &all, rows, cols)
     }
 
     fn assemble(
         read: impl Fn(&str) -> Result<Loaded, ConstantsError>,
         ngr: usize,
-        nsegs: usize,
+        segments: &[u32],
         rows: usize,
         cols: usize,
     ) -> Result<GainConstants, ConstantsError> {
+        let nsegs = segments.len();
         let shape = [ngr, nsegs, rows, cols];
         // The constant `name` in shape `expected` (finite values only when `finite`), or `None`.
         let get = |name: &str,
@@ -316,7 +390,7 @@ impl GainConstants {
             let Some((file, a, layout_only)) = read(name)? else {
                 return Ok(None);
             };
-            let a = fit_shape(&file, name, a, layout_only, expected)?;
+            let a = select_segments(&file, name, a, layout_only, expected, segments)?;
             if finite && let Some(index) = a.iter().position(|v| !v.is_finite()) {
                 return Err(ConstantsError::NonFinite {
                     file,
