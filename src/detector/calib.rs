@@ -1,5 +1,6 @@
-//! Raw → calibrated f32 frames for ePix10ka and Jungfrau, psana's recipe:
-//! `calib = ((raw & 0x3FFF) − ped[gr]) → common mode → × (1/pixel_gain[gr]) × mask`.
+//! Raw → calibrated f32 frames for ePix10ka, Jungfrau and ePix100, psana's recipe:
+//! `calib = ((raw & adc) − ped[gr]) → common mode → × (1/pixel_gain[gr]) × mask`, `adc` being
+//! `0x3FFF` below the gain bits (ePix10ka, Jungfrau) or all 16 bits (ePix100).
 //!
 //! Everything that depends only on constants and configuration is precomputed per pixel: for each
 //! value of the raw gain bits a table of pedestal, gain factor with the mask folded in, and
@@ -15,6 +16,7 @@ use super::calib_passes::{self, Aside, GainPass, Half, PedestalPass, Roles, Stri
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
+use super::epix100;
 use super::jungfrau;
 use super::mask;
 use crate::algo::median::LANES;
@@ -25,6 +27,7 @@ use crate::huge_pages;
 pub enum DetectorKind {
     Epix10ka,
     Jungfrau,
+    Epix100,
 }
 
 /// Errors building or running a calibrator.
@@ -107,6 +110,15 @@ impl SparseTable {
     }
 }
 
+/// How raw words are read: their ADC bits, and which table each gain code (`raw >> 14 & mask`)
+/// selects (0: the primary, `j`: sparse table `j − 1`).
+#[derive(Debug, Clone, Copy)]
+struct Codes {
+    adc: u16,
+    mask: u16,
+    table: [usize; 4],
+}
+
 /// Switched pixels looked ahead when prefetching their table entries.
 const PREFETCH: usize = 8;
 
@@ -128,6 +140,8 @@ struct Kernel {
     /// Rows of a half segment.
     hrows: usize,
     cols: usize,
+    /// ADC bits of a raw word.
+    adc: u16,
     code_mask: u16,
     /// Table per raw gain code (`raw >> 14 & code_mask`): 0 is `primary`, `j` is `sparse[j − 1]`.
     code_table: [usize; 4],
@@ -261,15 +275,45 @@ impl Calibrator {
         } else {
             (1, vec![SparseTable::from(build(&per_bit[1]))])
         };
-        Ok(Calibrator {
-            kind: DetectorKind::Epix10ka,
+        let codes = Codes {
+            adc: epix10ka::DATA_MASK,
+            mask: 1,
+            table: [0, second, 0, second],
+        };
+        Ok(Self::assemble(
+            DetectorKind::Epix10ka,
+            c,
+            codes,
+            primary,
+            sparse,
+            8,
+            cm,
+            pmask,
+        ))
+    }
+
+    /// The calibrator of `c`'s shape from its tables.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        kind: DetectorKind,
+        c: &GainConstants,
+        codes: Codes,
+        primary: Table,
+        sparse: Vec<SparseTable>,
+        nbanks: usize,
+        cm: Option<CommonModeParams>,
+        mask: Vec<u8>,
+    ) -> Calibrator {
+        Calibrator {
+            kind,
             nsegs: c.nsegs,
             rows: c.rows,
             kernel: Kernel {
                 hrows: c.rows / 2,
                 cols: c.cols,
-                code_mask: 1,
-                code_table: [0, second, 0, second],
+                adc: codes.adc,
+                code_mask: codes.mask,
+                code_table: codes.table,
                 roles: calib_passes::pack_roles(&primary.role, &primary.gfac),
                 primary: Table {
                     role: Vec::new(),
@@ -277,15 +321,17 @@ impl Calibrator {
                 },
                 sparse,
                 cm: cm.filter(|p| p.enabled()),
-                nbanks: 8,
+                nbanks,
             },
-            mask: pmask,
+            mask,
             scratch: vec![SegScratch::new(Strips::new(c.rows / 2), c.cols)],
-        })
+        }
     }
 
-    /// Jungfrau: constants `(3, nsegs, 512, 1024)` with `pixel_offset` already added to the
-    /// pedestals; common mode over gain-0 pixels; the bad gain code gives 0.
+    /// Jungfrau, psana's default (`cversion` 3): constants `(3, nsegs, 512, 1024)` of the modules
+    /// present, in slab order, with `pixel_offset` already added to the pedestals; the mask is
+    /// `pixel_status` of all three gain planes; the bad gain code `10` gives 0. Common mode, which
+    /// psana applies only with `cversion=0`, is over good gain-0 pixels in 16 banks.
     pub fn jungfrau(
         constants: &GainConstants,
         user_mask: Option<&[u8]>,
@@ -319,27 +365,62 @@ impl Calibrator {
         let primary = tables.next().expect("three gain ranges");
         let mut sparse: Vec<SparseTable> = tables.map(SparseTable::from).collect();
         sparse.push(SparseTable::zeros());
-        Ok(Calibrator {
-            kind: DetectorKind::Jungfrau,
-            nsegs: c.nsegs,
-            rows: c.rows,
-            kernel: Kernel {
-                hrows: c.rows / 2,
-                cols: c.cols,
-                code_mask: 3,
-                code_table: [0, 1, 3, 2],
-                roles: calib_passes::pack_roles(&primary.role, &primary.gfac),
-                primary: Table {
-                    role: Vec::new(),
-                    ..primary
-                },
-                sparse,
-                cm: cm.filter(|p| p.enabled()),
-                nbanks: 16,
-            },
-            mask: pmask,
-            scratch: vec![SegScratch::new(Strips::new(c.rows / 2), c.cols)],
-        })
+        let codes = Codes {
+            adc: jungfrau::DATA_MASK,
+            mask: 3,
+            table: [0, 1, 3, 2],
+        };
+        Ok(Self::assemble(
+            DetectorKind::Jungfrau,
+            c,
+            codes,
+            primary,
+            sparse,
+            16,
+            cm,
+            pmask,
+        ))
+    }
+
+    /// ePix100 (psana `epix100_raw_2_0_1`): constants `(1, nsegs, 704, 768)`, one gain range;
+    /// `((raw − ped) → common mode) × (1/pixel_gain) × mask` on all 16 raw bits. psana applies no
+    /// common mode by default; with `cm` it corrects good pixels in 8 banks of 96 columns per
+    /// half (`UtilsCommonMode.common_mode_apply`, whose algorithm number is not used).
+    pub fn epix100(
+        constants: &GainConstants,
+        user_mask: Option<&[u8]>,
+        cm: Option<CommonModeParams>,
+    ) -> Result<Calibrator, CalibError> {
+        let c = constants;
+        check_shape(c, DetectorKind::Epix100, 1, epix100::ROWS, epix100::COLS)?;
+        let n = c.frame_len();
+        let pmask = Self::merged_mask(c, &[0], user_mask)?;
+        let primary = Table {
+            ped: huge_pages::collect(n, c.pedestals.iter().copied()),
+            gfac: huge_pages::collect(
+                n,
+                c.pixel_gain
+                    .iter()
+                    .zip(&pmask)
+                    .map(|(&g, &m)| gain_factor(g) * f32::from(m)),
+            ),
+            role: pmask.iter().map(|&m| u8::from(m != 0)).collect(),
+        };
+        let codes = Codes {
+            adc: epix100::DATA_MASK,
+            mask: 0,
+            table: [0; 4],
+        };
+        Ok(Self::assemble(
+            DetectorKind::Epix100,
+            c,
+            codes,
+            primary,
+            vec![],
+            8,
+            cm,
+            pmask,
+        ))
     }
 
     fn merged_mask(
@@ -520,18 +601,18 @@ impl Kernel {
         }
     }
 
-    /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits: every pixel
+    /// `out = ((raw & adc) − ped) · gfac` with the table chosen by the gain bits: every pixel
     /// with code 0's table (vectorised), then the switched pixels.
     fn calibrate_plain(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut HalfScratch) {
         let range = base..base + raw.len();
         let t0 = &self.primary;
-        calib_passes::plain(raw, &t0.ped[range.clone()], &t0.gfac[range], out);
+        calib_passes::plain(raw, self.adc, &t0.ped[range.clone()], &t0.gfac[range], out);
         self.switched(raw, &mut sc.switched);
         for (j, &i) in sc.switched.iter().enumerate() {
             self.prefetch(base, raw, sc.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
             let (p, g, _) = self.sparse_of(r).entry(base + i);
-            out[i] = (f32::from(r & 0x3FFF) - p) * g;
+            out[i] = (f32::from(r & self.adc) - p) * g;
         }
     }
 
@@ -549,6 +630,7 @@ impl Kernel {
         PedestalPass {
             h: Half {
                 raw,
+                adc: self.adc,
                 ped: &self.primary.ped[base..base + n],
                 cols: self.cols,
                 st: Strips::new(n / self.cols),
@@ -586,7 +668,7 @@ impl Kernel {
             self.prefetch(base, raw, hs.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
             let (p, g, k) = self.sparse_of(r).entry(base + i);
-            let d = f32::from(r & 0x3FFF) - p;
+            let d = f32::from(r & self.adc) - p;
             cmv[st.index(i / cols, i % cols)] = if k { d } else { f32::NAN };
             eligible |= k;
             others.push((d, g));

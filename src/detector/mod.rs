@@ -4,6 +4,7 @@ pub mod calib;
 pub mod calib_passes;
 pub mod common_mode;
 pub mod constants;
+pub mod epix100;
 pub mod epix10ka;
 pub mod geometry;
 pub mod jungfrau;
