@@ -38,22 +38,22 @@ fn ma_median(vals: &[f32], m: &[bool]) -> Option<f32> {
     })
 }
 
-/// psana `common_mode_epix_multigain_apply` on one segment, following its loops literally.
+/// psana `common_mode_epix_multigain_apply` on one segment, following its loops literally; the
+/// row blocks of modes 4 and 2 are rows `0..split` and `split..rows` (psana's "halves").
 fn psana_cm(
     arr: &mut [f32],
     gmask: &[bool],
-    rows: usize,
-    cols: usize,
+    (rows, cols, split): (usize, usize, usize),
     nbanks: usize,
     p: &CommonModeParams,
 ) {
-    let hrows = rows / 2;
     let bw = cols / nbanks;
+    let block = |h: usize| if h == 0 { 0..split } else { split..rows };
     let (cormax, npixmin) = (p.cormax, p.npixmin);
     if p.mode & 4 != 0 {
         for h in 0..2 {
             for b in 0..nbanks {
-                let idx: Vec<usize> = (h * hrows..(h + 1) * hrows)
+                let idx: Vec<usize> = block(h)
                     .flat_map(|r| (b * bw..(b + 1) * bw).map(move |c| r * cols + c))
                     .collect();
                 let vals: Vec<f32> = idx.iter().map(|&i| arr[i]).collect();
@@ -100,7 +100,7 @@ fn psana_cm(
     if p.mode & 2 != 0 {
         for h in 0..2 {
             for c in 0..cols {
-                let idx: Vec<usize> = (h * hrows..(h + 1) * hrows).map(|r| r * cols + c).collect();
+                let idx: Vec<usize> = block(h).map(|r| r * cols + c).collect();
                 let vals: Vec<f32> = idx.iter().map(|&i| arr[i]).collect();
                 let m: Vec<bool> = idx.iter().map(|&i| gmask[i]).collect();
                 let npix = m.iter().filter(|&&x| x).count();
@@ -218,7 +218,7 @@ fn psana_epix_calib(
             }
         }
         if let Some(p) = cm {
-            psana_cm(&mut arr, &gmask, 352, 384, 8, &p);
+            psana_cm(&mut arr, &gmask, (352, 384, 176), 8, &p);
         }
         for i in 0..seg {
             out[s * seg + i] = arr[i] * fac[i] * f32::from(u8::from(mask[i]));
@@ -490,7 +490,7 @@ fn psana_jungfrau_calib(c: &GainConstants, raw: &[u16], cm: Option<CommonModePar
             .clone()
             .map(|k| raw[k] >> 14 == 0 && mask[k] != 0.0)
             .collect();
-        psana_cm(&mut arr, &gmask, c.rows, c.cols, 16, &p);
+        psana_cm(&mut arr, &gmask, (c.rows, c.cols, c.rows / 2), 16, &p);
         for (i, k) in ks.enumerate() {
             let factor = plane(raw[k]).map_or(0.0, |g| gfac(g * n + k));
             out[k] = arr[i] * factor * mask[k];
@@ -580,12 +580,15 @@ fn random_epix100_case(rng: &mut SplitMix64) -> (GainConstants, Vec<u16>) {
 }
 
 /// psana's `calib_epix100`: `arrf = raw − peds` on all 16 bits, `common_mode_apply` with
-/// `nbanks_rows_cols = (2, 8)` on the good pixels, `arrf · gfac · mask`.
+/// `nbanks_rows_cols = (2, 8)` on the good pixels, `arrf · gfac · mask`. `common_mode_apply`
+/// takes `hrows = arrf.shape[1] / 2` before making `arrf` 3-D: `split` is 384 when psana's arrays
+/// are the raw's `(704, 768)`, 352 when they are `(1, 704, 768)`.
 fn psana_epix100_calib(
     c: &GainConstants,
     raw: &[u16],
     user_mask: &[u8],
     cm: Option<CommonModeParams>,
+    split: usize,
 ) -> Vec<f32> {
     let n = c.frame_len();
     let mask: Vec<bool> = (0..n)
@@ -595,7 +598,7 @@ fn psana_epix100_calib(
     if let Some(p) = cm {
         let seg = c.rows * c.cols;
         for (a, m) in arr.chunks_mut(seg).zip(mask.chunks(seg)) {
-            psana_cm(a, m, c.rows, c.cols, 8, &p);
+            psana_cm(a, m, (c.rows, c.cols, split), 8, &p);
         }
     }
     (0..n)
@@ -617,8 +620,19 @@ fn epix100_matches_psana_recipe_all_common_modes() {
     for cm in CM_CASES {
         let cm = cm.and_then(|v| CommonModeParams::from_psana(&v));
         let mut cal = Calibrator::epix100(&c, Some(&user_mask), cm).unwrap();
-        let reference = psana_epix100_calib(&c, &raw, &user_mask, cm);
+        let reference = psana_epix100_calib(&c, &raw, &user_mask, cm, 384);
         check_all_ways(&mut cal, &raw, &reference, &format!("ePix100, cm {cm:?}"));
+        let mut cal = Calibrator::epix100_split(&c, Some(&user_mask), cm, 352).unwrap();
+        let reference = psana_epix100_calib(&c, &raw, &user_mask, cm, 352);
+        check_all_ways(
+            &mut cal,
+            &raw,
+            &reference,
+            &format!("ePix100 halves, cm {cm:?}"),
+        );
+    }
+    for split in [0, 4, 704] {
+        assert!(Calibrator::epix100_split(&c, None, None, split).is_err());
     }
     // Two segments stacked work the same way, each with its own constants.
     let two = GainConstants {
@@ -635,7 +649,7 @@ fn epix100_matches_psana_recipe_all_common_modes() {
     let raw2 = raw.repeat(2);
     let cm = CommonModeParams::from_psana(&[0.0, 7.0, 100.0, 10.0]);
     let mut cal = Calibrator::epix100(&two, None, cm).unwrap();
-    let reference = psana_epix100_calib(&two, &raw2, &vec![1; 2 * n], cm);
+    let reference = psana_epix100_calib(&two, &raw2, &vec![1; 2 * n], cm, 384);
     check_all_ways(&mut cal, &raw2, &reference, "two ePix100 segments");
 }
 

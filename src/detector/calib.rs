@@ -56,6 +56,8 @@ pub enum CalibError {
         "ePix10ka needs one configuration per segment: got {actual}, constants have {expected}"
     )]
     Configs { actual: usize, expected: usize },
+    #[error("common-mode row split {split}: needs a positive multiple of 8 below the segment rows")]
+    Split { split: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,9 @@ pub struct Calibrator {
 struct Kernel {
     /// Rows of a half segment.
     hrows: usize,
+    /// Rows of the first of the two row blocks common mode works in: `hrows`, or psana's
+    /// uneven split (ePix100 with 2-D constants).
+    split: usize,
     cols: usize,
     /// ADC bits of a raw word.
     adc: u16,
@@ -292,7 +297,7 @@ impl Calibrator {
         ))
     }
 
-    /// The calibrator of `c`'s shape from its tables.
+    /// The calibrator of `c`'s shape from its tables, common mode in halves.
     #[allow(clippy::too_many_arguments)]
     fn assemble(
         kind: DetectorKind,
@@ -310,6 +315,7 @@ impl Calibrator {
             rows: c.rows,
             kernel: Kernel {
                 hrows: c.rows / 2,
+                split: c.rows / 2,
                 cols: c.cols,
                 adc: codes.adc,
                 code_mask: codes.mask,
@@ -385,12 +391,29 @@ impl Calibrator {
     /// ePix100 (psana `epix100_raw_2_0_1`): constants `(1, nsegs, 704, 768)`, one gain range;
     /// `((raw − ped) → common mode) × (1/pixel_gain) × mask` on all 16 raw bits. psana applies no
     /// common mode by default; with `cm` it corrects good pixels in 8 banks of 96 columns per
-    /// half (`UtilsCommonMode.common_mode_apply`, whose algorithm number is not used).
+    /// row block (`UtilsCommonMode.common_mode_apply`, whose algorithm number is not used). Its
+    /// row blocks are rows 0..384 and 384..704 with the constants psana stores for ePix100
+    /// (shaped as the raw `(704, 768)`: it halves `shape[1]`); see [`Calibrator::epix100_split`].
     pub fn epix100(
         constants: &GainConstants,
         user_mask: Option<&[u8]>,
         cm: Option<CommonModeParams>,
     ) -> Result<Calibrator, CalibError> {
+        Self::epix100_split(constants, user_mask, cm, epix100::COLS / 2)
+    }
+
+    /// [`Calibrator::epix100`] with common-mode row blocks of `split` and `704 − split` rows:
+    /// 352 is what psana does with 3-D `(1, 704, 768)` constants. `split` must be a positive
+    /// multiple of 8 below 704.
+    pub fn epix100_split(
+        constants: &GainConstants,
+        user_mask: Option<&[u8]>,
+        cm: Option<CommonModeParams>,
+        split: usize,
+    ) -> Result<Calibrator, CalibError> {
+        if split == 0 || split >= epix100::ROWS || !split.is_multiple_of(LANES) {
+            return Err(CalibError::Split { split });
+        }
         let c = constants;
         check_shape(c, DetectorKind::Epix100, 1, epix100::ROWS, epix100::COLS)?;
         let n = c.frame_len();
@@ -411,7 +434,7 @@ impl Calibrator {
             mask: 0,
             table: [0; 4],
         };
-        Ok(Self::assemble(
+        let mut cal = Self::assemble(
             DetectorKind::Epix100,
             c,
             codes,
@@ -420,7 +443,10 @@ impl Calibrator {
             8,
             cm,
             pmask,
-        ))
+        );
+        cal.kernel.split = split;
+        cal.scratch = vec![cal.kernel.seg_scratch()];
+        Ok(cal)
     }
 
     fn merged_mask(
@@ -491,9 +517,9 @@ impl Calibrator {
         use rayon::prelude::*;
         self.check_slab(raw, out)?;
         let seg = self.rows * self.kernel.cols;
-        let (st, cols) = (Strips::new(self.rows / 2), self.kernel.cols);
+        let kernel = &self.kernel;
         self.scratch
-            .resize_with(self.nsegs, || SegScratch::new(st, cols));
+            .resize_with(self.nsegs, || kernel.seg_scratch());
         let kernel = &self.kernel;
         out.par_chunks_exact_mut(seg)
             .zip(raw.par_chunks_exact(seg))
@@ -533,6 +559,12 @@ impl Calibrator {
 }
 
 impl Kernel {
+    /// Scratch for one segment (strips for its taller row block).
+    fn seg_scratch(&self) -> SegScratch {
+        let rows = self.split.max(2 * self.hrows - self.split);
+        SegScratch::new(Strips::new(rows), self.cols)
+    }
+
     /// Whole segments from pixel `base` of the slab.
     fn segments(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
         if self.cm.is_some() {
@@ -701,9 +733,53 @@ impl Kernel {
         }
     }
 
+    /// Whole segments with common mode in two row blocks of different heights: each block's
+    /// passes in turn (the fused passes need blocks of one shape).
+    fn segments_with_cm_uneven(
+        &self,
+        base: usize,
+        raw: &[u16],
+        out: &mut [f32],
+        sc: &mut SegScratch,
+    ) {
+        let cols = self.cols;
+        let seg = 2 * self.hrows * cols;
+        let SegScratch { cmv, cm, halves } = sc;
+        let hs = &mut halves[0];
+        for (s, (raw, out)) in raw
+            .chunks_exact(seg)
+            .zip(out.chunks_exact_mut(seg))
+            .enumerate()
+        {
+            let (r0, r1) = raw.split_at(self.split * cols);
+            let (o0, o1) = out.split_at_mut(self.split * cols);
+            for (at, r, o) in [(0, r0, o0), (r0.len(), r1, o1)] {
+                let (b, n) = (base + s * seg + at, r.len());
+                let st = Strips::new(n / cols);
+                let cmv = &mut cmv[..st.len(cols)];
+                // The other block's layout left values in this one's padding.
+                for strip in cmv.chunks_exact_mut(st.stride) {
+                    strip[st.rows * LANES..].fill(f32::NAN);
+                }
+                let eligible = calib_passes::pedestal(self.pedestal_pass(b, r, hs), cmv);
+                self.common_mode(b, r, eligible, cmv, hs, cm);
+                let g = GainPass {
+                    gain: &self.primary.gfac[b..b + n],
+                    cms: &hs.cms,
+                    out: &mut *o,
+                };
+                calib_passes::gain(st, g, cmv);
+                self.fix_up(b, o, hs);
+            }
+        }
+    }
+
     /// Whole segments with common mode, half by half: the pedestal pass of a half, its common
     /// mode, then its gain pass fused with the next half's pedestal pass.
     fn segments_with_cm(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
+        if self.split != self.hrows {
+            return self.segments_with_cm_uneven(base, raw, out, sc);
+        }
         let half = self.hrows * self.cols;
         let st = Strips::new(self.hrows);
         let SegScratch { cmv, cm, halves } = sc;
