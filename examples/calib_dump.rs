@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! calib_dump CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy [CMPARS]
-//! calib_dump --jungfrau|--epix100 CONST_DIR RAW.npy OUT.npy [CMPARS]
+//! calib_dump --jungfrau|--epix100|--epix100-halves CONST_DIR RAW.npy OUT.npy [CMPARS]
 //! ```
 //! `CONST_DIR` holds psana-shaped constants (`pedestals.npy`, `pixel_gain.npy`, optional
 //! `pixel_status.npy`, `pixel_mask.npy`; see [`ConstantFiles::in_dir`]); `RAW.npy` is u16
@@ -13,7 +13,8 @@
 //! (none: no common mode). `OUT.npy` is f32 `(frames, nsegs, 352, 384)`. With `--jungfrau`
 //! (constants `(3, nsegs, 512, 1024)`, `pixel_offset.npy` optional) or `--epix100` (constants
 //! `(1, nsegs, 704, 768)`) `RAW.npy` is `(frames, nsegs, rows, cols)` and no configuration is
-//! read.
+//! read. `--epix100-halves` splits ePix100 common mode at row 352, as psana does with 3-D
+//! constants (`--epix100`: at row 384, as with the 2-D constants psana stores).
 
 use anyhow::{Context, Result, bail};
 use lclstreamer::detector::epix10ka::{self, PanelConfig};
@@ -47,12 +48,12 @@ fn cmpars(arg: Option<&String>) -> Result<Option<CommonModeParams>> {
 }
 
 const USAGE: &str = "usage: calib_dump CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy \
-                     [CMPARS]\n       calib_dump --jungfrau|--epix100 CONST_DIR RAW.npy OUT.npy [CMPARS]";
+                     [CMPARS]\n       calib_dump --jungfrau|--epix100|--epix100-halves CONST_DIR RAW.npy OUT.npy [CMPARS]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (raw, cal, dest) = match args.first().map(String::as_str) {
-        Some(flag @ ("--jungfrau" | "--epix100")) => {
+        Some(flag @ ("--jungfrau" | "--epix100" | "--epix100-halves")) => {
             if !(4..=5).contains(&args.len()) {
                 bail!("{USAGE}");
             }
@@ -71,7 +72,11 @@ fn main() -> Result<()> {
                 Calibrator::jungfrau(&c, None, cm)?
             } else {
                 let c = GainConstants::load(&files, 1, nsegs, epix100::ROWS, epix100::COLS)?;
-                Calibrator::epix100(&c, None, cm)?
+                if flag == "--epix100" {
+                    Calibrator::epix100(&c, None, cm)?
+                } else {
+                    Calibrator::epix100_split(&c, None, cm, epix100::ROWS / 2)?
+                }
             };
             (raw, cal, PathBuf::from(&args[3]))
         }
