@@ -17,6 +17,7 @@ use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
 use super::epix100;
+use super::epixm320;
 use super::jungfrau;
 use super::mask;
 use crate::algo::median::LANES;
@@ -28,6 +29,7 @@ pub enum DetectorKind {
     Epix10ka,
     Jungfrau,
     Epix100,
+    EpixM320,
 }
 
 /// Errors building or running a calibrator.
@@ -449,6 +451,46 @@ impl Calibrator {
         Ok(cal)
     }
 
+    /// ePixM320 (psana `epixm320_raw_0_0_0.calib`): constants `(2, nasics, 192, 384)` (one ASIC
+    /// a segment); `((raw & 0x7FFF) − ped[bit 15]) × mask`. psana applies neither gain nor common
+    /// mode, so `pixel_gain` is not read; the mask is `pixel_status` of both planes.
+    pub fn epixm320(
+        constants: &GainConstants,
+        user_mask: Option<&[u8]>,
+    ) -> Result<Calibrator, CalibError> {
+        let c = constants;
+        check_shape(
+            c,
+            DetectorKind::EpixM320,
+            epixm320::NUM_GAIN_RANGES,
+            epixm320::ROWS,
+            epixm320::COLS,
+        )?;
+        let n = c.frame_len();
+        let pmask = Self::merged_mask(c, &[0, 1], user_mask)?;
+        let table = |gr: usize| Table {
+            ped: huge_pages::collect(n, c.pedestals[gr * n..(gr + 1) * n].iter().copied()),
+            gfac: huge_pages::collect(n, pmask.iter().map(|&m| f32::from(m))),
+            role: vec![0; n],
+        };
+        let codes = Codes {
+            adc: epixm320::DATA_MASK,
+            mask: epixm320::GAIN_BIT >> 14,
+            table: [0, 0, 1, 1],
+        };
+        let sparse = vec![SparseTable::from(table(1))];
+        Ok(Self::assemble(
+            DetectorKind::EpixM320,
+            c,
+            codes,
+            table(0),
+            sparse,
+            8,
+            None,
+            pmask,
+        ))
+    }
+
     fn merged_mask(
         c: &GainConstants,
         grinds: &[usize],
@@ -611,9 +653,12 @@ impl Kernel {
     /// The raw gain bits that select another table than code 0's (every non-zero code does
     /// when there is another table).
     fn switch_bits(&self) -> u16 {
+        let m = self.code_mask as usize;
         debug_assert!(
             self.sparse.is_empty()
-                || (1..=self.code_mask as usize).all(|c| self.code_table[c] != 0)
+                || (1..=m)
+                    .filter(|c| c & !m == 0)
+                    .all(|c| self.code_table[c] != 0)
         );
         if self.sparse.is_empty() {
             0

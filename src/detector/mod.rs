@@ -6,6 +6,7 @@ pub mod common_mode;
 pub mod constants;
 pub mod epix100;
 pub mod epix10ka;
+pub mod epixm320;
 pub mod geometry;
 pub mod jungfrau;
 pub mod mask;
