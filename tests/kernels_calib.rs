@@ -654,6 +654,54 @@ fn epix100_matches_psana_recipe_all_common_modes() {
 }
 
 #[test]
+fn epixm320_matches_psana_recipe() {
+    // psana's epixm320_raw_0_0_0.calib: pedestal plane by bit 15, ADC in bits 14..0, times the
+    // status mask of both planes; no gain factor, no common mode.
+    let (nasics, rows, cols) = (4, 192, 384);
+    let n = nasics * rows * cols;
+    let mut rng = SplitMix64::new(320);
+    let pedestals: Vec<f32> = (0..2 * n)
+        .map(|i| (if i < n { 8000.0 } else { 20000.0 }) + (300.0 * rng.normal()) as f32 + 0.5)
+        .collect();
+    let mut pixel_status = vec![0u32; 2 * n];
+    for (k, s) in pixel_status.iter_mut().enumerate() {
+        if k % 997 == (k / n) * 5 {
+            *s = [2, 1 << 30][k / n];
+        }
+    }
+    let raw: Vec<u16> = (0..n)
+        .map(|i| {
+            let hi = rng.uniform() < 0.2;
+            let ped = f64::from(pedestals[usize::from(hi) * n + i]);
+            let adc = (ped + 5.0 * rng.normal()).clamp(0.0, 32767.0) as u16;
+            adc | if hi { 0x8000 } else { 0 }
+        })
+        .collect();
+    let c = GainConstants {
+        ngr: 2,
+        nsegs: nasics,
+        rows,
+        cols,
+        pedestals,
+        pixel_gain: vec![f32::NAN; 2 * n],
+        pixel_status,
+        pixel_mask: None,
+    };
+    let user_mask: Vec<u8> = (0..n).map(|i| u8::from(i % 3001 != 0)).collect();
+    let reference: Vec<f32> = (0..n)
+        .map(|k| {
+            let plane = usize::from(raw[k] & 0x8000 != 0);
+            let arrf = f32::from(raw[k] & 0x7FFF) - c.pedestals[plane * n + k];
+            let good = c.pixel_status[k] == 0 && c.pixel_status[n + k] == 0 && user_mask[k] != 0;
+            arrf * f32::from(u8::from(good))
+        })
+        .collect();
+    assert!(reference.iter().any(|v| v.to_bits() == (-0.0f32).to_bits()));
+    let mut cal = Calibrator::epixm320(&c, Some(&user_mask)).unwrap();
+    check_all_ways(&mut cal, &raw, &reference, "ePixM320");
+}
+
+#[test]
 fn constants_from_npy_with_shape_errors() {
     let dir = tempfile::tempdir().unwrap();
     let shape = (7, 2, 352, 384);
@@ -717,6 +765,7 @@ fn calibrator_rejects_mismatched_inputs() {
     assert!(Calibrator::epix10ka(&c, &configs[..0], None, None).is_err());
     assert!(Calibrator::jungfrau(&c, None, None).is_err());
     assert!(Calibrator::epix100(&c, None, None).is_err());
+    assert!(Calibrator::epixm320(&c, None).is_err());
     let mut cal = Calibrator::epix10ka(&c, &configs, None, None).unwrap();
     let mut out = vec![0.0f32; raw.len()];
     assert!(cal.calibrate_slab(&raw[1..], &mut out).is_err());
