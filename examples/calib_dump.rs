@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! calib_dump CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy [CMPARS]
-//! calib_dump --jungfrau|--epix100|--epix100-halves CONST_DIR RAW.npy OUT.npy [CMPARS]
+//! calib_dump --jungfrau|--epix100|--epix100-halves|--epixm320 CONST_DIR RAW.npy OUT.npy [CMPARS]
 //! ```
 //! `CONST_DIR` holds psana-shaped constants (`pedestals.npy`, `pixel_gain.npy`, optional
 //! `pixel_status.npy`, `pixel_mask.npy`; see [`ConstantFiles::in_dir`]); `RAW.npy` is u16
@@ -14,12 +14,14 @@
 //! (constants `(3, nsegs, 512, 1024)`, `pixel_offset.npy` optional) or `--epix100` (constants
 //! `(1, nsegs, 704, 768)`) `RAW.npy` is `(frames, nsegs, rows, cols)` and no configuration is
 //! read. `--epix100-halves` splits ePix100 common mode at row 352, as psana does with 3-D
-//! constants (`--epix100`: at row 384, as with the 2-D constants psana stores).
+//! constants (`--epix100`: at row 384, as with the 2-D constants psana stores). `--epixm320`:
+//! constants `(2, 4, 192, 384)`, one ASIC a segment, no common mode (a `pixel_gain.npy` must be
+//! there for the loader but is not used).
 
 use anyhow::{Context, Result, bail};
 use lclstreamer::detector::epix10ka::{self, PanelConfig};
 use lclstreamer::detector::{
-    Calibrator, CommonModeParams, ConstantFiles, GainConstants, epix100, jungfrau,
+    Calibrator, CommonModeParams, ConstantFiles, GainConstants, epix100, epixm320, jungfrau,
 };
 use ndarray::{Array2, Array4, ArrayD, Axis};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
@@ -48,12 +50,12 @@ fn cmpars(arg: Option<&String>) -> Result<Option<CommonModeParams>> {
 }
 
 const USAGE: &str = "usage: calib_dump CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy \
-                     [CMPARS]\n       calib_dump --jungfrau|--epix100|--epix100-halves CONST_DIR RAW.npy OUT.npy [CMPARS]";
+                     [CMPARS]\n       calib_dump --jungfrau|--epix100|--epix100-halves|--epixm320 CONST_DIR RAW.npy OUT.npy [CMPARS]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (raw, cal, dest) = match args.first().map(String::as_str) {
-        Some(flag @ ("--jungfrau" | "--epix100" | "--epix100-halves")) => {
+        Some(flag @ ("--jungfrau" | "--epix100" | "--epix100-halves" | "--epixm320")) => {
             if !(4..=5).contains(&args.len()) {
                 bail!("{USAGE}");
             }
@@ -61,7 +63,16 @@ fn main() -> Result<()> {
             let nsegs = raw.shape()[1];
             let files = ConstantFiles::in_dir(Path::new(&args[1]));
             let cm = cmpars(args.get(4))?;
-            let cal = if flag == "--jungfrau" {
+            let cal = if flag == "--epixm320" {
+                let c = GainConstants::load(
+                    &files,
+                    epixm320::NUM_GAIN_RANGES,
+                    nsegs,
+                    epixm320::ROWS,
+                    epixm320::COLS,
+                )?;
+                Calibrator::epixm320(&c, None)?
+            } else if flag == "--jungfrau" {
                 let c = GainConstants::load(
                     &files,
                     jungfrau::NUM_GAIN_RANGES,

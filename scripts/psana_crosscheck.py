@@ -10,7 +10,8 @@ calib:  psana's own ePix10ka calibration (`calib_epix10ka_any`, the function beh
         lclstreamer's Calibrator on the same inputs. Jungfrau (`jungfrau_raw_0_2_0.calib`:
         its default C++ `calib_jungfrau_v3`, and the python path with common mode) on one
         module and on 3 modules of a 32-module set; ePix100 (`epix100_raw_2_0_1.calib`, i.e.
-        `calib_epix100` and `UtilsCommonMode.common_mode_apply`).
+        `calib_epix100` and `UtilsCommonMode.common_mode_apply`); ePixM320
+        (`epixm320_raw_0_0_0.calib`).
 pf8:    psana's peakfinder8 (psalg_ext) against lclstreamer's PeakFinder8 when available.
 
 Prints one PASS/FAIL line per check; exits 1 if any failed.
@@ -647,6 +648,38 @@ def check_calib_epix100(work):
                 f"{moved}; {high} raw words above 0x3FFF")
 
 
+def check_calib_epixm320(work):
+    """psana's epixm320_raw_0_0_0.calib: pedestal plane by bit 15, ADC bits 14..0, times the
+    status mask; constants (2, 4, 192, 384) for the one DAQ segment of 4 ASICs."""
+    from psana.detector.epixm320 import epixm320_raw_0_0_0
+    rng = np.random.default_rng(320)
+    shape = (4, 192, 384)
+    peds = (np.array([8000, 20000], np.float32)[:, None, None, None]
+            + rng.normal(0, 300, (2,) + shape)).astype(np.float32)
+    status = np.zeros((2,) + shape, np.uint16)
+    bad = rng.random((2,) + shape) < 0.004
+    status[bad] = rng.choice([1, 2, 0x100, 0x8000], int(bad.sum()))
+    frames = []
+    for _ in range(2):
+        hi = rng.random(shape) < 0.2
+        adc = np.where(hi, peds[1], peds[0]) + rng.normal(0, 5, shape)
+        hits = rng.random(shape) < 0.01
+        adc[hits] += rng.exponential(500, int(hits.sum()))
+        adc = np.clip(np.rint(adc), 0, 0x7FFF).astype(np.uint16)
+        frames.append(adc | (hi.astype(np.uint16) << 15))
+    raw = np.stack(frames)
+    consts = {"pedestals": peds, "pixel_status": status}
+    ours = dump_ours(work, "epixm320", dict(consts, pixel_gain=np.ones_like(peds)), raw, None)
+    det = make_psana_area(epixm320_raw_0_0_0, consts, [0, 1, 2, 3], "EPIXMASIC:V1",
+                          _data_bit_mask=0x7FFF, _data_gain_bit=0x8000)
+    theirs = []
+    for f in raw:
+        det.frame = f
+        theirs.append(det.calib(object()))
+    compare("calib epixm320 (psana default, no gain factor, no common mode)", ours,
+            np.stack(theirs), f"; {int(np.count_nonzero(raw >> 15))} pixels with gain bit 15")
+
+
 # ----------------------------------------------------------------------------------------------
 # peakfinder8
 
@@ -764,6 +797,7 @@ def main():
             check_calib(work)
             check_calib_jungfrau(work)
             check_calib_epix100(work)
+            check_calib_epixm320(work)
         if a.only in (None, "pf8"):
             check_pf8(work)
     n_fail = RESULTS.count(False)
