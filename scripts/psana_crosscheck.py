@@ -7,7 +7,11 @@ calib:  psana's own ePix10ka calibration (`calib_epix10ka_any`, the function beh
         `det.raw.calib` for epix10ka raw 2.0.1, with its Storage, MaskAlgos and
         UtilsCommonMode code) runs on synthetic raw frames, constants and configurations through
         a stand-in for the DataSource-built detector object; examples/calib_dump runs
-        lclstreamer's Calibrator on the same inputs.
+        lclstreamer's Calibrator on the same inputs. Jungfrau (`jungfrau_raw_0_2_0.calib`:
+        its default C++ `calib_jungfrau_v3`, and the python path with common mode) on one
+        module and on 3 modules of a 32-module set; ePix100 (`epix100_raw_2_0_1.calib`, i.e.
+        `calib_epix100` and `UtilsCommonMode.common_mode_apply`); ePixM320
+        (`epixm320_raw_0_0_0.calib`).
 pf8:    psana's peakfinder8 (psalg_ext) against lclstreamer's PeakFinder8 when available.
 
 Prints one PASS/FAIL line per check; exits 1 if any failed.
@@ -407,6 +411,276 @@ def calibrate_both(work, peds, gain, status, pc, trbit, raw, cmpars, ours=True):
 
 
 # ----------------------------------------------------------------------------------------------
+# calibration: Jungfrau and ePix100
+
+JF_ROWS, JF_COLS = 512, 1024
+E100_ROWS, E100_COLS = 704, 768
+
+
+def make_psana_area(cls, calibconst, segment_numbers, segname, **attrs):
+    """A psana detector object of class `cls` built without a DataSource: constants in the
+    `_calibconst` dict psana fills from the calibration DB, `segment_numbers` the DAQ segments;
+    `raw()` returns `.frame`."""
+    import logging
+    from psana.pscalib.geometry.SegGeometryStore import sgs
+
+    class Synthetic(cls):
+        def raw(self, evt, copy=True):
+            return self.frame
+
+    det = object.__new__(Synthetic)
+    meta = {"experiment": "synthetic", "run": 0}
+    det._det_name = "synthetic_" + cls.__name__
+    det._calibconst = {k: (v, meta) for k, v in calibconst.items()}
+    det._calibc_ = det._maskalgos_ = det._store_ = det._geo = None
+    det._kwargs, det._args = {}, ()
+    det._logmet_init = logging.getLogger(__name__).debug
+    det._sorted_segment_inds = det._segment_numbers = list(segment_numbers)
+    det._seg_geo = sgs.Create(segname=segname)
+    det.frame = None
+    for k, v in attrs.items():
+        setattr(det, k, v)
+    return det
+
+
+def make_psana_jungfrau(consts, segment_numbers):
+    from psana.detector.jungfrau import jungfrau_raw_0_2_0
+    return make_psana_area(jungfrau_raw_0_2_0, consts, segment_numbers, "JUNGFRAU:V2",
+                           _data_bit_mask=0x3FFF, _gain_modes=("g0", "g1", "g2"), _odc=None)
+
+
+def make_psana_epix100(consts):
+    from psana.detector.epix100 import epix100_raw_2_0_1
+    return make_psana_area(epix100_raw_2_0_1, consts, [0], "EPIX100:V1",
+                           _data_bit_mask=0xFFFF, _gain_=None, _gain_factor_=None)
+
+
+def jungfrau_case(rng, nmods, nframes):
+    """Constants `(3, nmods, 512, 1024)` (pedestals, pixel_gain, pixel_offset, pixel_status) and
+    raw frames with every gain code (also the bad code 10), common-mode offsets by bank, row and
+    column, noise and photons."""
+    shape = (nmods, JF_ROWS, JF_COLS)
+    base_ped = np.array([3000, 9000, 12000], np.float32)
+    base_gain = np.array([41.5, -1.52, -0.11], np.float32)
+    peds = (base_ped[:, None, None, None] + rng.normal(0, 150, (3,) + shape)).astype(np.float32)
+    offs = rng.normal(0, 5, (3,) + shape).astype(np.float32)
+    gain = (base_gain[:, None, None, None] * rng.uniform(0.9, 1.1, (3,) + shape)).astype(np.float32)
+    gain.reshape(-1)[::1201] = 0
+    status = np.zeros((3,) + shape, np.uint16)
+    bad = rng.random((3,) + shape) < 0.004
+    status[bad] = rng.choice([1, 2, 4, 64, 0x100, 0x8000], int(bad.sum()))
+    status[0, 0, 10:20, :60] = 1  # rows short of eligible pixels for npixmin
+    frames = []
+    for _ in range(nframes):
+        code = rng.choice(np.array([0, 1, 3, 2], np.uint16), shape, p=[0.9, 0.05, 0.04, 0.01])
+        plane = np.array([0, 1, 2, 2])[code]
+        po = np.take_along_axis(peds + offs, plane[None], 0)[0]
+        adc = po + rng.normal(0, 4, shape)
+        bank = rng.normal(0, 8, (nmods, 2, 1, 16, 1))
+        adc += np.broadcast_to(bank, (nmods, 2, 256, 16, 64)).reshape(shape)
+        adc += rng.normal(0, 4, (nmods, JF_ROWS, 1)) + rng.normal(0, 4, (nmods, 1, JF_COLS))
+        hits = rng.random(shape) < 0.01
+        adc[hits] += rng.exponential(300, int(hits.sum()))
+        adc = np.clip(np.rint(adc), 0, 0x3FFF).astype(np.uint16)
+        frames.append(adc | (code << 14))
+    return {"pedestals": peds, "pixel_gain": gain, "pixel_offset": offs,
+            "pixel_status": status}, np.stack(frames)
+
+
+def epix100_case(rng, nframes, edges=False):
+    """Constants `(704, 768)` as psana stores them for ePix100 and raw frames using all 16 bits,
+    with common-mode offsets by bank, row and column; `edges`: good-pixel counts on psana's
+    npixmin edges (banks >= npixmin, rows and columns > npixmin)."""
+    shape = (E100_ROWS, E100_COLS)
+    peds = (2000 + rng.normal(0, 100, shape)).astype(np.float32)
+    gain = (16.4 * rng.uniform(0.9, 1.1, shape)).astype(np.float32)
+    gain.reshape(-1)[::1301] = 0
+    status = np.zeros(shape, np.uint16)
+    bad = rng.random(shape) < 0.004
+    status[bad] = rng.choice([1, 2, 8, 0x100, 0x8000], int(bad.sum()))
+    status[10:20, :90] = 1
+    if edges:
+        status[:] = 0
+        for bank, keep in ((0, 10), (1, 9)):
+            blk = np.ones(352 * 96, np.uint16)
+            blk[rng.choice(blk.size, keep, replace=False)] = 0
+            status[:352, bank * 96:(bank + 1) * 96] = blk.reshape(352, 96)
+        for row, keep in ((400, 11), (401, 10)):
+            status[row, 192:288] = 1
+            status[row, 192:192 + keep] = 0
+        for col, keep in ((500, 11), (501, 10)):
+            status[352:, col] = 1
+            status[352 + rng.choice(352, keep, replace=False), col] = 0
+    frames = []
+    for _ in range(nframes):
+        adc = peds + rng.normal(0, 3, shape)
+        bank = rng.normal(0, 8, (2, 1, 8, 1))
+        adc += np.broadcast_to(bank, (2, 352, 8, 96)).reshape(shape)
+        adc += rng.normal(0, 4, (E100_ROWS, 1)) + rng.normal(0, 4, (1, E100_COLS))
+        hits = rng.random(shape) < 0.01
+        adc[hits] += rng.exponential(8000, int(hits.sum()))
+        frames.append(np.clip(np.rint(adc), 0, 0xFFFF).astype(np.uint16))
+    return {"pedestals": peds, "pixel_gain": gain, "pixel_status": status}, np.stack(frames)
+
+
+def dump_ours(work, family, consts, raw, cmpars):
+    """lclstreamer's calibrated frames (examples/calib_dump --FAMILY)."""
+    d = os.path.join(work, "calib-" + family)
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):
+        os.remove(os.path.join(d, f))
+    for name, a in consts.items():
+        np.save(os.path.join(d, name + ".npy"), a)
+    np.save(os.path.join(d, "raw.npy"), raw)
+    cmd = [os.environ["CALIB_DUMP"], "--" + family, d, os.path.join(d, "raw.npy"),
+           os.path.join(d, "out.npy")]
+    if cmpars is not None:
+        cmd.append(",".join(str(v) for v in cmpars))
+    subprocess.run(cmd, check=True)
+    return np.load(os.path.join(d, "out.npy"))
+
+
+def compare(label, ours, theirs, extra=""):
+    theirs = np.asarray(theirs, np.float32).reshape(ours.shape)
+    same = ours.view(np.uint32) == theirs.view(np.uint32)
+    ndiff = int((~same).sum())
+    diff = np.abs(ours.astype(np.float64) - theirs)
+    report(ndiff == 0, label,
+           f"{ours.size:,} px: {ndiff} not bit-identical (signs of zeros included), max |d| "
+           f"{diff.max():.3g}" + extra)
+
+
+def psana_jungfrau(consts, segs, raw, **kwa):
+    det = make_psana_jungfrau(consts, segs)
+    out = []
+    for f in raw:
+        det.frame = f
+        out.append(np.array(det.calib(None, **kwa), np.float32).reshape(f.shape))
+    return np.stack(out)
+
+
+def check_calib_jungfrau(work):
+    rng = np.random.default_rng(20260821)
+    cases = [None, (7, 1, 100, 10), (7, 2, 100, 10), (7, 4, 100, 10), (7, 7, 100, 10),
+             (7, 3, 200, 10), (7, 7, 6, 10), (7, 7, 100, 40)]
+    consts, raw = jungfrau_case(rng, 1, 2)
+    ours_consts = dict(consts)
+    codes = np.bincount((raw >> 14).ravel(), minlength=4)
+    codes = f"; gain codes 00/01/10/11 {'/'.join(str(int(n)) for n in codes)}"
+    ours = dump_ours(work, "jungfrau", ours_consts, raw, None)
+    theirs = psana_jungfrau(consts, [0], raw)
+    bad = (raw >> 14) == 2
+    extra = codes + f"; bad code 10 gives {set(np.unique(theirs[bad]).tolist())} in psana"
+    compare("calib jungfrau 1 module, psana default (cversion 3, C++ calib_jungfrau_v3)", ours,
+            theirs, extra)
+    for cm in cases:
+        ours = dump_ours(work, "jungfrau", ours_consts, raw, cm)
+        theirs = psana_jungfrau(consts, [0], raw, cversion=0, cmpars=cm)
+        compare(f"calib jungfrau 1 module, python path (cversion=0) cmpars {cm}", ours, theirs)
+    # cversion 3 ignores cmpars: psana's det.raw.calib(evt, cmpars=...) equals the default
+    theirs_cm = psana_jungfrau(consts, [0], raw, cmpars=(7, 7, 100, 10))
+    ours = dump_ours(work, "jungfrau", ours_consts, raw, None)
+    compare("calib jungfrau 1 module, cmpars (7,7,100,10) with default cversion 3 "
+            "(psana ignores cmpars; lclstreamer without cm)", ours, theirs_cm)
+
+    # A sparse set: modules 3, 17, 30 of 32. The constants of the modules present, selected by
+    # segment id, as lclstreamer is handed them.
+    full, raw32 = jungfrau_case(rng, 32, 1)
+    ids = [3, 17, 30]
+    sel = {k: np.ascontiguousarray(np.take(v, ids, axis=1)) for k, v in full.items()}
+    raw = np.ascontiguousarray(raw32[:, ids])
+    del raw32
+    ours = dump_ours(work, "jungfrau", sel, raw, None)
+    compare(f"calib jungfrau modules {ids} of 32, psana default (cversion 3) on their constants",
+            ours, psana_jungfrau(sel, [0, 1, 2], raw))
+    for cm in ((7, 7, 100, 10), (7, 2, 100, 10)):
+        ours = dump_ours(work, "jungfrau", sel, raw, cm)
+        compare(f"calib jungfrau modules {ids} of 32, python path cmpars {cm} on their constants",
+                ours, psana_jungfrau(sel, [0, 1, 2], raw, cversion=0, cmpars=cm))
+    # What psana itself does with the whole detector's constants and DAQ segments 3, 17, 30.
+    ours = dump_ours(work, "jungfrau", sel, raw, None)
+    for kwa in ({}, {"cversion": 0}):
+        try:
+            theirs = psana_jungfrau(full, ids, raw, **kwa)
+            n = int(np.count_nonzero(ours.view(np.uint32) != theirs.view(np.uint32)))
+            msg = f"{n} of {ours.size:,} pixels differ from the per-module recipe"
+        except Exception as e:
+            msg = f"raises {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        print(f"INFO calib jungfrau psana 4.3.4 with 32-module constants, DAQ segments {ids}, "
+              f"{kwa or 'default'}: {msg}", flush=True)
+
+
+def check_calib_epix100(work):
+    rng = np.random.default_rng(704768)
+    cases = [(None, False), ((0, 7, 100, 10), False), ((0, 1, 100, 10), False),
+             ((0, 2, 100, 10), False), ((0, 4, 100, 10), False), ((0, 7, 6, 10), False),
+             ((0, 7, 100, 40), False), ((7, 7, 100, 10), False), ((0, 7, 100, 10), True),
+             ((0, 1, 100, 10), True), ((0, 2, 100, 10), True), ((0, 4, 100, 10), True)]
+    # psana stores ePix100 constants shaped as the raw, (704, 768); common_mode_apply then
+    # splits its row blocks at shape[1] / 2 = 384. With (1, 704, 768) constants it splits at 352.
+    cases += [(cm, edges, True) for cm, edges in cases if cm is not None and cm[1] & 6]
+    data = {False: epix100_case(rng, 2), True: epix100_case(rng, 2, edges=True)}
+    for case in cases:
+        cm, edges = case[:2]
+        three_d = len(case) > 2
+        consts, raw = data[edges]
+        ours_consts = {k: v.reshape((1, 1) + v.shape) for k, v in consts.items()}
+        family = "epix100-halves" if three_d else "epix100"
+        ours = dump_ours(work, family, ours_consts, raw[:, None], cm)
+        if three_d:
+            consts = {k: v[None] for k, v in consts.items()}
+        det = make_psana_epix100(consts)
+        theirs = []
+        for f in raw:
+            det.frame = f
+            theirs.append(det.calib(None, cmpars=cm))
+        theirs = np.stack(theirs)
+        moved = ""
+        if cm is not None:
+            det0 = make_psana_epix100(consts)
+            det0.frame = raw[0]
+            moved = f"; common mode moved {np.mean(det0.calib(None) != theirs[0]):.1%} of pixels"
+        theirs = theirs.reshape(ours.shape)
+        high = int(np.count_nonzero(raw > 0x3FFF))
+        label = f"calib epix100 cmpars {cm}{' npixmin edges' if edges else ''}" + (
+            ", (1, 704, 768) constants" if three_d else "")
+        compare(label, ours, theirs,
+                f"{moved}; {high} raw words above 0x3FFF")
+
+
+def check_calib_epixm320(work):
+    """psana's epixm320_raw_0_0_0.calib: pedestal plane by bit 15, ADC bits 14..0, times the
+    status mask; constants (2, 4, 192, 384) for the one DAQ segment of 4 ASICs."""
+    from psana.detector.epixm320 import epixm320_raw_0_0_0
+    rng = np.random.default_rng(320)
+    shape = (4, 192, 384)
+    peds = (np.array([8000, 20000], np.float32)[:, None, None, None]
+            + rng.normal(0, 300, (2,) + shape)).astype(np.float32)
+    status = np.zeros((2,) + shape, np.uint16)
+    bad = rng.random((2,) + shape) < 0.004
+    status[bad] = rng.choice([1, 2, 0x100, 0x8000], int(bad.sum()))
+    frames = []
+    for _ in range(2):
+        hi = rng.random(shape) < 0.2
+        adc = np.where(hi, peds[1], peds[0]) + rng.normal(0, 5, shape)
+        hits = rng.random(shape) < 0.01
+        adc[hits] += rng.exponential(500, int(hits.sum()))
+        adc = np.clip(np.rint(adc), 0, 0x7FFF).astype(np.uint16)
+        frames.append(adc | (hi.astype(np.uint16) << 15))
+    raw = np.stack(frames)
+    consts = {"pedestals": peds, "pixel_status": status}
+    ours = dump_ours(work, "epixm320", dict(consts, pixel_gain=np.ones_like(peds)), raw, None)
+    det = make_psana_area(epixm320_raw_0_0_0, consts, [0, 1, 2, 3], "EPIXMASIC:V1",
+                          _data_bit_mask=0x7FFF, _data_gain_bit=0x8000)
+    theirs = []
+    for f in raw:
+        det.frame = f
+        theirs.append(det.calib(object()))
+    compare("calib epixm320 (psana default, no gain factor, no common mode)", ours,
+            np.stack(theirs), f"; {int(np.count_nonzero(raw >> 15))} pixels with gain bit 15")
+
+
+# ----------------------------------------------------------------------------------------------
 # peakfinder8
 
 
@@ -521,6 +795,9 @@ def main():
             check_reader(f, os.path.join(a.data, f), a.bin, work)
         if a.only in (None, "calib"):
             check_calib(work)
+            check_calib_jungfrau(work)
+            check_calib_epix100(work)
+            check_calib_epixm320(work)
         if a.only in (None, "pf8"):
             check_pf8(work)
     n_fail = RESULTS.count(False)

@@ -38,22 +38,22 @@ fn ma_median(vals: &[f32], m: &[bool]) -> Option<f32> {
     })
 }
 
-/// psana `common_mode_epix_multigain_apply` on one segment, following its loops literally.
+/// psana `common_mode_epix_multigain_apply` on one segment, following its loops literally; the
+/// row blocks of modes 4 and 2 are rows `0..split` and `split..rows` (psana's "halves").
 fn psana_cm(
     arr: &mut [f32],
     gmask: &[bool],
-    rows: usize,
-    cols: usize,
+    (rows, cols, split): (usize, usize, usize),
     nbanks: usize,
     p: &CommonModeParams,
 ) {
-    let hrows = rows / 2;
     let bw = cols / nbanks;
+    let block = |h: usize| if h == 0 { 0..split } else { split..rows };
     let (cormax, npixmin) = (p.cormax, p.npixmin);
     if p.mode & 4 != 0 {
         for h in 0..2 {
             for b in 0..nbanks {
-                let idx: Vec<usize> = (h * hrows..(h + 1) * hrows)
+                let idx: Vec<usize> = block(h)
                     .flat_map(|r| (b * bw..(b + 1) * bw).map(move |c| r * cols + c))
                     .collect();
                 let vals: Vec<f32> = idx.iter().map(|&i| arr[i]).collect();
@@ -100,7 +100,7 @@ fn psana_cm(
     if p.mode & 2 != 0 {
         for h in 0..2 {
             for c in 0..cols {
-                let idx: Vec<usize> = (h * hrows..(h + 1) * hrows).map(|r| r * cols + c).collect();
+                let idx: Vec<usize> = block(h).map(|r| r * cols + c).collect();
                 let vals: Vec<f32> = idx.iter().map(|&i| arr[i]).collect();
                 let m: Vec<bool> = idx.iter().map(|&i| gmask[i]).collect();
                 let npix = m.iter().filter(|&&x| x).count();
@@ -218,7 +218,7 @@ fn psana_epix_calib(
             }
         }
         if let Some(p) = cm {
-            psana_cm(&mut arr, &gmask, 352, 384, 8, &p);
+            psana_cm(&mut arr, &gmask, (352, 384, 176), 8, &p);
         }
         for i in 0..seg {
             out[s * seg + i] = arr[i] * fac[i] * f32::from(u8::from(mask[i]));
@@ -358,6 +358,349 @@ fn jungfrau_gain_bits_pedestal_offset_and_bad_code() {
     assert!(out.iter().all(|v| v.abs() < 1e-6));
 }
 
+/// The common-mode settings every family is tested with (psana tuples).
+const CM_CASES: [Option<[f64; 4]>; 7] = [
+    None,
+    Some([7.0, 1.0, 100.0, 10.0]),
+    Some([7.0, 2.0, 30.0, 10.0]),
+    Some([7.0, 4.0, 100.0, 10.0]),
+    Some([7.0, 7.0, 100.0, 10.0]),
+    Some([0.0, 7.0, 6.0, 10.0]),
+    Some([0.0, 7.0, 100.0, 40.0]),
+];
+
+/// Calibrates `raw` all three ways (slab, slab in parallel, segment by segment) and checks each
+/// against `reference` bit for bit.
+fn check_all_ways(cal: &mut Calibrator, raw: &[u16], reference: &[f32], what: &str) {
+    let n = raw.len();
+    let mut out = vec![0.0f32; n];
+    cal.calibrate_slab(raw, &mut out).unwrap();
+    assert_bits(&out, reference, what);
+    cal.calibrate_slab_par(raw, &mut out).unwrap();
+    assert_bits(&out, reference, &format!("{what}, segments in parallel"));
+    let (rows, cols) = cal.segment_shape();
+    let segs: Vec<&[u16]> = raw.chunks(rows * cols).collect();
+    cal.calibrate(&segs, &mut out).unwrap();
+    assert_bits(&out, reference, &format!("{what}, segment by segment"));
+}
+
+/// Jungfrau constants of `nsegs` modules (as selected by segment id for a sparse set) and a raw
+/// frame with every gain code, common-mode offsets by row and column, photons, zero gains and
+/// status bits in each gain plane alone.
+fn random_jungfrau_case(nsegs: usize, rng: &mut SplitMix64) -> (GainConstants, Vec<u16>) {
+    let (rows, cols) = (512, 1024);
+    let n = nsegs * rows * cols;
+    let base_ped = [3000.0, 9000.0, 12000.0];
+    let base_gain = [41.5f64, -1.52, -0.11];
+    let mut pedestals = Vec::with_capacity(3 * n);
+    let mut pixel_gain = Vec::with_capacity(3 * n);
+    for gr in 0..3 {
+        for _ in 0..n {
+            pedestals.push((base_ped[gr] + 150.0 * rng.normal()) as f32 + 0.37);
+            pixel_gain.push((base_gain[gr] * (0.9 + 0.2 * rng.uniform())) as f32);
+        }
+    }
+    for g in pixel_gain.iter_mut().step_by(1201) {
+        *g = 0.0;
+    }
+    let mut pixel_status = vec![0u32; 3 * n];
+    for (k, s) in pixel_status.iter_mut().enumerate() {
+        if k % 1777 == (k / n) * 3 {
+            *s = [1, 4, 1 << 20][k / n];
+        }
+    }
+    let raw = (0..n)
+        .map(|i| {
+            let (r, c) = ((i / cols) % rows, i % cols);
+            let u = rng.uniform();
+            let code: u16 = if u < 0.9 {
+                0
+            } else if u < 0.95 {
+                1
+            } else if u < 0.99 {
+                3
+            } else {
+                2
+            };
+            let plane = [0, 1, 2, 2][code as usize];
+            let offset = ((r % 9) as f64 - 4.0) * 2.5 + ((c % 5) as f64 - 2.0) * 1.5;
+            let mut adc = f64::from(pedestals[plane * n + i]) + 4.0 * rng.normal() + offset;
+            if rng.uniform() < 0.01 {
+                adc += 600.0 * rng.uniform();
+            }
+            (adc.clamp(0.0, 16383.0) as u16) | (code << 14)
+        })
+        .collect();
+    let c = GainConstants {
+        ngr: 3,
+        nsegs,
+        rows,
+        cols,
+        pedestals,
+        pixel_gain,
+        pixel_status,
+        pixel_mask: None,
+    };
+    (c, raw)
+}
+
+/// psana's default Jungfrau calibration (`cversion` 3, `calib_jungfrau_v3` on the cached
+/// `ccons`): per gain code `00, 01, 10, 11` the pair (pedestal + offset, gain factor × mask),
+/// code `10` all zeros; `out = ((raw & 0x3FFF) − po) · gm`. With `cm`, psana's python path
+/// (`cversion=0`, `calib_jungfrau_single_panel`): common mode on good gain-0 pixels in 16 banks,
+/// then `· gfac · mask`.
+fn psana_jungfrau_calib(c: &GainConstants, raw: &[u16], cm: Option<CommonModeParams>) -> Vec<f32> {
+    let n = c.frame_len();
+    let seg = c.rows * c.cols;
+    let mask: Vec<f32> = (0..n)
+        .map(|k| f32::from(u8::from((0..3).all(|p| c.pixel_status[p * n + k] == 0))))
+        .collect();
+    let gfac = |k: usize| {
+        let g = c.pixel_gain[k];
+        if g == 0.0 { 0.0 } else { 1.0 / g }
+    };
+    let plane = |w: u16| match w >> 14 {
+        0 => Some(0),
+        1 => Some(1),
+        3 => Some(2),
+        _ => None,
+    };
+    let Some(p) = cm else {
+        return (0..n)
+            .map(|k| {
+                let (po, gm) = match plane(raw[k]) {
+                    Some(g) => (c.pedestals[g * n + k], gfac(g * n + k) * mask[k]),
+                    None => (0.0, 0.0),
+                };
+                (f32::from(raw[k] & 0x3FFF) - po) * gm
+            })
+            .collect();
+    };
+    let mut out = vec![0.0f32; n];
+    for s in 0..c.nsegs {
+        let ks = s * seg..(s + 1) * seg;
+        let mut arr: Vec<f32> = ks
+            .clone()
+            .map(|k| {
+                let po = plane(raw[k]).map_or(0.0, |g| c.pedestals[g * n + k]);
+                f32::from(raw[k] & 0x3FFF) - po
+            })
+            .collect();
+        let gmask: Vec<bool> = ks
+            .clone()
+            .map(|k| raw[k] >> 14 == 0 && mask[k] != 0.0)
+            .collect();
+        psana_cm(&mut arr, &gmask, (c.rows, c.cols, c.rows / 2), 16, &p);
+        for (i, k) in ks.enumerate() {
+            let factor = plane(raw[k]).map_or(0.0, |g| gfac(g * n + k));
+            out[k] = arr[i] * factor * mask[k];
+        }
+    }
+    out
+}
+
+#[test]
+fn jungfrau_matches_psana_one_module_and_a_sparse_set() {
+    let mut rng = SplitMix64::new(16);
+    // One module, and 3 modules as a sparse set of a 16M (e.g. ids 3, 17, 30) supplies them.
+    for nsegs in [1, 3] {
+        let (c, raw) = random_jungfrau_case(nsegs, &mut rng);
+        for cm in CM_CASES {
+            let cm = cm.and_then(|v| CommonModeParams::from_psana(&v));
+            let mut cal = Calibrator::jungfrau(&c, None, cm).unwrap();
+            let reference = psana_jungfrau_calib(&c, &raw, cm);
+            check_all_ways(
+                &mut cal,
+                &raw,
+                &reference,
+                &format!("{nsegs} modules, cm {cm:?}"),
+            );
+        }
+        let mut out = vec![0.0f32; raw.len()];
+        let mut cal = Calibrator::jungfrau(&c, None, None).unwrap();
+        cal.calibrate_slab(&raw, &mut out).unwrap();
+        for (k, (&w, &v)) in raw.iter().zip(&out).enumerate() {
+            if w >> 14 == 2 {
+                assert_eq!(v.to_bits(), 0, "bad gain code at pixel {k} gives +0");
+            }
+        }
+    }
+}
+
+/// An ePix100 frame: pedestals near 2000 ADU, common-mode offsets by bank, row and column,
+/// photons that reach bits 14 and 15, zero gains, status bits.
+fn random_epix100_case(rng: &mut SplitMix64) -> (GainConstants, Vec<u16>) {
+    let (rows, cols) = (704, 768);
+    let n = rows * cols;
+    let pedestals: Vec<f32> = (0..n)
+        .map(|_| (2000.0 + 100.0 * rng.normal()) as f32 + 0.25)
+        .collect();
+    let mut pixel_gain: Vec<f32> = (0..n)
+        .map(|_| (16.4 * (0.9 + 0.2 * rng.uniform())) as f32)
+        .collect();
+    for g in pixel_gain.iter_mut().step_by(1301) {
+        *g = 0.0;
+    }
+    let mut pixel_status = vec![0u32; n];
+    for s in pixel_status.iter_mut().step_by(1103) {
+        *s = 1 << 3;
+    }
+    for s in pixel_status.iter_mut().skip(7).step_by(4001) {
+        *s = 1 << 25;
+    }
+    // A dead bank corner: rows and columns on the npixmin edges.
+    for r in 10..30 {
+        for c in 0..90 {
+            pixel_status[r * cols + c] = 1;
+        }
+    }
+    let raw = (0..n)
+        .map(|i| {
+            let (r, c) = (i / cols, i % cols);
+            let bank = ((r / 352) * 8 + c / 96) as f64;
+            let offset = (bank % 5.0) * 3.0 + ((r % 7) as f64 - 3.0) * 2.0 + (c % 3) as f64;
+            let mut adc = f64::from(pedestals[i]) + 3.0 * rng.normal() + offset;
+            if rng.uniform() < 0.01 {
+                adc += 60000.0 * rng.uniform();
+            }
+            adc.clamp(0.0, 65535.0) as u16
+        })
+        .collect();
+    let c = GainConstants {
+        ngr: 1,
+        nsegs: 1,
+        rows,
+        cols,
+        pedestals,
+        pixel_gain,
+        pixel_status,
+        pixel_mask: None,
+    };
+    (c, raw)
+}
+
+/// psana's `calib_epix100`: `arrf = raw − peds` on all 16 bits, `common_mode_apply` with
+/// `nbanks_rows_cols = (2, 8)` on the good pixels, `arrf · gfac · mask`. `common_mode_apply`
+/// takes `hrows = arrf.shape[1] / 2` before making `arrf` 3-D: `split` is 384 when psana's arrays
+/// are the raw's `(704, 768)`, 352 when they are `(1, 704, 768)`.
+fn psana_epix100_calib(
+    c: &GainConstants,
+    raw: &[u16],
+    user_mask: &[u8],
+    cm: Option<CommonModeParams>,
+    split: usize,
+) -> Vec<f32> {
+    let n = c.frame_len();
+    let mask: Vec<bool> = (0..n)
+        .map(|k| c.pixel_status[k] == 0 && user_mask[k] != 0)
+        .collect();
+    let mut arr: Vec<f32> = (0..n).map(|k| f32::from(raw[k]) - c.pedestals[k]).collect();
+    if let Some(p) = cm {
+        let seg = c.rows * c.cols;
+        for (a, m) in arr.chunks_mut(seg).zip(mask.chunks(seg)) {
+            psana_cm(a, m, (c.rows, c.cols, split), 8, &p);
+        }
+    }
+    (0..n)
+        .map(|k| {
+            let g = c.pixel_gain[k];
+            let gfac = if g == 0.0 { 0.0 } else { 1.0 / g };
+            arr[k] * gfac * f32::from(u8::from(mask[k]))
+        })
+        .collect()
+}
+
+#[test]
+fn epix100_matches_psana_recipe_all_common_modes() {
+    let mut rng = SplitMix64::new(100);
+    let (c, raw) = random_epix100_case(&mut rng);
+    assert!(raw.iter().any(|&w| w & 0xC000 == 0xC000));
+    let n = c.frame_len();
+    let user_mask: Vec<u8> = (0..n).map(|i| u8::from(i % 2111 != 0)).collect();
+    for cm in CM_CASES {
+        let cm = cm.and_then(|v| CommonModeParams::from_psana(&v));
+        let mut cal = Calibrator::epix100(&c, Some(&user_mask), cm).unwrap();
+        let reference = psana_epix100_calib(&c, &raw, &user_mask, cm, 384);
+        check_all_ways(&mut cal, &raw, &reference, &format!("ePix100, cm {cm:?}"));
+        let mut cal = Calibrator::epix100_split(&c, Some(&user_mask), cm, 352).unwrap();
+        let reference = psana_epix100_calib(&c, &raw, &user_mask, cm, 352);
+        check_all_ways(
+            &mut cal,
+            &raw,
+            &reference,
+            &format!("ePix100 halves, cm {cm:?}"),
+        );
+    }
+    for split in [0, 4, 704] {
+        assert!(Calibrator::epix100_split(&c, None, None, split).is_err());
+    }
+    // Two segments stacked work the same way, each with its own constants.
+    let two = GainConstants {
+        nsegs: 2,
+        pedestals: [
+            c.pedestals.clone(),
+            c.pedestals.iter().map(|p| p + 1.5).collect(),
+        ]
+        .concat(),
+        pixel_gain: c.pixel_gain.repeat(2),
+        pixel_status: c.pixel_status.repeat(2),
+        ..c.clone()
+    };
+    let raw2 = raw.repeat(2);
+    let cm = CommonModeParams::from_psana(&[0.0, 7.0, 100.0, 10.0]);
+    let mut cal = Calibrator::epix100(&two, None, cm).unwrap();
+    let reference = psana_epix100_calib(&two, &raw2, &vec![1; 2 * n], cm, 384);
+    check_all_ways(&mut cal, &raw2, &reference, "two ePix100 segments");
+}
+
+#[test]
+fn epixm320_matches_psana_recipe() {
+    // psana's epixm320_raw_0_0_0.calib: pedestal plane by bit 15, ADC in bits 14..0, times the
+    // status mask of both planes; no gain factor, no common mode.
+    let (nasics, rows, cols) = (4, 192, 384);
+    let n = nasics * rows * cols;
+    let mut rng = SplitMix64::new(320);
+    let pedestals: Vec<f32> = (0..2 * n)
+        .map(|i| (if i < n { 8000.0 } else { 20000.0 }) + (300.0 * rng.normal()) as f32 + 0.5)
+        .collect();
+    let mut pixel_status = vec![0u32; 2 * n];
+    for (k, s) in pixel_status.iter_mut().enumerate() {
+        if k % 997 == (k / n) * 5 {
+            *s = [2, 1 << 30][k / n];
+        }
+    }
+    let raw: Vec<u16> = (0..n)
+        .map(|i| {
+            let hi = rng.uniform() < 0.2;
+            let ped = f64::from(pedestals[usize::from(hi) * n + i]);
+            let adc = (ped + 5.0 * rng.normal()).clamp(0.0, 32767.0) as u16;
+            adc | if hi { 0x8000 } else { 0 }
+        })
+        .collect();
+    let c = GainConstants {
+        ngr: 2,
+        nsegs: nasics,
+        rows,
+        cols,
+        pedestals,
+        pixel_gain: vec![f32::NAN; 2 * n],
+        pixel_status,
+        pixel_mask: None,
+    };
+    let user_mask: Vec<u8> = (0..n).map(|i| u8::from(i % 3001 != 0)).collect();
+    let reference: Vec<f32> = (0..n)
+        .map(|k| {
+            let plane = usize::from(raw[k] & 0x8000 != 0);
+            let arrf = f32::from(raw[k] & 0x7FFF) - c.pedestals[plane * n + k];
+            let good = c.pixel_status[k] == 0 && c.pixel_status[n + k] == 0 && user_mask[k] != 0;
+            arrf * f32::from(u8::from(good))
+        })
+        .collect();
+    assert!(reference.iter().any(|v| v.to_bits() == (-0.0f32).to_bits()));
+    let mut cal = Calibrator::epixm320(&c, Some(&user_mask)).unwrap();
+    check_all_ways(&mut cal, &raw, &reference, "ePixM320");
+}
+
 #[test]
 fn constants_from_npy_with_shape_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -421,6 +764,8 @@ fn calibrator_rejects_mismatched_inputs() {
     let (c, configs, raw) = random_epix_case(1, &mut rng);
     assert!(Calibrator::epix10ka(&c, &configs[..0], None, None).is_err());
     assert!(Calibrator::jungfrau(&c, None, None).is_err());
+    assert!(Calibrator::epix100(&c, None, None).is_err());
+    assert!(Calibrator::epixm320(&c, None).is_err());
     let mut cal = Calibrator::epix10ka(&c, &configs, None, None).unwrap();
     let mut out = vec![0.0f32; raw.len()];
     assert!(cal.calibrate_slab(&raw[1..], &mut out).is_err());

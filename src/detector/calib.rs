@@ -1,5 +1,6 @@
-//! Raw → calibrated f32 frames for ePix10ka and Jungfrau, psana's recipe:
-//! `calib = ((raw & 0x3FFF) − ped[gr]) → common mode → × (1/pixel_gain[gr]) × mask`.
+//! Raw → calibrated f32 frames for ePix10ka, Jungfrau and ePix100, psana's recipe:
+//! `calib = ((raw & adc) − ped[gr]) → common mode → × (1/pixel_gain[gr]) × mask`, `adc` being
+//! `0x3FFF` below the gain bits (ePix10ka, Jungfrau) or all 16 bits (ePix100).
 //!
 //! Everything that depends only on constants and configuration is precomputed per pixel: for each
 //! value of the raw gain bits a table of pedestal, gain factor with the mask folded in, and
@@ -15,6 +16,8 @@ use super::calib_passes::{self, Aside, GainPass, Half, PedestalPass, Roles, Stri
 use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
+use super::epix100;
+use super::epixm320;
 use super::jungfrau;
 use super::mask;
 use crate::algo::median::LANES;
@@ -25,6 +28,8 @@ use crate::huge_pages;
 pub enum DetectorKind {
     Epix10ka,
     Jungfrau,
+    Epix100,
+    EpixM320,
 }
 
 /// Errors building or running a calibrator.
@@ -53,6 +58,8 @@ pub enum CalibError {
         "ePix10ka needs one configuration per segment: got {actual}, constants have {expected}"
     )]
     Configs { actual: usize, expected: usize },
+    #[error("common-mode row split {split}: needs a positive multiple of 8 below the segment rows")]
+    Split { split: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +114,15 @@ impl SparseTable {
     }
 }
 
+/// How raw words are read: their ADC bits, and which table each gain code (`raw >> 14 & mask`)
+/// selects (0: the primary, `j`: sparse table `j − 1`).
+#[derive(Debug, Clone, Copy)]
+struct Codes {
+    adc: u16,
+    mask: u16,
+    table: [usize; 4],
+}
+
 /// Switched pixels looked ahead when prefetching their table entries.
 const PREFETCH: usize = 8;
 
@@ -127,7 +143,12 @@ pub struct Calibrator {
 struct Kernel {
     /// Rows of a half segment.
     hrows: usize,
+    /// Rows of the first of the two row blocks common mode works in: `hrows`, or psana's
+    /// uneven split (ePix100 with 2-D constants).
+    split: usize,
     cols: usize,
+    /// ADC bits of a raw word.
+    adc: u16,
     code_mask: u16,
     /// Table per raw gain code (`raw >> 14 & code_mask`): 0 is `primary`, `j` is `sparse[j − 1]`.
     code_table: [usize; 4],
@@ -261,15 +282,46 @@ impl Calibrator {
         } else {
             (1, vec![SparseTable::from(build(&per_bit[1]))])
         };
-        Ok(Calibrator {
-            kind: DetectorKind::Epix10ka,
+        let codes = Codes {
+            adc: epix10ka::DATA_MASK,
+            mask: 1,
+            table: [0, second, 0, second],
+        };
+        Ok(Self::assemble(
+            DetectorKind::Epix10ka,
+            c,
+            codes,
+            primary,
+            sparse,
+            8,
+            cm,
+            pmask,
+        ))
+    }
+
+    /// The calibrator of `c`'s shape from its tables, common mode in halves.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        kind: DetectorKind,
+        c: &GainConstants,
+        codes: Codes,
+        primary: Table,
+        sparse: Vec<SparseTable>,
+        nbanks: usize,
+        cm: Option<CommonModeParams>,
+        mask: Vec<u8>,
+    ) -> Calibrator {
+        Calibrator {
+            kind,
             nsegs: c.nsegs,
             rows: c.rows,
             kernel: Kernel {
                 hrows: c.rows / 2,
+                split: c.rows / 2,
                 cols: c.cols,
-                code_mask: 1,
-                code_table: [0, second, 0, second],
+                adc: codes.adc,
+                code_mask: codes.mask,
+                code_table: codes.table,
                 roles: calib_passes::pack_roles(&primary.role, &primary.gfac),
                 primary: Table {
                     role: Vec::new(),
@@ -277,15 +329,17 @@ impl Calibrator {
                 },
                 sparse,
                 cm: cm.filter(|p| p.enabled()),
-                nbanks: 8,
+                nbanks,
             },
-            mask: pmask,
+            mask,
             scratch: vec![SegScratch::new(Strips::new(c.rows / 2), c.cols)],
-        })
+        }
     }
 
-    /// Jungfrau: constants `(3, nsegs, 512, 1024)` with `pixel_offset` already added to the
-    /// pedestals; common mode over gain-0 pixels; the bad gain code gives 0.
+    /// Jungfrau, psana's default (`cversion` 3): constants `(3, nsegs, 512, 1024)` of the modules
+    /// present, in slab order, with `pixel_offset` already added to the pedestals; the mask is
+    /// `pixel_status` of all three gain planes; the bad gain code `10` gives 0. Common mode, which
+    /// psana applies only with `cversion=0`, is over good gain-0 pixels in 16 banks.
     pub fn jungfrau(
         constants: &GainConstants,
         user_mask: Option<&[u8]>,
@@ -319,27 +373,122 @@ impl Calibrator {
         let primary = tables.next().expect("three gain ranges");
         let mut sparse: Vec<SparseTable> = tables.map(SparseTable::from).collect();
         sparse.push(SparseTable::zeros());
-        Ok(Calibrator {
-            kind: DetectorKind::Jungfrau,
-            nsegs: c.nsegs,
-            rows: c.rows,
-            kernel: Kernel {
-                hrows: c.rows / 2,
-                cols: c.cols,
-                code_mask: 3,
-                code_table: [0, 1, 3, 2],
-                roles: calib_passes::pack_roles(&primary.role, &primary.gfac),
-                primary: Table {
-                    role: Vec::new(),
-                    ..primary
-                },
-                sparse,
-                cm: cm.filter(|p| p.enabled()),
-                nbanks: 16,
-            },
-            mask: pmask,
-            scratch: vec![SegScratch::new(Strips::new(c.rows / 2), c.cols)],
-        })
+        let codes = Codes {
+            adc: jungfrau::DATA_MASK,
+            mask: 3,
+            table: [0, 1, 3, 2],
+        };
+        Ok(Self::assemble(
+            DetectorKind::Jungfrau,
+            c,
+            codes,
+            primary,
+            sparse,
+            16,
+            cm,
+            pmask,
+        ))
+    }
+
+    /// ePix100 (psana `epix100_raw_2_0_1`): constants `(1, nsegs, 704, 768)`, one gain range;
+    /// `((raw − ped) → common mode) × (1/pixel_gain) × mask` on all 16 raw bits. psana applies no
+    /// common mode by default; with `cm` it corrects good pixels in 8 banks of 96 columns per
+    /// row block (`UtilsCommonMode.common_mode_apply`, whose algorithm number is not used). Its
+    /// row blocks are rows 0..384 and 384..704 with the constants psana stores for ePix100
+    /// (shaped as the raw `(704, 768)`: it halves `shape[1]`); see [`Calibrator::epix100_split`].
+    pub fn epix100(
+        constants: &GainConstants,
+        user_mask: Option<&[u8]>,
+        cm: Option<CommonModeParams>,
+    ) -> Result<Calibrator, CalibError> {
+        Self::epix100_split(constants, user_mask, cm, epix100::COLS / 2)
+    }
+
+    /// [`Calibrator::epix100`] with common-mode row blocks of `split` and `704 − split` rows:
+    /// 352 is what psana does with 3-D `(1, 704, 768)` constants. `split` must be a positive
+    /// multiple of 8 below 704.
+    pub fn epix100_split(
+        constants: &GainConstants,
+        user_mask: Option<&[u8]>,
+        cm: Option<CommonModeParams>,
+        split: usize,
+    ) -> Result<Calibrator, CalibError> {
+        if split == 0 || split >= epix100::ROWS || !split.is_multiple_of(LANES) {
+            return Err(CalibError::Split { split });
+        }
+        let c = constants;
+        check_shape(c, DetectorKind::Epix100, 1, epix100::ROWS, epix100::COLS)?;
+        let n = c.frame_len();
+        let pmask = Self::merged_mask(c, &[0], user_mask)?;
+        let primary = Table {
+            ped: huge_pages::collect(n, c.pedestals.iter().copied()),
+            gfac: huge_pages::collect(
+                n,
+                c.pixel_gain
+                    .iter()
+                    .zip(&pmask)
+                    .map(|(&g, &m)| gain_factor(g) * f32::from(m)),
+            ),
+            role: pmask.iter().map(|&m| u8::from(m != 0)).collect(),
+        };
+        let codes = Codes {
+            adc: epix100::DATA_MASK,
+            mask: 0,
+            table: [0; 4],
+        };
+        let mut cal = Self::assemble(
+            DetectorKind::Epix100,
+            c,
+            codes,
+            primary,
+            vec![],
+            8,
+            cm,
+            pmask,
+        );
+        cal.kernel.split = split;
+        cal.scratch = vec![cal.kernel.seg_scratch()];
+        Ok(cal)
+    }
+
+    /// ePixM320 (psana `epixm320_raw_0_0_0.calib`): constants `(2, nasics, 192, 384)` (one ASIC
+    /// a segment); `((raw & 0x7FFF) − ped[bit 15]) × mask`. psana applies neither gain nor common
+    /// mode, so `pixel_gain` is not read; the mask is `pixel_status` of both planes.
+    pub fn epixm320(
+        constants: &GainConstants,
+        user_mask: Option<&[u8]>,
+    ) -> Result<Calibrator, CalibError> {
+        let c = constants;
+        check_shape(
+            c,
+            DetectorKind::EpixM320,
+            epixm320::NUM_GAIN_RANGES,
+            epixm320::ROWS,
+            epixm320::COLS,
+        )?;
+        let n = c.frame_len();
+        let pmask = Self::merged_mask(c, &[0, 1], user_mask)?;
+        let table = |gr: usize| Table {
+            ped: huge_pages::collect(n, c.pedestals[gr * n..(gr + 1) * n].iter().copied()),
+            gfac: huge_pages::collect(n, pmask.iter().map(|&m| f32::from(m))),
+            role: vec![0; n],
+        };
+        let codes = Codes {
+            adc: epixm320::DATA_MASK,
+            mask: epixm320::GAIN_BIT >> 14,
+            table: [0, 0, 1, 1],
+        };
+        let sparse = vec![SparseTable::from(table(1))];
+        Ok(Self::assemble(
+            DetectorKind::EpixM320,
+            c,
+            codes,
+            table(0),
+            sparse,
+            8,
+            None,
+            pmask,
+        ))
     }
 
     fn merged_mask(
@@ -410,9 +559,9 @@ impl Calibrator {
         use rayon::prelude::*;
         self.check_slab(raw, out)?;
         let seg = self.rows * self.kernel.cols;
-        let (st, cols) = (Strips::new(self.rows / 2), self.kernel.cols);
+        let kernel = &self.kernel;
         self.scratch
-            .resize_with(self.nsegs, || SegScratch::new(st, cols));
+            .resize_with(self.nsegs, || kernel.seg_scratch());
         let kernel = &self.kernel;
         out.par_chunks_exact_mut(seg)
             .zip(raw.par_chunks_exact(seg))
@@ -452,6 +601,12 @@ impl Calibrator {
 }
 
 impl Kernel {
+    /// Scratch for one segment (strips for its taller row block).
+    fn seg_scratch(&self) -> SegScratch {
+        let rows = self.split.max(2 * self.hrows - self.split);
+        SegScratch::new(Strips::new(rows), self.cols)
+    }
+
     /// Whole segments from pixel `base` of the slab.
     fn segments(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
         if self.cm.is_some() {
@@ -498,9 +653,12 @@ impl Kernel {
     /// The raw gain bits that select another table than code 0's (every non-zero code does
     /// when there is another table).
     fn switch_bits(&self) -> u16 {
+        let m = self.code_mask as usize;
         debug_assert!(
             self.sparse.is_empty()
-                || (1..=self.code_mask as usize).all(|c| self.code_table[c] != 0)
+                || (1..=m)
+                    .filter(|c| c & !m == 0)
+                    .all(|c| self.code_table[c] != 0)
         );
         if self.sparse.is_empty() {
             0
@@ -520,18 +678,18 @@ impl Kernel {
         }
     }
 
-    /// `out = ((raw & 0x3FFF) − ped) · gfac` with the table chosen by the gain bits: every pixel
+    /// `out = ((raw & adc) − ped) · gfac` with the table chosen by the gain bits: every pixel
     /// with code 0's table (vectorised), then the switched pixels.
     fn calibrate_plain(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut HalfScratch) {
         let range = base..base + raw.len();
         let t0 = &self.primary;
-        calib_passes::plain(raw, &t0.ped[range.clone()], &t0.gfac[range], out);
+        calib_passes::plain(raw, self.adc, &t0.ped[range.clone()], &t0.gfac[range], out);
         self.switched(raw, &mut sc.switched);
         for (j, &i) in sc.switched.iter().enumerate() {
             self.prefetch(base, raw, sc.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
             let (p, g, _) = self.sparse_of(r).entry(base + i);
-            out[i] = (f32::from(r & 0x3FFF) - p) * g;
+            out[i] = (f32::from(r & self.adc) - p) * g;
         }
     }
 
@@ -549,6 +707,7 @@ impl Kernel {
         PedestalPass {
             h: Half {
                 raw,
+                adc: self.adc,
                 ped: &self.primary.ped[base..base + n],
                 cols: self.cols,
                 st: Strips::new(n / self.cols),
@@ -586,7 +745,7 @@ impl Kernel {
             self.prefetch(base, raw, hs.switched.get(j + PREFETCH));
             let (i, r) = (i as usize, raw[i as usize]);
             let (p, g, k) = self.sparse_of(r).entry(base + i);
-            let d = f32::from(r & 0x3FFF) - p;
+            let d = f32::from(r & self.adc) - p;
             cmv[st.index(i / cols, i % cols)] = if k { d } else { f32::NAN };
             eligible |= k;
             others.push((d, g));
@@ -619,9 +778,53 @@ impl Kernel {
         }
     }
 
+    /// Whole segments with common mode in two row blocks of different heights: each block's
+    /// passes in turn (the fused passes need blocks of one shape).
+    fn segments_with_cm_uneven(
+        &self,
+        base: usize,
+        raw: &[u16],
+        out: &mut [f32],
+        sc: &mut SegScratch,
+    ) {
+        let cols = self.cols;
+        let seg = 2 * self.hrows * cols;
+        let SegScratch { cmv, cm, halves } = sc;
+        let hs = &mut halves[0];
+        for (s, (raw, out)) in raw
+            .chunks_exact(seg)
+            .zip(out.chunks_exact_mut(seg))
+            .enumerate()
+        {
+            let (r0, r1) = raw.split_at(self.split * cols);
+            let (o0, o1) = out.split_at_mut(self.split * cols);
+            for (at, r, o) in [(0, r0, o0), (r0.len(), r1, o1)] {
+                let (b, n) = (base + s * seg + at, r.len());
+                let st = Strips::new(n / cols);
+                let cmv = &mut cmv[..st.len(cols)];
+                // The other block's layout left values in this one's padding.
+                for strip in cmv.chunks_exact_mut(st.stride) {
+                    strip[st.rows * LANES..].fill(f32::NAN);
+                }
+                let eligible = calib_passes::pedestal(self.pedestal_pass(b, r, hs), cmv);
+                self.common_mode(b, r, eligible, cmv, hs, cm);
+                let g = GainPass {
+                    gain: &self.primary.gfac[b..b + n],
+                    cms: &hs.cms,
+                    out: &mut *o,
+                };
+                calib_passes::gain(st, g, cmv);
+                self.fix_up(b, o, hs);
+            }
+        }
+    }
+
     /// Whole segments with common mode, half by half: the pedestal pass of a half, its common
     /// mode, then its gain pass fused with the next half's pedestal pass.
     fn segments_with_cm(&self, base: usize, raw: &[u16], out: &mut [f32], sc: &mut SegScratch) {
+        if self.split != self.hrows {
+            return self.segments_with_cm_uneven(base, raw, out, sc);
+        }
         let half = self.hrows * self.cols;
         let st = Strips::new(self.hrows);
         let SegScratch { cmv, cm, halves } = sc;

@@ -65,10 +65,10 @@ macro_rules! with_avx2 {
 }
 
 with_avx2!(
-    /// `out = ((raw & 0x3FFF) − ped) · gain`.
+    /// `out = ((raw & adc) − ped) · gain`.
     plain,
     plain_body,
-    (raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) -> ()
+    (raw: &[u16], adc: u16, ped: &[f32], gain: &[f32], out: &mut [f32]) -> ()
 );
 /// The roles of [`LANES`] consecutive pixels for [`pedestal`]: bit `l` is set when pixel `l` is
 /// eligible for common mode, bit `8 + l` when it is not but is kept (its gain factor is not
@@ -105,7 +105,7 @@ pub struct Aside<'a> {
     pub kept: &'a mut Vec<(u32, f32)>,
 }
 
-/// A pedestal pass: `d = (raw & 0x3FFF) − ped` into the strips where the pixel is eligible, a
+/// A pedestal pass: `d = (raw & adc) − ped` into the strips where the pixel is eligible, a
 /// NaN carrying the sign of `d` elsewhere, and the pixels to fix up listed in `aside`.
 #[derive(Debug)]
 pub struct PedestalPass<'a> {
@@ -170,38 +170,48 @@ pub fn gain_then_pedestal(g: GainPass<'_>, p: PedestalPass<'_>, cmv: &mut [f32])
 #[derive(Debug, Clone, Copy)]
 pub struct Half<'a> {
     pub raw: &'a [u16],
+    /// The ADC bits of a raw word (`0x3FFF` with gain bits above them, `0xFFFF` without).
+    pub adc: u16,
     pub ped: &'a [f32],
     pub cols: usize,
     pub st: Strips,
 }
 
-/// `out = ((raw & 0x3FFF) − ped) · gain`.
+/// `out = ((raw & adc) − ped) · gain`.
 #[inline(always)]
-fn plain_body(raw: &[u16], ped: &[f32], gain: &[f32], out: &mut [f32]) {
+fn plain_body(raw: &[u16], adc: u16, ped: &[f32], gain: &[f32], out: &mut [f32]) {
     let n = out.len();
     let (raw, ped, gain) = (&raw[..n], &ped[..n], &gain[..n]);
     for (((o, &r), &p), &g) in out.iter_mut().zip(raw).zip(ped).zip(gain) {
-        *o = (f32::from(r & 0x3FFF) - p) * g;
+        *o = (f32::from(r & adc) - p) * g;
     }
 }
 
 /// Lists the lanes `need` (a bit per lane) of the pixels `i0..i0 + LANES`.
 #[cold]
 #[inline(never)]
-fn set_aside(i0: usize, need: u32, raw: &[u16], ped: &[f32], aside: &mut Aside<'_>) {
+fn set_aside(i0: usize, need: u32, h: (&[u16], u16, &[f32]), aside: &mut Aside<'_>) {
+    let (raw, adc, ped) = h;
     for l in (0..LANES).filter(|l| need >> l & 1 != 0) {
         let (i, r) = (i0 + l, raw[i0 + l]);
         if r & aside.code_bits != 0 {
             aside.switched.push(i as u32);
         } else {
-            aside.kept.push((i as u32, f32::from(r & 0x3FFF) - ped[i]));
+            aside.kept.push((i as u32, f32::from(r & adc) - ped[i]));
         }
     }
 }
 
 fn pedestal_body(p: PedestalPass<'_>, cmv: &mut [f32]) -> bool {
     let PedestalPass {
-        h: Half { raw, ped, cols, st },
+        h:
+            Half {
+                raw,
+                adc,
+                ped,
+                cols,
+                st,
+            },
         role,
         mut aside,
     } = p;
@@ -214,7 +224,7 @@ fn pedestal_body(p: PedestalPass<'_>, cmv: &mut [f32]) -> bool {
         let mut need = 0;
         for (l, v) in strip.iter_mut().enumerate() {
             let (w, k) = (raw[i0 + l], role[i0 / LANES] >> l);
-            let d = f32::from(w & 0x3FFF) - ped[i0 + l];
+            let d = f32::from(w & adc) - ped[i0 + l];
             let eligible = k & 1 != 0;
             *v = if eligible {
                 d
@@ -227,7 +237,7 @@ fn pedestal_body(p: PedestalPass<'_>, cmv: &mut [f32]) -> bool {
             any |= eligible;
         }
         if need != 0 {
-            set_aside(i0, need, raw, ped, &mut aside);
+            set_aside(i0, need, (raw, adc, ped), &mut aside);
         }
     }
     any
@@ -262,15 +272,15 @@ fn passes_avx2<const G: bool, const P: bool>(
         }
         None => (std::ptr::null(), std::ptr::null(), std::ptr::null_mut()),
     };
-    let (raw, ped, role, mut aside): (&[u16], &[f32], &[Roles], _) = match p {
+    let (raw, adc_bits, ped, role, mut aside): (&[u16], u16, &[f32], &[Roles], _) = match p {
         Some(p) => {
             assert!(p.h.raw.len() >= n && p.h.ped.len() >= n && p.role.len() >= n / LANES);
-            (p.h.raw, p.h.ped, p.role, Some(p.aside))
+            (p.h.raw, p.h.adc, p.h.ped, p.role, Some(p.aside))
         }
-        None => (&[], &[], &[], None),
+        None => (&[], 0, &[], &[], None),
     };
     assert!(G != gp.is_null() && P == aside.is_some());
-    let adc = _mm256_set1_epi32(0x3FFF);
+    let adc = _mm256_set1_epi32(i32::from(adc_bits));
     let qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0_0000));
     let code_bits = aside.as_ref().map_or(0, |a| a.code_bits);
     let code = _mm256_set1_epi32(i32::from(code_bits));
@@ -321,7 +331,7 @@ fn passes_avx2<const G: bool, const P: bool>(
                     if need != 0
                         && let Some(a) = aside.as_mut()
                     {
-                        set_aside(at + c, need, raw, ped, a);
+                        set_aside(at + c, need, (raw, adc_bits, ped), a);
                     }
                 }
                 cp = cp.add(st.stride);
@@ -487,6 +497,7 @@ mod tests {
         }
         let h = Half {
             raw: &raw,
+            adc: 0x3FFF,
             ped: &ped,
             cols,
             st,

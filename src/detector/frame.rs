@@ -319,7 +319,7 @@ impl FrameCalibrator {
                 FrameCalibrator::Gain(Box::new(Calibrator::jungfrau(c, user_mask, cm)?))
             }
             Family::Epix100 => {
-                return Err(SetupError::Missing("ePix100 calibration: not yet".into()));
+                FrameCalibrator::Gain(Box::new(Calibrator::epix100(c, user_mask, cm)?))
             }
             Family::Raw => {
                 let n = c.frame_len();
