@@ -145,7 +145,7 @@ fn select_segments(
     let (rows, cols) = (tail[1], tail[2]);
     let plane = rows * cols * lead.iter().product::<usize>();
     let mut a = a;
-    if layout_only && plane > 0 && a.len() % plane == 0 && a.shape() != expected {
+    if layout_only && plane > 0 && a.len().is_multiple_of(plane) && a.shape() != expected {
         let mut full = lead.to_vec();
         full.extend([a.len() / plane, rows, cols]);
         a = a
