@@ -325,3 +325,51 @@ fn psana_load_txt_and_ours_agree_live() {
         assert!(ours == psana, "{name}: values differ from psana's load_txt");
     }
 }
+
+#[test]
+fn whole_detector_constants_give_the_planes_of_the_segments_present() {
+    use ndarray_npy::WriteNpyExt;
+    let npy = ConstantFiles::in_dir(&fixtures().join("npy"));
+    let all = GainConstants::load(&npy, 3, 2, 4, 5).unwrap();
+    // Segment 1 alone: psana's np.take(arr, [1], axis=-3).
+    let one = GainConstants::load_segments(&npy, 3, &[1], 4, 5).unwrap();
+    assert_eq!(one.nsegs, 1);
+    let plane = 4 * 5;
+    for gr in 0..3 {
+        assert_eq!(
+            one.pedestals[gr * plane..(gr + 1) * plane],
+            all.pedestals[(gr * 2 + 1) * plane..(gr * 2 + 2) * plane]
+        );
+        assert_eq!(
+            one.pixel_status[gr * plane..(gr + 1) * plane],
+            all.pixel_status[(gr * 2 + 1) * plane..(gr * 2 + 2) * plane]
+        );
+    }
+    assert_eq!(
+        one.pixel_mask.as_deref().unwrap(),
+        &all.pixel_mask.as_deref().unwrap()[plane..]
+    );
+    // As many planes as segments present: taken as they are (constants already selected).
+    let sel = GainConstants::load_segments(&npy, 3, &[4, 9], 4, 5).unwrap();
+    assert_eq!(sel.pedestals, all.pedestals);
+    // A segment beyond the constants: one error with the file, the shape found and needed.
+    let e = GainConstants::load_segments(&npy, 3, &[0, 2, 5], 4, 5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pedestals.npy") && e.contains("[3, 2, 4, 5]") && e.contains("[3, 6, 4, 5]"),
+        "{e}"
+    );
+    // One gain range: `(nsegs, rows, cols)` and `(rows, cols)` are accepted as psana stores them.
+    let tmp = tempfile::tempdir().unwrap();
+    let ped = ndarray::Array2::<f32>::from_shape_fn((4, 5), |(r, c)| (r * 5 + c) as f32);
+    ped.write_npy(std::fs::File::create(tmp.path().join("pedestals.npy")).unwrap())
+        .unwrap();
+    let gain = ndarray::Array3::<f32>::from_elem((1, 4, 5), 2.0);
+    gain.write_npy(std::fs::File::create(tmp.path().join("pixel_gain.npy")).unwrap())
+        .unwrap();
+    let c =
+        GainConstants::load_segments(&ConstantFiles::in_dir(tmp.path()), 1, &[0], 4, 5).unwrap();
+    assert_eq!(c.pedestals, ped.iter().copied().collect::<Vec<_>>());
+    assert!(c.pixel_gain.iter().all(|&g| g == 2.0));
+}

@@ -76,10 +76,10 @@ impl Static {
         let (rows, cols) = model.segment_shape;
         let nsegs = model.nsegs();
         let constants = match &cfg.detector.constants {
-            Some(dir) => Some(GainConstants::load(
+            Some(dir) => Some(GainConstants::load_segments(
                 &ConstantFiles::in_dir(dir),
                 model.spec().gain_ranges,
-                nsegs,
+                &model.segments,
                 rows,
                 cols,
             )?),
