@@ -20,17 +20,9 @@ use super::epix100;
 use super::epixm320;
 use super::jungfrau;
 use super::mask;
+use super::model::Family;
 use crate::algo::median::LANES;
 use crate::huge_pages;
-
-/// Detector family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DetectorKind {
-    Epix10ka,
-    Jungfrau,
-    Epix100,
-    EpixM320,
-}
 
 /// Errors building or running a calibrator.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +37,7 @@ pub enum CalibError {
         "constants are ({ngr}, {nsegs}, {rows}, {cols}), {kind:?} needs ({e_ngr}, nsegs, {e_rows}, {e_cols})"
     )]
     ConstantsShape {
-        kind: DetectorKind,
+        kind: Family,
         ngr: usize,
         nsegs: usize,
         rows: usize,
@@ -129,7 +121,7 @@ const PREFETCH: usize = 8;
 /// A calibrator for one detector; reuse it for every frame.
 #[derive(Debug, Clone)]
 pub struct Calibrator {
-    kind: DetectorKind,
+    kind: Family,
     nsegs: usize,
     rows: usize,
     kernel: Kernel,
@@ -202,7 +194,7 @@ fn gain_factor(gain: f32) -> f32 {
 /// Checks that `c` has the per-gain-range shape of `kind`.
 fn check_shape(
     c: &GainConstants,
-    kind: DetectorKind,
+    kind: Family,
     ngr: usize,
     rows: usize,
     cols: usize,
@@ -233,7 +225,7 @@ impl Calibrator {
         let c = constants;
         check_shape(
             c,
-            DetectorKind::Epix10ka,
+            Family::Epix10ka,
             epix10ka::NUM_GAIN_RANGES,
             epix10ka::ROWS,
             epix10ka::COLS,
@@ -288,7 +280,7 @@ impl Calibrator {
             table: [0, second, 0, second],
         };
         Ok(Self::assemble(
-            DetectorKind::Epix10ka,
+            Family::Epix10ka,
             c,
             codes,
             primary,
@@ -302,7 +294,7 @@ impl Calibrator {
     /// The calibrator of `c`'s shape from its tables, common mode in halves.
     #[allow(clippy::too_many_arguments)]
     fn assemble(
-        kind: DetectorKind,
+        kind: Family,
         c: &GainConstants,
         codes: Codes,
         primary: Table,
@@ -348,7 +340,7 @@ impl Calibrator {
         let c = constants;
         check_shape(
             c,
-            DetectorKind::Jungfrau,
+            Family::Jungfrau,
             jungfrau::NUM_GAIN_RANGES,
             jungfrau::ROWS,
             jungfrau::COLS,
@@ -379,7 +371,7 @@ impl Calibrator {
             table: [0, 1, 3, 2],
         };
         Ok(Self::assemble(
-            DetectorKind::Jungfrau,
+            Family::Jungfrau,
             c,
             codes,
             primary,
@@ -417,7 +409,7 @@ impl Calibrator {
             return Err(CalibError::Split { split });
         }
         let c = constants;
-        check_shape(c, DetectorKind::Epix100, 1, epix100::ROWS, epix100::COLS)?;
+        check_shape(c, Family::Epix100, 1, epix100::ROWS, epix100::COLS)?;
         let n = c.frame_len();
         let pmask = Self::merged_mask(c, &[0], user_mask)?;
         let primary = Table {
@@ -436,16 +428,7 @@ impl Calibrator {
             mask: 0,
             table: [0; 4],
         };
-        let mut cal = Self::assemble(
-            DetectorKind::Epix100,
-            c,
-            codes,
-            primary,
-            vec![],
-            8,
-            cm,
-            pmask,
-        );
+        let mut cal = Self::assemble(Family::Epix100, c, codes, primary, vec![], 8, cm, pmask);
         cal.kernel.split = split;
         cal.scratch = vec![cal.kernel.seg_scratch()];
         Ok(cal)
@@ -461,7 +444,7 @@ impl Calibrator {
         let c = constants;
         check_shape(
             c,
-            DetectorKind::EpixM320,
+            Family::EpixM320,
             epixm320::NUM_GAIN_RANGES,
             epixm320::ROWS,
             epixm320::COLS,
@@ -480,7 +463,7 @@ impl Calibrator {
         };
         let sparse = vec![SparseTable::from(table(1))];
         Ok(Self::assemble(
-            DetectorKind::EpixM320,
+            Family::EpixM320,
             c,
             codes,
             table(0),
@@ -515,7 +498,7 @@ impl Calibrator {
     }
 
     /// Detector family.
-    pub fn kind(&self) -> DetectorKind {
+    pub fn kind(&self) -> Family {
         self.kind
     }
 

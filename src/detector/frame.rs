@@ -321,6 +321,9 @@ impl FrameCalibrator {
             Family::Epix100 => {
                 FrameCalibrator::Gain(Box::new(Calibrator::epix100(c, user_mask, cm)?))
             }
+            Family::EpixM320 => {
+                FrameCalibrator::Gain(Box::new(Calibrator::epixm320(c, user_mask)?))
+            }
             Family::Raw => {
                 let n = c.frame_len();
                 let mut mask = super::mask::status_mask(

@@ -15,7 +15,8 @@ pub mod mask;
 pub mod model;
 pub mod synthetic;
 
-pub use calib::{CalibError, Calibrator, DetectorKind};
+pub use calib::{CalibError, Calibrator};
 pub use common_mode::CommonModeParams;
 pub use constants::{ConstantFiles, ConstantsError, GainConstants};
 pub use geometry::{Geometry, GeometryError, SlabLayout};
+pub use model::{DetectorModel, Family};

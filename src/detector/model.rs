@@ -16,6 +16,8 @@ pub enum Family {
     Jungfrau,
     /// ePix100: one gain, 704×768.
     Epix100,
+    /// ePixM320: 4 ASICs of 192×384 per segment, pedestals chosen by data bit 15, no gain.
+    EpixM320,
     /// Any other area detector with a UINT16 `raw` array: sent raw; pedestal-subtracted for
     /// peak finding when pedestals are given.
     Raw,
@@ -39,6 +41,9 @@ pub struct FamilySpec {
     pub required: &'static [&'static str],
     /// Constants used when present.
     pub optional: &'static [&'static str],
+    /// Planes of the constants' segment axis per DAQ segment (psana stores an ePixM320 segment
+    /// as its 4 ASICs).
+    pub planes_per_segment: usize,
 }
 
 /// Every family, in the order the table is searched.
@@ -52,6 +57,7 @@ pub const FAMILIES: &[FamilySpec] = &[
         gain_ranges: 7,
         required: &["pedestals", "pixel_gain"],
         optional: &["pixel_status", "pixel_mask"],
+        planes_per_segment: 1,
     },
     FamilySpec {
         family: Family::Jungfrau,
@@ -62,6 +68,7 @@ pub const FAMILIES: &[FamilySpec] = &[
         gain_ranges: 3,
         required: &["pedestals", "pixel_gain"],
         optional: &["pixel_offset", "pixel_status", "pixel_mask"],
+        planes_per_segment: 1,
     },
     FamilySpec {
         family: Family::Epix100,
@@ -72,6 +79,18 @@ pub const FAMILIES: &[FamilySpec] = &[
         gain_ranges: 1,
         required: &["pedestals", "pixel_gain"],
         optional: &["pixel_status", "pixel_mask"],
+        planes_per_segment: 1,
+    },
+    FamilySpec {
+        family: Family::EpixM320,
+        name: "epixm320",
+        det_types: &["epixm320"],
+        segment: Some((4 * 192, 384)),
+        asics: (4, 1),
+        gain_ranges: 2,
+        required: &["pedestals"],
+        optional: &["pixel_status", "pixel_mask"],
+        planes_per_segment: 4,
     },
     FamilySpec {
         family: Family::Raw,
@@ -82,6 +101,7 @@ pub const FAMILIES: &[FamilySpec] = &[
         gain_ranges: 1,
         required: &[],
         optional: &["pedestals", "pixel_status", "pixel_mask"],
+        planes_per_segment: 1,
     },
 ];
 
@@ -286,6 +306,19 @@ impl DetectorModel {
     pub fn asic_shape(&self) -> (usize, usize) {
         let (ar, ac) = self.spec().asics;
         (self.segment_shape.0 / ar, self.segment_shape.1 / ac)
+    }
+
+    /// How the constants hold this model: the planes of their segment axis for the segments
+    /// present and the shape of one plane.
+    pub fn constant_planes(&self) -> (Vec<u32>, (usize, usize)) {
+        let k = self.spec().planes_per_segment as u32;
+        let planes = self
+            .segments
+            .iter()
+            .flat_map(|&s| s * k..(s + 1) * k)
+            .collect();
+        let (rows, cols) = self.segment_shape;
+        (planes, (rows / k as usize, cols))
     }
 
     /// Checks the model against `detector.kind`.

@@ -76,13 +76,16 @@ impl Static {
         let (rows, cols) = model.segment_shape;
         let nsegs = model.nsegs();
         let constants = match &cfg.detector.constants {
-            Some(dir) => Some(GainConstants::load_segments(
-                &ConstantFiles::in_dir(dir),
-                model.spec().gain_ranges,
-                &model.segments,
-                rows,
-                cols,
-            )?),
+            Some(dir) => {
+                let (planes, (prows, pcols)) = model.constant_planes();
+                Some(GainConstants::load_segments(
+                    &ConstantFiles::in_dir(dir),
+                    model.spec().gain_ranges,
+                    &planes,
+                    prows,
+                    pcols,
+                )?)
+            }
             None if model.family == Family::Raw => None,
             None => anyhow::bail!(
                 "detector.constants: a {} detector needs calibration constants",
