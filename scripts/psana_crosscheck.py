@@ -783,7 +783,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--bin", required=True)
-    ap.add_argument("--only", choices=["reader", "calib", "pf8"])
+    ap.add_argument("--only", choices=["reader", "calib", "pf8", "geometry"])
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="psana-crosscheck-") as work:
         if a.only in (None, "reader"):
@@ -800,6 +800,9 @@ def main():
             check_calib_epixm320(work)
         if a.only in (None, "pf8"):
             check_pf8(work)
+        if a.only in (None, "geometry"):
+            from psana_geometry_check import check_geometry
+            check_geometry(a.bin, work, report)
     n_fail = RESULTS.count(False)
     print(f"{len(RESULTS) - n_fail} passed, {n_fail} failed")
     sys.exit(1 if n_fail else 0)

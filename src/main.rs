@@ -107,6 +107,8 @@ enum Command {
     },
     /// Write a synthetic S3DF-style run with calibration constants, geometry and ground truth.
     Synth(SynthArgs),
+    /// Convert psana geometry text (calibration type `geometry`) to a CrystFEL .geom.
+    Geometry(GeometryArgs),
     /// Post eLog (ARP) progress counters as a job does.
     #[command(hide = true)]
     ArpPost(lclstreamer::arp::cli::PostArgs),
@@ -144,6 +146,28 @@ struct SynthArgs {
     /// L1Accepts between Disable/Enable pairs.
     #[arg(long, default_value_t = 100)]
     events_per_enable: u64,
+}
+
+#[derive(clap::Args)]
+struct GeometryArgs {
+    /// psana geometry file (e.g. from `cdb get ... -c geometry` or psana's geometry-def-*.data).
+    #[arg(long, value_name = "FILE")]
+    psana: PathBuf,
+    /// Segment ids present in the data, e.g. 0,3,5-7 (default: all); the slab holds them in id order.
+    #[arg(long, value_name = "IDS")]
+    segments: Option<String>,
+    /// `clen`, metres or an HDF5 path (default: the panels' mean distance from the geometry).
+    #[arg(long)]
+    clen: Option<String>,
+    /// `photon_energy`, eV or an HDF5 path (default: none written).
+    #[arg(long)]
+    photon_energy: Option<String>,
+    /// `adu_per_eV` (default: none written).
+    #[arg(long)]
+    adu_per_ev: Option<String>,
+    /// Write the .geom here (atomically) instead of to stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -271,6 +295,30 @@ fn main() -> anyhow::Result<()> {
                 t0.elapsed().as_secs_f64(),
                 s.side_dir.display()
             );
+        }
+        Command::Geometry(a) => {
+            use lclstreamer::detector::psana_geometry::{self as pg, CrystfelOptions};
+            let segments = a.segments.as_deref().map(pg::parse_segment_list);
+            let opts = CrystfelOptions {
+                segments: segments.transpose().map_err(anyhow::Error::msg)?,
+                clen: a.clen,
+                photon_energy: a.photon_energy,
+                adu_per_ev: a.adu_per_ev,
+            };
+            let geom = pg::PsanaGeometry::from_file(&a.psana)?.to_crystfel(&opts)?;
+            match a.out {
+                Some(out) => {
+                    geom.write(&out)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+                    let (ss, fs) = geom.slab_shape();
+                    eprintln!(
+                        "geometry: {} panels, slab {ss}x{fs}, written to {}",
+                        geom.panels.len(),
+                        out.display()
+                    );
+                }
+                None => print!("{}", geom.to_geom_string()),
+            }
         }
         Command::ArpPost(args) => lclstreamer::arp::cli::run(&args)?,
     }

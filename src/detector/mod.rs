@@ -13,6 +13,7 @@ pub mod geometry;
 pub mod jungfrau;
 pub mod mask;
 pub mod model;
+pub mod psana_geometry;
 pub mod synthetic;
 
 pub use calib::{CalibError, Calibrator};
