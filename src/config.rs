@@ -54,7 +54,8 @@ pub struct DetectorConfig {
     /// Directory of psana-shaped constants (`pedestals.npy`, `pixel_gain.npy`, ...); absent for
     /// a raw pass-through detector without pedestals.
     pub constants: Option<PathBuf>,
-    /// CrystFEL geometry of the slab; needed for peak finding.
+    /// CrystFEL `.geom` of the slab, or psana geometry text (laid out for the segments the run
+    /// holds); needed for peak finding.
     pub geometry: Option<PathBuf>,
     /// Optional user mask `.npy` (non-zero = good), psana segment shape.
     pub mask: Option<PathBuf>,

@@ -42,12 +42,16 @@ fn write_constants(dir: &Path, nsegs: usize) -> lclstreamer::detector::GainConst
 }
 
 fn run_job(dir: &Path, kind: &str, constants: &Path) -> Output {
+    run_job_with(dir, kind, constants, "processing:\n  keep: all\n")
+}
+
+fn run_job_with(dir: &Path, kind: &str, constants: &Path, extra: &str) -> Output {
     let out = dir.join("out");
     let cfg = dir.join(format!("job-{kind}.yaml"));
     std::fs::write(
         &cfg,
         format!(
-            "source:\n  files: [{f}]\n  detector: epixquad\ndetector:\n{kind}  constants: {c}\n  common_mode: [7, 2, 100, 10]\nprocessing:\n  keep: all\noutput:\n  batch_size: 4\n  sinks:\n    - {{kind: files, dir: {o}}}\n",
+            "source:\n  files: [{f}]\n  detector: epixquad\ndetector:\n{kind}  constants: {c}\n  common_mode: [7, 2, 100, 10]\n{extra}output:\n  batch_size: 4\n  sinks:\n    - {{kind: files, dir: {o}}}\n",
             f = epixquad().display(),
             kind = if kind.is_empty() {
                 String::new()
@@ -55,7 +59,7 @@ fn run_job(dir: &Path, kind: &str, constants: &Path) -> Output {
                 format!("  kind: {kind}\n")
             },
             c = constants.display(),
-            o = out.display()
+            o = out.display(),
         ),
     )
     .unwrap();
@@ -157,4 +161,34 @@ fn a_contradicting_kind_or_wrong_constants_is_one_startup_error() {
             && err.contains("[7, 4, 352, 384]"),
         "{err}"
     );
+}
+
+#[test]
+fn psana_geometry_text_drives_peak_finding_on_the_real_epixquad() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_constants(&tmp.path().join("quad"), 4);
+    let geom = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/psana_geometry/geometry-def-epix10kaquad.data");
+    let extra = format!(
+        "  geometry: {}\nprocessing:\n  keep: all\n  min_num_peaks_for_hit: 1\n",
+        geom.display()
+    );
+    let out = run_job_with(tmp.path(), "epixquad", &tmp.path().join("quad"), &extra);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut events = 0;
+    for e in std::fs::read_dir(tmp.path().join("out")).unwrap() {
+        let (b, _) = read_batch(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+        events += b.events.len();
+        let names: Vec<&str> = b.events[0]
+            .scalars
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert!(names.contains(&"n_peaks"), "{names:?}");
+    }
+    assert_eq!(events, 2);
 }

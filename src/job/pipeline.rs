@@ -13,6 +13,7 @@ use crate::detector::frame::{
 };
 use crate::detector::geometry::Geometry;
 use crate::detector::model::{DetectorModel, Family};
+use crate::detector::psana_geometry::{CrystfelOptions, PsanaGeometry, is_psana_text};
 use crate::xtc::run::RunFiles;
 use crate::xtc::{DgramReader, TransitionId, read_dgram_at};
 use std::collections::HashMap;
@@ -66,6 +67,20 @@ pub fn first_configure(det: &str, run: &RunFiles) -> anyhow::Result<Configured> 
     anyhow::bail!("detector {det:?}: no event of the run's first chunks holds its raw data")
 }
 
+/// A CrystFEL `.geom`, or psana geometry text laid out for the segments present.
+fn load_geometry(path: &std::path::Path, model: &DetectorModel) -> anyhow::Result<Geometry> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read geometry: {e}", path.display()))?;
+    if !is_psana_text(&text) {
+        return Ok(Geometry::parse(&text, &path.display().to_string())?);
+    }
+    let opts = CrystfelOptions {
+        segments: Some(model.segments.iter().map(|&s| s as usize).collect()),
+        ..CrystfelOptions::default()
+    };
+    Ok(PsanaGeometry::parse(&text, &path.display().to_string())?.to_crystfel(&opts)?)
+}
+
 impl Static {
     /// Loads and checks everything a worker needs for the run's detector; errors name the
     /// offending file.
@@ -94,7 +109,7 @@ impl Static {
         };
         let geometry = match &cfg.detector.geometry {
             Some(path) if constants.is_some() => {
-                let geometry = Geometry::from_file(path)?;
+                let geometry = load_geometry(path, &model)?;
                 let (h, w) = geometry.slab_shape();
                 if (h, w) != model.slab_shape() {
                     anyhow::bail!(
