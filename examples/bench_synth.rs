@@ -6,7 +6,7 @@
 
 use lclstreamer::synth::random::{FastNormal, poisson, substream, uniform_hi32};
 use lclstreamer::synth::{
-    DetectorModel, Encoder, Noise, Scene, SceneParams, SegmentInput, SynthConstants, SynthParams,
+    Encoder, Noise, Scene, SceneParams, SegmentInput, SynthConstants, SynthDetector, SynthParams,
     generate,
 };
 use std::path::PathBuf;
@@ -19,17 +19,16 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| "/tmp/lclstreamer-bench-synth".into()),
     );
     let events: u64 = args.next().map_or(Ok(1000), |s| s.parse())?;
-    let model = DetectorModel::Epix10k2M;
-    let spec = model.spec();
-    let n = spec.frame_len();
+    let det = SynthDetector::full("epix10k2M")?;
+    let n = det.frame_len();
 
     let t = Instant::now();
-    let c = SynthConstants::generate(model, 1);
+    let c = SynthConstants::generate(&det, 1);
     println!(
         "constants (7x16x352x384, all cores): {:.3} s",
         t.elapsed().as_secs_f64()
     );
-    let scene = Scene::new(spec, SceneParams::default(), 1, 1.0);
+    let scene = Scene::new(&det, SceneParams::default(), 1, 1.0);
 
     let mut rng = substream(1, 0, 0);
     let normal = FastNormal::new();
@@ -88,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         for e in 0..frames {
             let ev = scene.event(e);
             nspots += ev.spots.len();
-            for (seg, out) in raw.chunks_mut(spec.seg_len()).enumerate() {
+            for (seg, out) in raw.chunks_mut(det.seg_len()).enumerate() {
                 let input = SegmentInput {
                     background: scene.segment_background(seg),
                     background_scale: ev.background_scale as f32,
@@ -111,9 +110,11 @@ fn main() -> anyhow::Result<()> {
     }
 
     let _ = std::fs::remove_dir_all(&dir);
-    let mut p = SynthParams::new(&dir, "mfxbench1", 1, model);
+    let mut p = SynthParams::new(&dir, "mfxbench1", 1, det.clone());
     p.events = events;
     p.streams = 4;
+    // The run and its binary constants, as measured before text constants existed.
+    p.text_constants = false;
     let t = Instant::now();
     let s = generate(&p)?;
     let gen_s = t.elapsed().as_secs_f64();

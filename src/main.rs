@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use lclstreamer::inspect;
-use lclstreamer::synth::{self, DetectorModel, SynthParams};
+use lclstreamer::synth::{self, SynthDetector, SynthParams};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -125,15 +125,16 @@ struct SynthArgs {
     /// Run number.
     #[arg(long)]
     run: u32,
-    /// epix10k2M or jungfrau4M.
+    /// A detector of the model table: epixquad, epix10k2M, jungfrau05M, jungfrau1M, jungfrau4M,
+    /// jungfrau16M or epix100.
     #[arg(long)]
-    detector: DetectorModel,
+    detector: String,
+    /// Segment ids present, e.g. 0,3,5-9 (default: all of the detector's).
+    #[arg(long, value_name = "LIST")]
+    segments: Option<String>,
     /// Number of L1Accept events.
     #[arg(long, default_value_t = 1000)]
     events: u64,
-    /// Number of streams the detector's segments are split over.
-    #[arg(long, default_value_t = 4)]
-    streams: usize,
     /// Seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -146,6 +147,13 @@ struct SynthArgs {
     /// L1Accepts between Disable/Enable pairs.
     #[arg(long, default_value_t = 100)]
     events_per_enable: u64,
+    /// Number of streams the present segments are split over (default: up to 4).
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Write the constants as .npy only, without psana's text .data files (a Jungfrau 16M's
+    /// text constants are about 2.3 GB).
+    #[arg(long)]
+    npy_only: bool,
 }
 
 #[derive(clap::Args)]
@@ -270,18 +278,23 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Command::Synth(a) => {
-            let params = SynthParams {
-                out: a.out,
-                exp: a.exp,
-                run: a.run,
-                detector: a.detector,
-                events: a.events,
-                streams: a.streams,
-                seed: a.seed,
-                hit_rate: a.hit_rate,
-                chunk_bytes: a.chunk_bytes,
-                events_per_enable: a.events_per_enable,
-            };
+            let segments = a
+                .segments
+                .as_deref()
+                .map(synth::parse_segments)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let detector = SynthDetector::new(&a.detector, segments)?;
+            let mut params = SynthParams::new(&a.out, &a.exp, a.run, detector);
+            params.events = a.events;
+            if let Some(s) = a.streams {
+                params.streams = s;
+            }
+            params.seed = a.seed;
+            params.hit_rate = a.hit_rate;
+            params.chunk_bytes = a.chunk_bytes;
+            params.events_per_enable = a.events_per_enable;
+            params.text_constants = !a.npy_only;
             let t0 = std::time::Instant::now();
             let s = synth::generate(&params)?;
             eprintln!(

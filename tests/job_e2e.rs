@@ -16,6 +16,10 @@ fn synth(root: &Path, events: u32) {
 }
 
 fn synth_detector(root: &Path, events: u32, detector: &str, streams: u32) {
+    synth_args(root, events, detector, streams, &[]);
+}
+
+fn synth_args(root: &Path, events: u32, detector: &str, streams: u32, extra: &[&str]) {
     let out = Command::new(EXE)
         .args(["synth", "--out"])
         .arg(root)
@@ -31,6 +35,7 @@ fn synth_detector(root: &Path, events: u32, detector: &str, streams: u32) {
         ])
         .args(["--streams", &streams.to_string(), "--hit-rate", "0.5"])
         .args(["--events", &events.to_string()])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -49,11 +54,18 @@ fn config(root: &Path, sink: &str) -> PathBuf {
 }
 
 fn config_detector(root: &Path, sink: &str, det: &str) -> PathBuf {
+    config_with(root, sink, det, &side(root), "[7, 2, 100, 10]")
+}
+
+/// A job configuration for detector `det` with constants in `consts` and psana common-mode
+/// parameters `cm`.
+fn config_with(root: &Path, sink: &str, det: &str, consts: &Path, cm: &str) -> PathBuf {
     let s = side(root);
     let text = format!(
-        "source:\n  exp: {EXP}\n  run: 3\n  root: {root}\n  detector: {det}\ndetector:\n  kind: {det}\n  constants: {c}\n  geometry: {c}/geometry.geom\n  common_mode: [7, 2, 100, 10]\nprocessing:\n  peakfinder8: {{adc_threshold: 25.0, minimum_snr: 6.0, min_pixel_count: 2, max_pixel_count: 200, local_bg_radius: 3, min_res: 0, max_res: 3000, max_num_peaks: 2048}}\n  min_num_peaks_for_hit: 10\n  max_num_peaks_for_hit: 5000\noutput:\n  batch_size: 3\n  sinks:\n{sink}\nparallel:\n  events_per_unit: 2\n",
+        "source:\n  exp: {EXP}\n  run: 3\n  root: {root}\n  detector: {det}\ndetector:\n  kind: {det}\n  constants: {k}\n  geometry: {c}/geometry.geom\n  common_mode: {cm}\nprocessing:\n  peakfinder8: {{adc_threshold: 25.0, minimum_snr: 6.0, min_pixel_count: 2, max_pixel_count: 200, local_bg_radius: 3, min_res: 0, max_res: 3000, max_num_peaks: 2048}}\n  min_num_peaks_for_hit: 10\n  max_num_peaks_for_hit: 5000\noutput:\n  batch_size: 3\n  sinks:\n{sink}\nparallel:\n  events_per_unit: 2\n",
         root = root.display(),
         c = s.display(),
+        k = consts.display(),
     );
     let p = root.join(format!("job-{}.yaml", sink.len()));
     std::fs::write(&p, text).unwrap();
@@ -183,6 +195,87 @@ fn jungfrau4m_end_to_end() {
     );
     assert!(sc["precision"].as_f64().unwrap() >= 0.98, "{sc}");
     assert!(sc["recall_bright"].as_f64().unwrap() >= 0.95, "{sc}");
+}
+
+/// A synthetic run of `preset` (`--segments` when given) through `lclstreamer run` on one rank;
+/// prints and returns the score.
+fn model_end_to_end(
+    preset: &str,
+    segments: Option<&str>,
+    events: u32,
+    streams: u32,
+    cm: &str,
+) -> Value {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut extra = vec!["--npy-only"];
+    if let Some(s) = segments {
+        extra.extend(["--segments", s]);
+    }
+    let t0 = std::time::Instant::now();
+    synth_args(root, events, preset, streams, &extra);
+    let synth_s = t0.elapsed().as_secs_f64();
+    // Whole-detector constants: `run` takes the planes of the segments present.
+    let consts = side(root);
+    let out = root.join("out");
+    let cfg = config_with(
+        root,
+        &format!("    - kind: files\n      dir: {}", out.display()),
+        preset,
+        &consts,
+        cm,
+    );
+    let sum = root.join("sum.json");
+    let t1 = std::time::Instant::now();
+    run(1, &cfg, &sum);
+    let run_s = t1.elapsed().as_secs_f64();
+    let s = json(&sum);
+    assert_eq!(
+        (s["events_read"].as_u64(), s["processed"].as_u64()),
+        (Some(u64::from(events)), Some(u64::from(events))),
+        "{preset}: {s}"
+    );
+    let sc = score(root, &out);
+    println!(
+        "{preset}{}: {events} events, {} hits, precision {:.3}, recall {:.3}, bright recall {:.3}; \
+         synth {synth_s:.1} s, run {run_s:.1} s",
+        segments.map_or(String::new(), |s| format!(" segments {s}")),
+        sc["truth_hits"],
+        sc["precision"].as_f64().unwrap(),
+        sc["recall"].as_f64().unwrap_or(f64::NAN),
+        sc["recall_bright"].as_f64().unwrap(),
+    );
+    assert_eq!(
+        (sc["missed_hits"].as_u64(), sc["false_hits"].as_u64()),
+        (Some(0), Some(0)),
+        "{preset}: {sc}"
+    );
+    assert!(sc["precision"].as_f64().unwrap() >= 0.95, "{preset}: {sc}");
+    assert!(
+        sc["recall_bright"].as_f64().unwrap() >= 0.95,
+        "{preset}: {sc}"
+    );
+    sc
+}
+
+#[test]
+fn epixquad_end_to_end() {
+    model_end_to_end("epixquad", None, 8, 2, "[7, 2, 100, 10]");
+}
+
+#[test]
+fn jungfrau05m_end_to_end() {
+    model_end_to_end("jungfrau05M", None, 8, 1, "[7, 2, 100, 10]");
+}
+
+#[test]
+fn sparse_jungfrau16m_end_to_end() {
+    model_end_to_end("jungfrau16M", Some("3,17,30"), 6, 3, "[7, 2, 100, 10]");
+}
+
+#[test]
+fn epix100_end_to_end() {
+    model_end_to_end("epix100", None, 8, 1, "[0, 1, 100, 10]");
 }
 
 #[test]

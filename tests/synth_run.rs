@@ -3,29 +3,32 @@
 //! timestamps across streams, truth lines matching the events, and bytes fixed by the seed.
 
 mod synth_support;
+use lclstreamer::detector::Geometry;
+use lclstreamer::detector::constants::read_npy_any;
 use lclstreamer::inspect;
-use lclstreamer::synth::{DetectorModel, SynthError, SynthParams, generate};
+use lclstreamer::synth::{SynthDetector, SynthError, SynthParams, generate};
 use lclstreamer::xtc::TransitionId as T;
 use std::path::Path;
 use synth_support::{read_run, read_truth};
 
-fn params(root: &Path, model: DetectorModel, events: u64, streams: usize) -> SynthParams {
-    let mut p = SynthParams::new(root, "mfxp12345", 42, model);
+fn params(root: &Path, preset: &str, events: u64, streams: usize) -> SynthParams {
+    let mut p = SynthParams::new(root, "mfxp12345", 42, SynthDetector::full(preset).unwrap());
     p.events = events;
     p.streams = streams;
     p.seed = 7;
     p.hit_rate = 0.5;
+    // Text constants are checked per preset below; they triple the side products' bytes.
+    p.text_constants = false;
     p
 }
 
 #[test]
 fn epix_run_passes_inspect_rotates_chunks_and_every_event_is_found() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut p = params(tmp.path(), DetectorModel::Epix10k2M, 13, 4);
+    let mut p = params(tmp.path(), "epix10k2M", 13, 4);
     p.events_per_enable = 4;
     p.chunk_bytes = 8 << 20;
     let s = generate(&p).unwrap();
-    let spec = p.detector.spec();
 
     // Files where S3DF puts them.
     let xtc = tmp.path().join("mfx/mfxp12345/xtc");
@@ -103,8 +106,8 @@ fn epix_run_passes_inspect_rotates_chunks_and_every_event_is_found() {
     // Event building over small data and over bigdata agree, cross chunks, and match truth.
     let truth = read_truth(&p);
     assert_eq!(truth.len(), 13);
-    let a = read_run(&p, spec, true);
-    let b = read_run(&p, spec, false);
+    let a = read_run(&p, true);
+    let b = read_run(&p, false);
     assert_eq!(a.frames.len(), 13);
     for (fa, fb) in a.frames.iter().zip(&b.frames) {
         assert_eq!(fa.timestamp, fb.timestamp);
@@ -163,9 +166,8 @@ fn epix_run_passes_inspect_rotates_chunks_and_every_event_is_found() {
 #[test]
 fn jungfrau_run_has_the_module_scalars_and_one_module_per_stream() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = params(tmp.path(), DetectorModel::Jungfrau4M, 3, 8);
+    let p = params(tmp.path(), "jungfrau4M", 3, 8);
     let s = generate(&p).unwrap();
-    let spec = p.detector.spec();
     let files: Vec<_> = s
         .xtc_files
         .iter()
@@ -207,9 +209,9 @@ fn jungfrau_run_has_the_module_scalars_and_one_module_per_stream() {
         summary.segments("jungfrau4M", "raw"),
         (0..8).collect::<Vec<u32>>()
     );
-    let r = read_run(&p, spec, true);
+    let r = read_run(&p, true);
     assert_eq!(r.frames.len(), 3);
-    let len = spec.seg_len();
+    let len = p.detector.seg_len();
     for (e, f) in r.frames.iter().enumerate() {
         for seg in 0..8 {
             let (cnt, hot) = f.scalars[seg];
@@ -250,7 +252,7 @@ fn all_bytes(root: &Path) -> Vec<(String, Vec<u8>)> {
 fn same_seed_same_bytes_different_seed_different_frames() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |dir: &str, seed: u64, threads: usize| {
-        let mut p = params(&tmp.path().join(dir), DetectorModel::Epix10k2M, 3, 2);
+        let mut p = params(&tmp.path().join(dir), "epix10k2M", 3, 2);
         p.seed = seed;
         p.hit_rate = 1.0;
         rayon::ThreadPoolBuilder::new()
@@ -310,7 +312,7 @@ fn bad_parameters_are_refused_with_a_clear_message() {
             "--chunk-bytes",
         ),
     ] {
-        let mut p = params(tmp.path(), DetectorModel::Epix10k2M, 1, 4);
+        let mut p = params(tmp.path(), "epix10k2M", 1, 4);
         mutate(&mut p);
         let e = generate(&p).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
@@ -319,16 +321,14 @@ fn bad_parameters_are_refused_with_a_clear_message() {
         std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
         "nothing written"
     );
-    assert_eq!(
-        "jungfrau4M".parse::<DetectorModel>().unwrap(),
-        DetectorModel::Jungfrau4M
-    );
-    assert!(
-        "cspad"
-            .parse::<DetectorModel>()
-            .unwrap_err()
-            .contains("epix10k2M")
-    );
+    let jf = SynthDetector::full("jungfrau4m").unwrap();
+    assert_eq!((jf.preset.name, jf.nsegs()), ("jungfrau4M", 8));
+    let e = SynthDetector::full("cspad").unwrap_err().to_string();
+    assert!(e.contains("epix10k2M") && e.contains("jungfrau16M"), "{e}");
+    let e = SynthDetector::new("jungfrau16M", Some(vec![31, 32]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("segments 0..31, not 32"), "{e}");
 }
 
 #[test]
@@ -351,7 +351,14 @@ fn cli_synth_then_inspect_by_exp_run() {
     let synth = ["synth", "--out", root, "--exp", "cxip99999", "--run"];
     let out = cli(&[
         &synth[..],
-        &["5", "--detector", "jungfrau4M", "--events", "2"],
+        &[
+            "5",
+            "--detector",
+            "jungfrau4M",
+            "--events",
+            "2",
+            "--npy-only",
+        ],
     ]
     .concat());
     ok(&out);
@@ -399,5 +406,189 @@ fn cli_synth_then_inspect_by_exp_run() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let bad = cli(&[&synth[..], &["6", "--detector", "cspad"]].concat());
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("epix10k2M or jungfrau4M"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("jungfrau16M"));
+    let bad = cli(&[
+        &synth[..],
+        &["6", "--detector", "jungfrau4M", "--segments", "2-x"],
+    ]
+    .concat());
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"x\" is not a segment id"));
+}
+
+/// The shape in a `.npy` header (without reading the data: a Jungfrau 16M constant is 200 MB).
+fn npy_shape(path: &Path) -> Vec<usize> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).unwrap().read(&mut head).unwrap();
+    let text = String::from_utf8_lossy(&head[..n]);
+    let inner = text
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    inner
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().parse().unwrap())
+        .collect()
+}
+
+/// A psana text array as `(SHAPE header, values)`: `#` lines are the header, the rest numbers.
+fn read_data_txt(path: &Path) -> (Vec<usize>, Vec<f64>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut shape = Vec::new();
+    let mut values = Vec::new();
+    for line in text.lines() {
+        if let Some(h) = line.strip_prefix('#') {
+            if let Some(s) = h.trim().strip_prefix("SHAPE") {
+                let s = s.trim().trim_start_matches('(').trim_end_matches(')');
+                shape = s.split(',').map(|t| t.parse().unwrap()).collect();
+            }
+            continue;
+        }
+        values.extend(line.split_whitespace().map(|t| t.parse::<f64>().unwrap()));
+    }
+    (shape, values)
+}
+
+/// One preset run: Names, slab, constants (full detector, `.data` equal to `.npy` to the 3
+/// decimals psana writes) and geometry of the segments present.
+fn check_preset(preset: &str, segments: Option<Vec<u32>>, text: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let det = SynthDetector::new(preset, segments).unwrap();
+    let mut p = SynthParams::new(tmp.path(), "mfxp12345", 42, det.clone());
+    p.events = 2;
+    p.seed = 3;
+    p.hit_rate = 1.0;
+    p.text_constants = text;
+    let s = generate(&p).unwrap();
+    let present = det.model.segments.clone();
+    let (family, rows, cols) = (det.family(), det.rows(), det.cols());
+
+    let files: Vec<_> = s
+        .xtc_files
+        .iter()
+        .filter(|f| !f.to_string_lossy().ends_with(".smd.xtc2"))
+        .cloned()
+        .collect();
+    let summary = inspect::summarize(&files, None, 0).unwrap();
+    let raw = summary
+        .detectors
+        .iter()
+        .find(|d| d.name == preset && d.alg == "raw")
+        .unwrap_or_else(|| panic!("{preset}: no raw detector"));
+    assert_eq!(summary.segments(preset, "raw"), present, "{preset}");
+    assert_eq!(raw.det_type, det.model.det_type);
+    let rank = if preset.starts_with("jungfrau") { 3 } else { 2 };
+    assert_eq!((raw.vars[0].name.as_str(), raw.vars[0].rank), ("raw", rank));
+
+    let back = read_run(&p, true);
+    assert_eq!(back.model.family, family);
+    assert_eq!(back.model.segments, present);
+    assert_eq!(back.model.segment_shape, (rows, cols));
+    assert_eq!(back.model.raw_version, det.model.raw_version);
+    assert_eq!(back.frames.len(), 2);
+    assert!(
+        back.frames
+            .iter()
+            .all(|f| f.raw.len() == present.len() * rows * cols)
+    );
+
+    let side = p.side_dir();
+    let full = det.full_segments();
+    let shape = [det.ngr(), full, rows, cols];
+    let mut names = vec!["pedestals", "pixel_gain", "pixel_rms", "pixel_status"];
+    if preset.starts_with("jungfrau") {
+        names.push("pixel_offset");
+    }
+    for name in names {
+        let npy = side.join(format!("{name}.npy"));
+        assert_eq!(npy_shape(&npy), shape, "{preset} {name}");
+        let data = side.join(format!("{name}.data"));
+        assert_eq!(data.is_file(), text, "{}", data.display());
+        if text {
+            let (tshape, values) = read_data_txt(&data);
+            assert_eq!(tshape, shape, "{}", data.display());
+            let want = read_npy_any(&npy).unwrap();
+            assert_eq!(values.len(), want.len());
+            for (i, (&t, &w)) in values.iter().zip(want.iter()).enumerate() {
+                assert!(
+                    (t - w).abs() <= 5e-4 + 1e-6 * w.abs(),
+                    "{}: value {i} is {t}, .npy has {w}",
+                    data.display()
+                );
+            }
+        }
+    }
+
+    let geom = Geometry::from_file(&side.join("geometry.geom")).unwrap();
+    assert_eq!(geom.slab_shape(), back.model.slab_shape(), "{preset}");
+    let (ar, ac) = back.model.spec().asics;
+    assert_eq!(geom.panels.len(), present.len() * ar * ac);
+    for (k, &seg) in present.iter().enumerate() {
+        let p0 = geom
+            .panels
+            .iter()
+            .find(|q| q.name == format!("p{seg}a0"))
+            .unwrap_or_else(|| panic!("{preset}: no panel p{seg}a0"));
+        assert_eq!(
+            p0.min_ss,
+            k * rows,
+            "{preset}: segment {seg} at slab position {k}"
+        );
+    }
+    let truth = read_truth(&p);
+    let spots: Vec<u64> = truth
+        .iter()
+        .flat_map(|t| t["spots"].as_array().unwrap().clone())
+        .map(|s| s["segment"].as_u64().unwrap())
+        .collect();
+    assert!(!spots.is_empty());
+    assert!(
+        spots.iter().all(|s| present.contains(&(*s as u32))),
+        "{preset}: {spots:?}"
+    );
+}
+
+#[test]
+fn every_small_preset_writes_its_names_slab_constants_and_geometry() {
+    check_preset("epixquad", None, true);
+    check_preset("jungfrau05M", None, true);
+    check_preset("jungfrau1M", Some(vec![1]), true);
+    check_preset("epix100", None, true);
+}
+
+#[test]
+fn sparse_jungfrau16m_has_whole_detector_constants_and_a_slab_of_its_modules() {
+    check_preset("jungfrau16M", Some(vec![3, 17, 30]), false);
+}
+
+#[test]
+fn a_segment_reads_the_same_whatever_other_segments_are_present() {
+    // Without spots, a segment's frame depends only on the seed and its id (its background
+    // from its physical place, its noise from its id).
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |dir: &str, segments: Option<Vec<u32>>| {
+        let det = SynthDetector::new("jungfrau1M", segments).unwrap();
+        let mut p = SynthParams::new(&tmp.path().join(dir), "mfxp12345", 42, det);
+        p.events = 2;
+        p.hit_rate = 0.0;
+        p.text_constants = false;
+        generate(&p).unwrap();
+        let c = read_npy_any(&p.side_dir().join("pedestals.npy")).unwrap();
+        (read_run(&p, true), c)
+    };
+    let (full, cf) = run("full", None);
+    let (one, c1) = run("one", Some(vec![1]));
+    assert!(
+        cf == c1,
+        "the constants cover the whole detector either way"
+    );
+    let len = 512 * 1024;
+    for (a, b) in full.frames.iter().zip(&one.frames) {
+        assert!(a.raw[len..] == b.raw[..], "segment 1 differs");
+    }
 }

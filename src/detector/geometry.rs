@@ -4,6 +4,7 @@
 //! ePix10k2M is (5632, 384) with 176×192 ASICs on a 32×2 grid, Jungfrau 4M is (4096, 1024) with
 //! 256×256 ASICs on a 16×4 grid.
 
+use super::model::{DetectorModel, Family};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -59,6 +60,19 @@ impl SlabLayout {
         nasics_x: 4,
         nasics_y: 16,
     };
+
+    /// The ASIC grid of `model`'s slab: its present segments stacked, each the family's grid of
+    /// ASICs.
+    pub fn of_model(model: &DetectorModel) -> SlabLayout {
+        let (ar, ac) = model.spec().asics;
+        let (asic_ny, asic_nx) = model.asic_shape();
+        SlabLayout {
+            asic_nx,
+            asic_ny,
+            nasics_x: ac,
+            nasics_y: ar * model.nsegs(),
+        }
+    }
 
     /// Slab width (fast-scan pixels).
     pub fn width(&self) -> usize {
@@ -431,24 +445,34 @@ impl Geometry {
     /// An idealised ePix10k2M geometry: 16 panels of 2×2 ASICs (176×192) arranged in four
     /// quadrants around the beam, 100 µm pixels, slab (5632, 384). Beam offset in pixels.
     pub fn synthetic_epix10k2m(beam_x: f64, beam_y: f64) -> Geometry {
-        Geometry::synthetic(SlabLayout::EPIX10K2M, 4, 10000.0, beam_x, beam_y)
+        let m = DetectorModel::new(Family::Epix10ka, "epix10k2M", (0..16).collect());
+        Geometry::synthetic(&m, 16, beam_x, beam_y)
     }
 
     /// An idealised Jungfrau 4M geometry: 8 modules of 2×4 ASICs (256×256), 75 µm pixels.
     pub fn synthetic_jungfrau4m(beam_x: f64, beam_y: f64) -> Geometry {
-        Geometry::synthetic(SlabLayout::JUNGFRAU4M, 2, 13333.333, beam_x, beam_y)
+        let m = DetectorModel::new(Family::Jungfrau, "jungfrau4M", (0..8).collect());
+        Geometry::synthetic(&m, 8, beam_x, beam_y)
     }
 
-    fn synthetic(layout: SlabLayout, per_quad: usize, res: f64, bx: f64, by: f64) -> Geometry {
-        let module_ss = layout.asic_ny * 2;
-        let module_fs = layout.width();
-        let modules = layout.nasics_y / 2;
+    /// An idealised geometry of `model`'s present segments, placed where they sit in a detector
+    /// of `full` segments: the modules fill four quadrants around the beam (`ceil(full/4)` per
+    /// quadrant, two columns from four up), quadrants rotated in 90° steps. The slab stacks the
+    /// present segments in id order; each ASIC is one panel `p{segment}a{asic}`. Beam offset in
+    /// pixels; `res` from [`synthetic_res`].
+    pub fn synthetic(model: &DetectorModel, full: usize, bx: f64, by: f64) -> Geometry {
+        let layout = SlabLayout::of_model(model);
+        let asic_rows = model.spec().asics.0;
+        let module_ss = model.segment_shape.0;
+        let module_fs = model.segment_shape.1;
+        let per_quad = full.div_ceil(4).max(1);
+        let cols = if per_quad >= 4 { 2 } else { 1 };
         let gap = 6.0;
         let mut panels = Vec::new();
-        for m in 0..modules {
+        for (slab, &seg) in model.segments.iter().enumerate() {
+            let m = seg as usize;
             let quad = m / per_quad;
             let k = m % per_quad;
-            let cols = if per_quad >= 4 { 2 } else { 1 };
             let (kx, ky) = ((k % cols) as f64, (k / cols) as f64);
             // Modules on a grid inside each quadrant; quadrants rotated by 90° steps.
             let local_x0 = gap + kx * (module_fs as f64 + gap);
@@ -458,13 +482,13 @@ impl Geometry {
             let rotate = |x: f64, y: f64| (x * c - y * s, x * s + y * c);
             let fsv = rotate(1.0, 0.0);
             let ssv = rotate(0.0, 1.0);
-            for a in 0..layout.nasics_x * 2 {
+            for a in 0..layout.nasics_x * asic_rows {
                 let (ay, ax) = (a / layout.nasics_x, a % layout.nasics_x);
                 let (cx, cy) = rotate(
                     local_x0 + (ax * layout.asic_nx) as f64,
                     local_y0 + (ay * layout.asic_ny) as f64,
                 );
-                let min_ss = m * module_ss + ay * layout.asic_ny;
+                let min_ss = slab * module_ss + ay * layout.asic_ny;
                 let min_fs = ax * layout.asic_nx;
                 panels.push(Panel {
                     name: format!("p{m}a{a}"),
@@ -482,7 +506,7 @@ impl Geometry {
         }
         Geometry {
             globals: vec![
-                ("res".into(), format!("{res}")),
+                ("res".into(), format!("{}", synthetic_res(model.family))),
                 ("clen".into(), "0.1".into()),
                 ("photon_energy".into(), "9500".into()),
                 ("adu_per_eV".into(), "0.00105".into()),
@@ -493,5 +517,15 @@ impl Geometry {
             ],
             panels,
         }
+    }
+}
+
+/// Pixels per metre of the idealised panels of `family` (ePix10ka 100 µm, Jungfrau 75 µm,
+/// ePix100 50 µm; 100 µm otherwise).
+pub fn synthetic_res(family: Family) -> f64 {
+    match family {
+        Family::Jungfrau => 13333.333,
+        Family::Epix100 => 20000.0,
+        Family::Epix10ka | Family::EpixM320 | Family::Raw => 10000.0,
     }
 }

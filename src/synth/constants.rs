@@ -1,13 +1,16 @@
 //! Per-pixel calibration constants of a synthetic detector (pedestals, gains, noise, bad pixels)
-//! in psana's layout, and writing them as the `.npy` files psana users save.
+//! in psana's layout for the whole detector, `(ngr, segments of the preset, rows, cols)`, as the
+//! calibration database holds them whatever segments a run has; written as the `.npy` files
+//! psana users save and the text `.data` files `cdb get` exports ([`write_psana_text`]).
 
-use super::detector_spec::{DetectorModel, DetectorSpec};
+use super::detector_spec::SynthDetector;
 use super::encode::RMS_QUANTUM;
 use super::random::{FastNormal, round_fast, substream};
 use super::{SynthError, atomic_write_with};
 use ndarray::{ArrayView, IxDyn};
 use ndarray_npy::WriteNpyExt;
 use rayon::prelude::*;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// What is wrong with a bad pixel.
@@ -38,10 +41,11 @@ impl BadPixel {
 /// Fraction of bad pixels.
 pub const BAD_FRACTION: f64 = 0.003;
 
-/// Constants of one synthetic detector, `(ngr, nsegs, rows, cols)` flattened.
+/// Constants of one synthetic detector, `(ngr, full segments, rows, cols)` flattened. Segment
+/// `s`'s values depend only on the seed and `s`, not on which segments the run has.
 #[derive(Debug, Clone)]
 pub struct SynthConstants {
-    pub spec: &'static DetectorSpec,
+    pub det: SynthDetector,
     /// `pedestals.npy` (ADU).
     pub pedestals: Vec<f32>,
     /// `pixel_offset.npy` (Jungfrau, ADU, added to the pedestals by psana).
@@ -50,39 +54,42 @@ pub struct SynthConstants {
     pub pixel_gain: Vec<f32>,
     /// `pixel_rms.npy`: electronic noise (ADU), a multiple of [`RMS_QUANTUM`].
     pub pixel_rms: Vec<f32>,
-    /// Per pixel of the frame (not per range).
+    /// Per pixel of the whole detector (not per range).
     pub bad: Vec<BadPixel>,
 }
 
 impl SynthConstants {
-    /// Generates the constants of `model` for `seed`; the same seed gives the same constants.
-    pub fn generate(model: DetectorModel, seed: u64) -> SynthConstants {
-        let spec = model.spec();
-        let n = spec.frame_len();
-        let seg = spec.seg_len();
+    /// Generates the constants of `det`'s whole detector for `seed`; the same seed gives the
+    /// same constants.
+    pub fn generate(det: &SynthDetector, seed: u64) -> SynthConstants {
+        let phys = det.physics;
+        let full = det.full_segments();
+        let (rows, cols, ngr) = (det.rows(), det.cols(), det.ngr());
+        let seg = rows * cols;
+        let n = full * seg;
         let normal = FastNormal::new();
-        let blocks = spec.ngr * spec.nsegs;
-        let mut ped = vec![0f32; spec.ngr * n];
-        let mut gain = vec![0f32; spec.ngr * n];
-        let mut rms = vec![0f32; spec.ngr * n];
-        let mut offset = (model == DetectorModel::Jungfrau4M).then(|| vec![0f32; spec.ngr * n]);
-        let (arows, acols) = (spec.rows / spec.asics.0, spec.cols / spec.asics.1);
+        let mut ped = vec![0f32; ngr * n];
+        let mut gain = vec![0f32; ngr * n];
+        let mut rms = vec![0f32; ngr * n];
+        let mut offset = phys.pixel_offset.then(|| vec![0f32; ngr * n]);
+        let asics = det.model.spec().asics;
+        let (arows, acols) = det.model.asic_shape();
         let fill = |b: usize,
                     p: &mut [f32],
                     g: &mut [f32],
                     r: &mut [f32],
                     o: Option<&mut [f32]>| {
-            let gr = b / spec.nsegs;
+            let gr = b / full;
             let mut rng = substream(seed, 1, b as u64);
-            let asic_ped: Vec<f32> = (0..spec.asics.0 * spec.asics.1)
+            let asic_ped: Vec<f32> = (0..asics.0 * asics.1)
                 .map(|_| 80.0 * normal.sample(&mut rng))
                 .collect();
             for (i, ((p, g), r)) in p.iter_mut().zip(g.iter_mut()).zip(r.iter_mut()).enumerate() {
-                let a = (i / spec.cols / arows) * spec.asics.1 + (i % spec.cols) / acols;
+                let a = (i / cols / arows) * asics.1 + (i % cols) / acols;
                 let bits = rng.next_u64();
-                *p = round_fast(spec.pedestals[gr] + asic_ped[a] + 40.0 * normal.from_bits(bits));
-                *g = spec.gains[gr] * (1.0 + 0.03 * normal.from_bits(bits >> 16));
-                let rms = spec.noise[gr] * (1.0 + 0.15 * normal.from_bits(bits >> 32)).max(0.3);
+                *p = round_fast(phys.pedestals[gr] + asic_ped[a] + 40.0 * normal.from_bits(bits));
+                *g = phys.gains[gr] * (1.0 + 0.03 * normal.from_bits(bits >> 16));
+                let rms = phys.noise[gr] * (1.0 + 0.15 * normal.from_bits(bits >> 32)).max(0.3);
                 *r = round_fast(rms / RMS_QUANTUM) * RMS_QUANTUM;
             }
             if let Some(o) = o
@@ -104,7 +111,6 @@ impl SynthConstants {
                 .for_each(|((b, ((p, g), r)), o)| fill(b, p, g, r, Some(o))),
             None => work.for_each(|(b, ((p, g), r))| fill(b, p, g, r, None)),
         }
-        debug_assert_eq!(blocks * seg, ped.len());
         let mut bad = vec![BadPixel::Good; n];
         bad.par_chunks_mut(seg).enumerate().for_each(|(s, b)| {
             let mut rng = substream(seed, 2, s as u64);
@@ -120,7 +126,7 @@ impl SynthConstants {
             }
         });
         SynthConstants {
-            spec,
+            det: det.clone(),
             pedestals: ped,
             pixel_offset: offset,
             pixel_gain: gain,
@@ -129,51 +135,205 @@ impl SynthConstants {
         }
     }
 
-    /// Pedestal plus offset (ADU) at flat index `j` of `(ngr, nsegs, rows, cols)`.
+    /// Pixels per gain range (the whole detector).
+    pub fn range_len(&self) -> usize {
+        self.bad.len()
+    }
+
+    /// Flat index of pixel `i` of segment id `seg` in gain range `gr`.
+    #[inline]
+    pub fn index(&self, gr: usize, seg: usize, i: usize) -> usize {
+        gr * self.range_len() + seg * self.det.seg_len() + i
+    }
+
+    /// Pedestal plus offset (ADU) at flat index `j` of `(ngr, full segments, rows, cols)`.
     #[inline]
     pub fn baseline(&self, j: usize) -> f32 {
         self.pedestals[j] + self.pixel_offset.as_ref().map_or(0.0, |o| o[j])
     }
 
-    /// `pixel_status`, `(ngr, nsegs, rows, cols)`: the bad-pixel code in every range.
+    /// `pixel_status`, `(ngr, full segments, rows, cols)`: the bad-pixel code in every range.
     pub fn pixel_status(&self) -> Vec<u16> {
         let one: Vec<u16> = self.bad.iter().map(|b| b.status()).collect();
-        one.repeat(self.spec.ngr)
+        one.repeat(self.det.ngr())
     }
 
-    /// Number of bad pixels.
+    /// Number of bad pixels among the segments present.
     pub fn num_bad(&self) -> usize {
-        self.bad.iter().filter(|&&b| b != BadPixel::Good).count()
+        let len = self.det.seg_len();
+        self.det
+            .model
+            .segments
+            .iter()
+            .map(|&s| s as usize)
+            .map(|s| self.bad[s * len..(s + 1) * len].iter())
+            .map(|b| b.filter(|&&b| b != BadPixel::Good).count())
+            .sum()
     }
 
-    /// The psana shape `(ngr, nsegs, rows, cols)`.
+    /// The psana shape `(ngr, full segments, rows, cols)`.
     pub fn shape(&self) -> [usize; 4] {
-        let s = self.spec;
-        [s.ngr, s.nsegs, s.rows, s.cols]
+        let d = &self.det;
+        [d.ngr(), d.full_segments(), d.rows(), d.cols()]
     }
 
-    /// Writes `pedestals.npy`, `pixel_gain.npy`, `pixel_rms.npy`, `pixel_status.npy` (u16) and,
-    /// for Jungfrau, `pixel_offset.npy` into `dir`, each atomically; returns the paths.
-    pub fn write_npy(&self, dir: &Path) -> Result<Vec<PathBuf>, SynthError> {
+    /// Writes `pedestals`, `pixel_gain`, `pixel_rms`, `pixel_status` (u16) and, for Jungfrau,
+    /// `pixel_offset` into `dir` as `NAME.npy` and, with `text`, psana's `NAME.data` (see
+    /// [`write_psana_text`]; `meta` fills its header), each atomically; returns the paths.
+    pub fn write(&self, dir: &Path, text: Option<&TextMeta>) -> Result<Vec<PathBuf>, SynthError> {
         let shape = self.shape();
         let mut out = Vec::new();
-        let mut f32_file = |name: &str, v: &[f32]| -> Result<(), SynthError> {
-            let path = dir.join(name);
-            write_npy_file(&path, &shape, v)?;
-            out.push(path);
-            Ok(())
-        };
-        f32_file("pedestals.npy", &self.pedestals)?;
-        f32_file("pixel_gain.npy", &self.pixel_gain)?;
-        f32_file("pixel_rms.npy", &self.pixel_rms)?;
+        let status = self.pixel_status();
+        let mut arrays: Vec<(&str, Values<'_>)> = vec![
+            ("pedestals", Values::F32(&self.pedestals)),
+            ("pixel_gain", Values::F32(&self.pixel_gain)),
+            ("pixel_rms", Values::F32(&self.pixel_rms)),
+        ];
         if let Some(o) = &self.pixel_offset {
-            f32_file("pixel_offset.npy", o)?;
+            arrays.push(("pixel_offset", Values::F32(o)));
         }
-        let path = dir.join("pixel_status.npy");
-        write_npy_file(&path, &shape, &self.pixel_status())?;
-        out.push(path);
+        arrays.push(("pixel_status", Values::U16(&status)));
+        for (name, v) in arrays {
+            let path = dir.join(format!("{name}.npy"));
+            match v {
+                Values::F32(v) => write_npy_file(&path, &shape, v)?,
+                Values::U16(v) => write_npy_file(&path, &shape, v)?,
+            }
+            out.push(path);
+            if let Some(meta) = text {
+                let path = dir.join(format!("{name}.data"));
+                write_psana_text(&path, &shape, v, meta)?;
+                out.push(path);
+            }
+        }
         Ok(out)
     }
+}
+
+/// Values of one constant array.
+#[derive(Debug, Clone, Copy)]
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    U16(&'a [u16]),
+}
+
+impl Values<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::U16(v) => v.len(),
+        }
+    }
+
+    /// numpy's name of the dtype.
+    fn dtype(&self) -> &'static str {
+        match self {
+            Values::F32(_) => "float32",
+            Values::U16(_) => "uint16",
+        }
+    }
+
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            Values::F32(v) => f64::from(v[i]),
+            Values::U16(v) => f64::from(v[i]),
+        }
+    }
+}
+
+/// The header fields of a psana text array that describe where it was made.
+#[derive(Debug, Clone)]
+pub struct TextMeta {
+    pub host: String,
+    pub work_dir: String,
+    /// `%Y-%m-%dT%H:%M:%S`.
+    pub date_time: String,
+    pub uid: String,
+}
+
+/// Writes `v` (C order, `shape`) as psana's text array, the `.data` file `cdb get` exports
+/// (`NDArrIO.save_txt(fname, arr, cmts=(), fmt='%.3f')`): a blank line, `# KEY value` lines
+/// (HOST, WORK_DIR, FILE_NAME, DATE_TIME, UID, SHAPE, DATATYPE, then DTYPE, NDIM, DIM:k), a
+/// blank line, then the array as 2-D rows of its last dimension, values `%.3f` separated by
+/// spaces (a 1-D array: one line). Written atomically.
+pub fn write_psana_text(
+    path: &Path,
+    shape: &[usize],
+    v: Values<'_>,
+    meta: &TextMeta,
+) -> Result<(), SynthError> {
+    let n: usize = shape.iter().product();
+    if v.len() != n || shape.is_empty() {
+        return Err(SynthError::Invalid(format!(
+            "{}: {} values for shape {shape:?}",
+            path.display(),
+            v.len()
+        )));
+    }
+    let file_name = path
+        .file_name()
+        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut head = String::new();
+    head.push('\n');
+    for (k, val) in [
+        ("HOST", meta.host.as_str()),
+        ("WORK_DIR", &meta.work_dir),
+        ("FILE_NAME", &file_name),
+        ("DATE_TIME", &meta.date_time),
+        ("UID", &meta.uid),
+        ("SHAPE", &format!("({})", dims.join(","))),
+        ("DATATYPE", v.dtype()),
+    ] {
+        head.push_str(&format!("# {k:<11} {val}\n"));
+    }
+    head.push('\n');
+    head.push_str(&format!("# {:<11} {}\n", "DTYPE", v.dtype()));
+    head.push_str(&format!("# {:<11} {}\n", "NDIM", shape.len()));
+    for (i, d) in shape.iter().enumerate() {
+        head.push_str(&format!("# {:<11} {d}\n", format!("DIM:{i}")));
+    }
+    let multi = shape.len() > 1;
+    // numpy's savetxt ends the header with a newline; save_txt adds an empty record before it
+    // for arrays of 2 or more dimensions.
+    if multi {
+        head.push('\n');
+    }
+    let row = if multi { shape[shape.len() - 1] } else { n };
+    let sep = if multi { b'\n' } else { b' ' };
+    // Rows rendered in parallel, in blocks, written in order.
+    let rows_per_block = (1 << 20) / row.max(1) + 1;
+    let nrows = n / row.max(1);
+    atomic_write_with(path, |w| {
+        w.write_all(head.as_bytes())?;
+        let mut start = 0;
+        while start < nrows {
+            let end = (start + rows_per_block * rayon::current_num_threads()).min(nrows);
+            let blocks: Vec<Vec<u8>> = (start..end)
+                .step_by(rows_per_block)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|r0| {
+                    let mut b = Vec::with_capacity(rows_per_block * row * 10);
+                    for r in r0..(r0 + rows_per_block).min(end) {
+                        for c in 0..row {
+                            if c > 0 {
+                                b.push(b' ');
+                            }
+                            let _ = write!(b, "{:.3}", v.get(r * row + c));
+                        }
+                        b.push(sep);
+                    }
+                    b
+                })
+                .collect();
+            for b in blocks {
+                w.write_all(&b)?;
+            }
+            start = end;
+        }
+        Ok(())
+    })
 }
 
 fn write_npy_file<T: ndarray_npy::WritableElement>(

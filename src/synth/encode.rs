@@ -1,15 +1,15 @@
 //! Raw encoding as the hardware does it: deposited energy → photon statistics → gain selection →
 //! pedestal + energy × gain + electronic noise → 14-bit ADC with the gain bits on top.
 //! ePix10ka (auto high→low): bit 14 set when the pixel switched to low gain. Jungfrau: bits 15..14
-//! `00` G0, `01` G1, `11` G2.
+//! `00` G0, `01` G1, `11` G2. ePix100: one gain, and an offset per row and bank (common mode).
 //!
 //! The hot loop streams 12 bytes per pixel (packed first-range constants and the packed
 //! background); the other gain ranges are looked up only for the pixels that switch, and spot
 //! pixels are re-encoded in a second pass over the spot windows.
 
 use super::constants::{BadPixel, SynthConstants};
-use super::detector_spec::{DetectorModel, EPIX_AHL_RANGES, EPIX_SWITCH_KEV, JUNGFRAU_SWITCH_KEV};
-use super::random::{FastNormal, poisson, poisson_inversion, uniform_hi32};
+use super::detector_spec::EPIX100_BANK_COLS;
+use super::random::{FastNormal, poisson, poisson_inversion, round_fast, uniform_hi32};
 use super::scene::{
     BACKGROUND_SCALE_MAX, SPOT_HALF_WINDOW, TruthSpot, add_gaussian, unpack_background,
 };
@@ -67,7 +67,7 @@ pub struct SegmentInput<'s> {
 #[derive(Debug, Clone)]
 pub struct Encoder<'a> {
     c: &'a SynthConstants,
-    /// First gain range (ePix10ka AHL high, Jungfrau G0), frame order.
+    /// First gain range (ePix10ka AHL high, Jungfrau G0), present segments in slab order.
     packed: Vec<Packed>,
     /// Constants ranges the hardware selects from, in switching order, and their gain bits.
     ranges: &'static [usize],
@@ -77,49 +77,49 @@ pub struct Encoder<'a> {
 }
 
 impl<'a> Encoder<'a> {
-    /// Packs the constants used on every pixel.
+    /// Packs the constants used on every pixel of the segments present.
     pub fn new(c: &'a SynthConstants) -> Encoder<'a> {
-        let spec = c.spec;
-        let (ranges, codes, switch): (&'static [usize], &'static [u16], [f32; 2]) = match spec.model
-        {
-            DetectorModel::Epix10k2M => (
-                &EPIX_AHL_RANGES,
-                &[0, 0x4000],
-                [EPIX_SWITCH_KEV, f32::INFINITY],
-            ),
-            DetectorModel::Jungfrau4M => (&[0, 1, 2], &[0, 0x4000, 0xC000], JUNGFRAU_SWITCH_KEV),
-        };
-        let n = spec.frame_len();
-        let g0 = ranges[0] * n;
-        let packed = (0..n)
-            .map(|i| Packed {
-                gain: c.pixel_gain[g0 + i],
-                ped: c.baseline(g0 + i) as u16,
-                rms_bad: (c.pixel_rms[g0 + i] / RMS_QUANTUM) as u16 | ((c.bad[i] as u16) << 14),
+        let det = &c.det;
+        let phys = det.physics;
+        let len = det.seg_len();
+        let packed = (0..det.frame_len())
+            .map(|j| {
+                let (seg, i) = (det.segment_id(j / len), j % len);
+                let k = c.index(phys.ranges[0], seg, i);
+                let bad = c.bad[seg * len + i];
+                Packed {
+                    gain: c.pixel_gain[k],
+                    ped: c.baseline(k) as u16,
+                    rms_bad: (c.pixel_rms[k] / RMS_QUANTUM) as u16 | ((bad as u16) << 14),
+                }
             })
             .collect();
         Encoder {
             c,
             packed,
-            ranges,
-            codes,
-            switch,
+            ranges: phys.ranges,
+            codes: phys.codes,
+            switch: phys.switch_kev,
             normal: FastNormal::new(),
         }
     }
 
-    /// Encodes segment `seg` of one event into `out` (raw words), drawing noise from `rng`.
+    /// Encodes the segment at slab position `k` of one event into `out` (raw words), drawing
+    /// noise from `rng`.
     pub fn encode_segment(
         &self,
-        seg: usize,
+        k: usize,
         input: &SegmentInput<'_>,
         rng: &mut SplitMix64,
         out: &mut [u16],
     ) {
-        let spec = self.c.spec;
-        let len = spec.seg_len();
+        let det = &self.c.det;
+        let (rows, cols) = (det.rows(), det.cols());
+        let len = det.seg_len();
+        let seg = det.segment_id(k);
+        // Offset of the segment in the whole detector's constants.
         let base = seg * len;
-        let packed = &self.packed[base..base + len];
+        let packed = &self.packed[k * len..(k + 1) * len];
         let bg = &input.background[..len];
         let out = &mut out[..len];
         let keep = input.background_scale / BACKGROUND_SCALE_MAX as f32;
@@ -132,7 +132,7 @@ impl<'a> Encoder<'a> {
         let h = SPOT_HALF_WINDOW;
         let w = (2 * h + 1) as usize;
         let mut win = [0f32; ((2 * SPOT_HALF_WINDOW + 1) * (2 * SPOT_HALF_WINDOW + 1)) as usize];
-        let row0 = (seg * spec.rows) as f64;
+        let row0 = (k * rows) as f64;
         for s in input.spots.iter().filter(|s| s.segment == seg) {
             win.fill(0.0);
             let (r0, c0) = (s.ss.round() - row0, s.fs.round());
@@ -148,11 +148,40 @@ impl<'a> Encoder<'a> {
             for (k, &e) in win.iter().enumerate() {
                 let r = r0 as i64 - h + (k / w) as i64;
                 let c = c0 as i64 - h + (k % w) as i64;
-                if r < 0 || c < 0 || r >= spec.rows as i64 || c >= spec.cols as i64 {
+                if r < 0 || c < 0 || r >= rows as i64 || c >= cols as i64 {
                     continue;
                 }
-                let i = r as usize * spec.cols + c as usize;
+                let i = r as usize * cols + c as usize;
                 out[i] = self.pixel(base, packed[i], bg[i], e, keep_bits, input, rng, i);
+            }
+        }
+        let cm = det.physics.common_mode_rms;
+        if cm > 0.0 && input.noise.electronic {
+            self.add_common_mode(cm, packed, cols, rng, out);
+        }
+    }
+
+    /// Adds an offset of rms `cm` (whole ADU) per row and bank of [`EPIX100_BANK_COLS`] to the
+    /// good pixels of a one-gain segment.
+    fn add_common_mode(
+        &self,
+        cm: f32,
+        packed: &[Packed],
+        cols: usize,
+        rng: &mut SplitMix64,
+        out: &mut [u16],
+    ) {
+        for (o, p) in out.chunks_mut(cols).zip(packed.chunks(cols)) {
+            for (o, p) in o
+                .chunks_mut(EPIX100_BANK_COLS)
+                .zip(p.chunks(EPIX100_BANK_COLS))
+            {
+                let off = round_fast(cm * self.normal.sample(rng)) as i32;
+                for (o, p) in o.iter_mut().zip(p) {
+                    if p.rms_bad >> 14 == BadPixel::Good as u16 {
+                        *o = (i32::from(*o) + off).clamp(0, ADC_MAX as i32) as u16;
+                    }
+                }
             }
         }
     }
@@ -215,7 +244,7 @@ impl<'a> Encoder<'a> {
             let rms = f32::from(px.rms_bad & 0x3FFF) * RMS_QUANTUM;
             f32::from(px.ped) + energy * px.gain + e_noise(rms)
         } else {
-            let j = self.ranges[k] * self.c.spec.frame_len() + base + i;
+            let j = self.ranges[k] * self.c.range_len() + base + i;
             self.c.baseline(j) + energy * self.c.pixel_gain[j] + e_noise(self.c.pixel_rms[j])
         };
         let code = if bad == 0 { self.codes[k] } else { 0 };

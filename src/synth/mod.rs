@@ -1,6 +1,7 @@
-//! Synthetic runs: S3DF-style XTC2 streams of an ePix10k2M or Jungfrau 4M encoded as the
-//! hardware does, with the calibration constants, CrystFEL geometry and ground truth that make
-//! them a test bench for calibration, peak finding and hit finding.
+//! Synthetic runs: S3DF-style XTC2 streams of any preset of the model table (ePix10ka quad and
+//! 2M, Jungfrau 0.5M to 16M, ePix100), all or some of its segments, encoded as the hardware does,
+//! with the calibration constants, CrystFEL geometry and ground truth that make them a test
+//! bench for calibration, peak finding and hit finding.
 //!
 //! Everything is a pure function of the parameters and the seed: the constants, each event's
 //! truth (seeded by (seed, event)) and each segment's noise (seeded by (seed, event, segment)),
@@ -13,8 +14,8 @@ pub mod random;
 pub mod run;
 pub mod scene;
 
-pub use constants::{BadPixel, SynthConstants};
-pub use detector_spec::{DetectorModel, DetectorSpec};
+pub use constants::{BadPixel, SynthConstants, TextMeta, Values, write_psana_text};
+pub use detector_spec::{Physics, SynthDetector, parse_segments};
 pub use encode::{Encoder, Noise, SegmentInput};
 pub use scene::{EventScene, Scene, SceneParams, TruthSpot};
 
@@ -70,7 +71,7 @@ pub struct SynthParams {
     pub out: PathBuf,
     pub exp: String,
     pub run: u32,
-    pub detector: DetectorModel,
+    pub detector: SynthDetector,
     pub events: u64,
     pub streams: usize,
     pub seed: u64,
@@ -80,22 +81,25 @@ pub struct SynthParams {
     pub chunk_bytes: u64,
     /// L1Accepts between Disable/Enable pairs (chunks can only rotate at an Enable).
     pub events_per_enable: u64,
+    /// Also write the constants as psana's text `.data` files.
+    pub text_constants: bool,
 }
 
 impl SynthParams {
     /// Defaults for everything but the location and identity of the run.
-    pub fn new(out: &Path, exp: &str, run: u32, detector: DetectorModel) -> SynthParams {
+    pub fn new(out: &Path, exp: &str, run: u32, detector: SynthDetector) -> SynthParams {
         SynthParams {
             out: out.to_path_buf(),
             exp: exp.to_string(),
             run,
+            streams: detector.nsegs().min(4),
             detector,
             events: 1000,
-            streams: detector.spec().nsegs.min(4),
             seed: 1,
             hit_rate: 0.3,
             chunk_bytes: 2 << 30,
             events_per_enable: run::EVENTS_PER_ENABLE,
+            text_constants: true,
         }
     }
 
@@ -107,10 +111,10 @@ impl SynthParams {
                 self.exp
             ));
         }
-        let nsegs = self.detector.spec().nsegs;
+        let nsegs = self.detector.nsegs();
         if self.streams == 0 || self.streams > nsegs {
             return bad(format!(
-                "--streams {} must be between 1 and {nsegs} ({} has {nsegs} segments)",
+                "--streams {} must be between 1 and {nsegs} (the run has {nsegs} segments of the {})",
                 self.streams, self.detector
             ));
         }
@@ -195,8 +199,8 @@ pub fn generate(p: &SynthParams) -> Result<SynthSummary, SynthError> {
 }
 
 /// Events rendered together (one raw frame buffer each, two batches alive).
-fn batch_size(spec: &DetectorSpec) -> usize {
-    (64 << 20) / (2 * spec.frame_len()).max(1)
+fn batch_size(det: &SynthDetector) -> usize {
+    (64 << 20) / (2 * det.frame_len()).max(1)
 }
 
 /// [`generate`] with an explicit scene recipe and noise model.
@@ -207,12 +211,23 @@ pub fn generate_with(
 ) -> Result<SynthSummary, SynthError> {
     p.validate()?;
     check_fresh(p)?;
-    let spec = p.detector.spec();
+    let det = &p.detector;
     let side = p.side_dir();
     std::fs::create_dir_all(&side).map_err(io_err(&side))?;
-    let constants = SynthConstants::generate(p.detector, p.seed);
-    let mut side_files = constants.write_npy(&side)?;
-    let scene = Scene::new(spec, scene_params, p.seed, p.hit_rate);
+    let constants = SynthConstants::generate(det, p.seed);
+    let mut clock = Clock::for_run(p.run);
+    let meta = TextMeta {
+        host: "lclstreamer-synth".into(),
+        work_dir: side
+            .strip_prefix(&p.out)
+            .unwrap_or(&side)
+            .to_string_lossy()
+            .into_owned(),
+        date_time: run::utc_iso8601(clock.unix_secs()),
+        uid: "synth".into(),
+    };
+    let mut side_files = constants.write(&side, p.text_constants.then_some(&meta))?;
+    let scene = Scene::new(det, scene_params, p.seed, p.hit_rate);
     let encoder = Encoder::new(&constants);
 
     let geom_path = side.join("geometry.geom");
@@ -221,8 +236,12 @@ pub fn generate_with(
     side_files.push(geom_path);
     let cm_path = side.join("common_mode.json");
     let cm = serde_json::json!({
-        "cmpars": spec.cmpars,
-        "meaning": "psana cmpars (alg, mode, cormax, npixmin); the synthetic raw data carry no common-mode offsets",
+        "cmpars": det.physics.cmpars,
+        "meaning": if det.physics.common_mode_rms > 0.0 {
+            "psana cmpars (alg, mode, cormax, npixmin); the synthetic raw data carry an offset per row and bank of 96 columns that these remove"
+        } else {
+            "psana cmpars (alg, mode, cormax, npixmin); the synthetic raw data carry no common-mode offsets"
+        },
     });
     atomic_write_with(&cm_path, |w| {
         serde_json::to_writer_pretty(&mut *w, &cm)?;
@@ -230,19 +249,17 @@ pub fn generate_with(
     })?;
     side_files.push(cm_path);
 
-    let mut writer =
-        RunWriter::create(&p.xtc_dir(), &p.exp, p.run, spec, p.streams, p.chunk_bytes)?;
+    let mut writer = RunWriter::create(&p.xtc_dir(), &p.exp, p.run, det, p.streams, p.chunk_bytes)?;
     let truth_path = side.join("truth.jsonl");
     let mut truth = AtomicFile::create(&truth_path, ".tmp").map_err(io_err(&truth_path))?;
-    let mut clock = Clock::for_run(p.run);
     let first_timestamp = clock.timestamp();
     use crate::xtc::TransitionId as T;
     for t in [T::Configure, T::BeginRun, T::BeginStep, T::Enable] {
         writer.transition(clock.take(), t)?;
     }
 
-    let n = spec.frame_len();
-    let batch = batch_size(spec).max(1);
+    let n = det.frame_len();
+    let batch = batch_size(det).max(1);
     let mut front = vec![0u16; batch * n];
     let mut back = vec![0u16; batch * n];
     let mut pending: Option<Vec<EventScene>> = None;
@@ -339,56 +356,66 @@ fn fill_batch(
     scenes: &[EventScene],
     raw: &mut [u16],
 ) {
-    let spec = scene.spec;
-    let nsegs = spec.nsegs;
+    let det = &scene.det;
+    let nsegs = det.nsegs();
     let photon_kev = scene.params.photon_kev as f32;
-    raw[..scenes.len() * spec.frame_len()]
-        .par_chunks_mut(spec.seg_len())
+    raw[..scenes.len() * det.frame_len()]
+        .par_chunks_mut(det.seg_len())
         .enumerate()
         .for_each(|(j, out)| {
             let ev = &scenes[j / nsegs];
-            let seg = j % nsegs;
+            let k = j % nsegs;
             let input = SegmentInput {
-                background: scene.segment_background(seg),
+                background: scene.segment_background(k),
                 background_scale: ev.background_scale as f32,
                 spots: &ev.spots,
                 photon_kev,
                 noise,
             };
-            let mut rng = random::substream(scene.seed, 4 + ev.event, seg as u64);
-            encoder.encode_segment(seg, &input, &mut rng, out);
+            // Noise by segment id: a segment's noise does not depend on the others present.
+            let seg = det.segment_id(k) as u64;
+            let mut rng = random::substream(scene.seed, 4 + ev.event, seg);
+            encoder.encode_segment(k, &input, &mut rng, out);
         });
 }
 
 fn synth_json(p: &SynthParams, scene: &Scene, s: &SynthSummary) -> serde_json::Value {
-    let spec = scene.spec;
+    let det = &scene.det;
+    let m = &det.model;
+    let phys = det.physics;
     let rel = |f: &PathBuf| {
         f.strip_prefix(&p.out)
             .unwrap_or(f)
             .to_string_lossy()
             .into_owned()
     };
+    let streams: Vec<Vec<u32>> = (0..p.streams)
+        .map(|st| {
+            stream_segments(det.nsegs(), p.streams, st)
+                .map(|k| m.segments[k])
+                .collect()
+        })
+        .collect();
     serde_json::json!({
         "generator": format!("lclstreamer {} synth", env!("CARGO_PKG_VERSION")),
         "params": p,
         "scene": scene.params,
         "detector": {
-            "det_name": spec.det_name,
-            "det_type": spec.det_type,
-            "raw_alg": spec.raw_alg().version_string(),
-            "segments": spec.nsegs,
-            "segment_shape": [spec.rows, spec.cols],
-            "constants_shape": [spec.ngr, spec.nsegs, spec.rows, spec.cols],
-            "nominal_gain_adu_per_kev": spec.gains,
-            "streams": (0..p.streams).map(|st| stream_segments(spec.nsegs, p.streams, st).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "gain_mode": match spec.model {
-                DetectorModel::Epix10k2M => "auto high-to-low (asicPixelConfig 0, trbit 1): constants ranges 3 (high) and 5 (switched, bit 14)",
-                DetectorModel::Jungfrau4M => "dynamic G0/G1/G2 (bits 15..14 = 00/01/11); G1 and G2 gains negative",
-            },
-            "switch_kev": match spec.model {
-                DetectorModel::Epix10k2M => vec![detector_spec::EPIX_SWITCH_KEV],
-                DetectorModel::Jungfrau4M => detector_spec::JUNGFRAU_SWITCH_KEV.to_vec(),
-            },
+            "preset": det.preset.name,
+            "family": m.family,
+            "det_name": m.det_name,
+            "det_type": m.det_type,
+            "raw_alg": det.raw_alg().version_string(),
+            "full_segments": det.full_segments(),
+            "segments": m.segments,
+            "segment_shape": [det.rows(), det.cols()],
+            "slab_shape": [m.slab_shape().0, m.slab_shape().1],
+            "constants_shape": [det.ngr(), det.full_segments(), det.rows(), det.cols()],
+            "nominal_gain_adu_per_kev": phys.gains,
+            "streams": streams,
+            "gain_mode": phys.gain_mode,
+            "switch_kev": phys.switch_kev.iter().filter(|k| k.is_finite()).collect::<Vec<_>>(),
+            "common_mode_rms_adu": phys.common_mode_rms,
             "pixel_status": {"1": "hot", "2": "dead (ADC 0)", "4": "stuck (ADC 0x3FFF)"},
         },
         "counts": {

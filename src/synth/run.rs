@@ -1,9 +1,10 @@
-//! The run as the DAQ writes it: one stream per group of segments (ePix10k2M quads, Jungfrau
-//! modules), the transition sequence with identical timestamps in every stream, chunk rotation
-//! at Enables, small data alongside.
+//! The run as the DAQ writes it: one stream per group of present segments (ePix10k2M quads,
+//! Jungfrau modules), the transition sequence with identical timestamps in every stream, chunk
+//! rotation at Enables, small data alongside.
 
 use super::SynthError;
-use super::detector_spec::{DetectorModel, DetectorSpec};
+use super::detector_spec::SynthDetector;
+use crate::detector::model::Family;
 use crate::xtc::smalldata::{
     chunkinfo_names_id, chunkinfo_schema, runinfo_names_id, runinfo_schema,
 };
@@ -49,6 +50,11 @@ impl Clock {
         (sec << 32) | nsec
     }
 
+    /// Unix seconds of the current tick.
+    pub fn unix_secs(&self) -> u64 {
+        self.sec0 + self.tick / 120 + EPICS_EPOCH_OFFSET
+    }
+
     /// The timestamp of the current tick, then advances one tick.
     pub fn take(&mut self) -> u64 {
         let t = self.timestamp();
@@ -57,7 +63,29 @@ impl Clock {
     }
 }
 
-/// Segments of stream `s` of `nstreams` for a detector with `nsegs` segments (contiguous, even).
+/// `secs` since the Unix epoch as `YYYY-MM-DDTHH:MM:SS` (UTC).
+pub fn utc_iso8601(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 over 400-year eras of 146097 days (March-based
+    // years, so that the leap day ends a year).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Slab positions of stream `s` of `nstreams` for `nsegs` present segments (contiguous, even).
 pub fn stream_segments(nsegs: usize, nstreams: usize, s: usize) -> std::ops::Range<usize> {
     s * nsegs / nstreams..(s + 1) * nsegs / nstreams
 }
@@ -70,7 +98,7 @@ struct StreamOut {
 
 /// Writes all streams of one run.
 pub struct RunWriter {
-    spec: &'static DetectorSpec,
+    det: SynthDetector,
     exp: String,
     run: u32,
     chunk_bytes: u64,
@@ -93,7 +121,7 @@ impl RunWriter {
         xtc_dir: &Path,
         exp: &str,
         run: u32,
-        spec: &'static DetectorSpec,
+        det: &SynthDetector,
         nstreams: usize,
         chunk_bytes: u64,
     ) -> Result<RunWriter, SynthError> {
@@ -102,11 +130,11 @@ impl RunWriter {
             streams.push(StreamOut {
                 w: StreamWriter::create(xtc_dir, exp, run, s as u32, true)?,
                 node: s as u32,
-                segs: stream_segments(spec.nsegs, nstreams, s),
+                segs: stream_segments(det.nsegs(), nstreams, s),
             });
         }
         Ok(RunWriter {
-            spec,
+            det: det.clone(),
             exp: exp.to_string(),
             run,
             chunk_bytes,
@@ -121,7 +149,7 @@ impl RunWriter {
         for st in &mut self.streams {
             let mut b = DgramBuilder::new(ts, id, 1, st.node);
             match id {
-                TransitionId::Configure => configure(&mut b, self.spec, st.node, st.segs.clone())?,
+                TransitionId::Configure => configure(&mut b, &self.det, st.node, st.segs.clone())?,
                 TransitionId::BeginRun => {
                     b.add_data(
                         runinfo_names_id(st.node),
@@ -144,22 +172,16 @@ impl RunWriter {
     /// Writes one L1Accept: `raw` is the whole frame in slab order; `tick` feeds the Jungfrau
     /// hardware counters.
     pub fn event(&mut self, ts: u64, event: u64, tick: u64, raw: &[u16]) -> Result<(), SynthError> {
-        let spec = self.spec;
-        let len = spec.seg_len();
+        let det = &self.det;
+        let len = det.seg_len();
+        let (rows, cols) = (det.rows() as u32, det.cols() as u32);
         for st in &mut self.streams {
             let mut b = DgramBuilder::new(ts, TransitionId::L1Accept, 1, st.node);
-            for (k, seg) in st.segs.clone().enumerate() {
-                let px = &raw[seg * len..(seg + 1) * len];
-                let schema = spec.raw_schema(seg as u32);
-                match spec.model {
-                    DetectorModel::Epix10k2M => {
-                        b.add_data(
-                            raw_id(st.node, k),
-                            &schema,
-                            &[VarData::array(&[spec.rows as u32, spec.cols as u32], px)],
-                        )?;
-                    }
-                    DetectorModel::Jungfrau4M => {
+            for (k, slab) in st.segs.clone().enumerate() {
+                let px = &raw[slab * len..(slab + 1) * len];
+                let schema = det.raw_schema(det.segment_id(slab) as u32);
+                match det.family() {
+                    Family::Jungfrau => {
                         let hot = px
                             .iter()
                             .filter(|&&v| v & 0x3FFF >= JUNGFRAU_HOT_PIXEL_THRESH)
@@ -168,13 +190,20 @@ impl RunWriter {
                             raw_id(st.node, k),
                             &schema,
                             &[
-                                VarData::array(&[1, spec.rows as u32, spec.cols as u32], px),
+                                VarData::array(&[1, rows, cols], px),
                                 VarData::scalar(event + 1),
                                 VarData::scalar(tick * 10_000_000 / 120),
                                 VarData::scalar(JUNGFRAU_HOT_PIXEL_THRESH),
                                 VarData::scalar(hot),
                                 VarData::scalar(JUNGFRAU_MAX_HOT_PIXELS),
                             ],
+                        )?;
+                    }
+                    _ => {
+                        b.add_data(
+                            raw_id(st.node, k),
+                            &schema,
+                            &[VarData::array(&[rows, cols], px)],
                         )?;
                     }
                 }
@@ -202,18 +231,21 @@ impl RunWriter {
 
 fn configure(
     b: &mut DgramBuilder,
-    spec: &DetectorSpec,
+    det: &SynthDetector,
     node: u32,
-    segs: std::ops::Range<usize>,
+    slabs: std::ops::Range<usize>,
 ) -> Result<(), SynthError> {
     b.add_names(runinfo_names_id(node), &runinfo_schema(0))?;
     b.add_names(chunkinfo_names_id(node), &chunkinfo_schema(0))?;
-    for (k, seg) in segs.clone().enumerate() {
-        b.add_names(raw_id(node, k), &spec.raw_schema(seg as u32))?;
+    for (k, slab) in slabs.clone().enumerate() {
+        b.add_names(
+            raw_id(node, k),
+            &det.raw_schema(det.segment_id(slab) as u32),
+        )?;
     }
-    for (k, seg) in segs.enumerate() {
-        if let Some(cs) = spec.config_schema(seg as u32) {
-            let cfg = spec.epix_panel_config();
+    for (k, slab) in slabs.enumerate() {
+        if let Some(cs) = det.config_schema(det.segment_id(slab) as u32) {
+            let cfg = det.epix_panel_config();
             b.add_names(config_id(node, k), &cs)?;
             b.add_data(
                 config_id(node, k),
@@ -226,4 +258,17 @@ fn configure(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_iso8601(0), "1970-01-01T00:00:00");
+        assert_eq!(utc_iso8601(FIRST_RUN_UNIX), "2026-01-01T00:00:00");
+        assert_eq!(utc_iso8601(951_782_400 + 3723), "2000-02-29T01:02:03");
+        assert_eq!(utc_iso8601(4_102_444_799), "2099-12-31T23:59:59");
+    }
 }

@@ -2,9 +2,9 @@
 //! spots (pixel-integrated 2-D Gaussians, each entirely inside one ASIC). Everything is expected
 //! energy in keV per pixel in slab order (no noise); the encoder adds photon statistics.
 
-use super::detector_spec::DetectorSpec;
+use super::detector_spec::SynthDetector;
 use super::random::{erf, round_fast, substream};
-use crate::detector::geometry::Geometry;
+use crate::detector::geometry::{Geometry, SlabLayout};
 use serde::Serialize;
 
 /// Physics and spot-recipe parameters.
@@ -94,7 +94,7 @@ pub const SPOT_HALF_WINDOW: i64 = 7;
 pub struct TruthSpot {
     /// CrystFEL panel name (one ASIC) in the written geometry.
     pub panel: String,
-    /// Detector segment (psana segment number).
+    /// Detector segment id (psana segment number).
     pub segment: usize,
     /// Slab coordinates, pixel centres at integers.
     pub ss: f64,
@@ -118,7 +118,9 @@ pub struct EventScene {
 /// The run-wide scene: geometry, background map and recipe.
 #[derive(Debug, Clone)]
 pub struct Scene {
-    pub spec: &'static DetectorSpec,
+    pub det: SynthDetector,
+    /// The slab's ASIC grid.
+    pub layout: SlabLayout,
     pub geometry: Geometry,
     pub params: SceneParams,
     pub seed: u64,
@@ -136,13 +138,8 @@ pub struct Scene {
 
 impl Scene {
     /// The scene of a run; `hit_rate` in [0, 1].
-    pub fn new(
-        spec: &'static DetectorSpec,
-        params: SceneParams,
-        seed: u64,
-        hit_rate: f64,
-    ) -> Scene {
-        let geometry = spec.geometry(params.photon_kev, params.clen_m);
+    pub fn new(det: &SynthDetector, params: SceneParams, seed: u64, hit_rate: f64) -> Scene {
+        let geometry = det.geometry(params.photon_kev, params.clen_m);
         let res: f64 = geometry
             .globals
             .iter()
@@ -169,7 +166,7 @@ impl Scene {
             .collect();
         let bg_packed: Vec<u32> = bg_photons.iter().map(|&b| pack_background(b)).collect();
         let bg_photons = bg_packed.iter().map(|&q| unpack_background(q).0).collect();
-        let l = spec.layout;
+        let l = det.layout();
         let asic_panel = (0..l.nasics_y * l.nasics_x)
             .map(|a| {
                 let (ss, fs) = ((a / l.nasics_x) * l.asic_ny, (a % l.nasics_x) * l.asic_nx);
@@ -183,7 +180,8 @@ impl Scene {
             })
             .collect();
         Scene {
-            spec,
+            det: det.clone(),
+            layout: l,
             geometry,
             params,
             seed,
@@ -207,7 +205,7 @@ impl Scene {
         if hit {
             let (lo, hi) = p.spots_per_hit;
             let want = lo + (rng.uniform() * f64::from(hi - lo + 1)) as u32;
-            let l = self.spec.layout;
+            let l = self.layout;
             let w = l.width();
             let m = p.edge_margin_px;
             let (ln_lo, ln_hi) = (p.spot_photons.0.ln(), p.spot_photons.1.ln());
@@ -236,7 +234,7 @@ impl Scene {
                 let panel = &self.geometry.panels[self.asic_panel[ay * l.nasics_x + ax]];
                 spots.push(TruthSpot {
                     panel: panel.name.clone(),
-                    segment: ss as usize / self.spec.rows,
+                    segment: self.det.segment_id(ss as usize / self.det.rows()),
                     ss,
                     fs,
                     intensity_kev: photons * p.photon_kev,
@@ -252,31 +250,34 @@ impl Scene {
         }
     }
 
-    /// Adds the spots of `ev` that lie in segment `seg` to `out` (that segment, keV).
-    pub fn add_segment_spots(&self, ev: &EventScene, seg: usize, out: &mut [f32]) {
-        let (rows, cols) = (self.spec.rows, self.spec.cols);
-        let row0 = (seg * rows) as f64;
+    /// Adds the spots of `ev` that lie in the segment at slab position `k` to `out` (that
+    /// segment, keV).
+    pub fn add_segment_spots(&self, ev: &EventScene, k: usize, out: &mut [f32]) {
+        let (rows, cols) = (self.det.rows(), self.det.cols());
+        let row0 = (k * rows) as f64;
+        let seg = self.det.segment_id(k);
         for s in ev.spots.iter().filter(|s| s.segment == seg) {
             add_gaussian(out, rows, cols, s.ss - row0, s.fs, s.sigma, s.intensity_kev);
         }
     }
 
-    /// The packed mean background of segment `seg` (see [`unpack_background`]).
-    pub fn segment_background(&self, seg: usize) -> &[u32] {
-        let n = self.spec.seg_len();
-        &self.bg_packed[seg * n..(seg + 1) * n]
+    /// The packed mean background of the segment at slab position `k` (see
+    /// [`unpack_background`]).
+    pub fn segment_background(&self, k: usize) -> &[u32] {
+        let n = self.det.seg_len();
+        &self.bg_packed[k * n..(k + 1) * n]
     }
 
     /// Renders the noise-free energy image of `ev` (keV per pixel, slab order): background and
     /// spots, exactly what the raw frame encodes before photon and electronic noise.
     pub fn render_energy(&self, ev: &EventScene, out: &mut [f32]) {
-        let n = self.spec.seg_len();
-        let k = (self.params.photon_kev * ev.background_scale) as f32;
+        let n = self.det.seg_len();
+        let scale = (self.params.photon_kev * ev.background_scale) as f32;
         for (o, &b) in out.iter_mut().zip(&self.bg_photons) {
-            *o = b * k;
+            *o = b * scale;
         }
-        for seg in 0..self.spec.nsegs {
-            self.add_segment_spots(ev, seg, &mut out[seg * n..(seg + 1) * n]);
+        for k in 0..self.det.nsegs() {
+            self.add_segment_spots(ev, k, &mut out[k * n..(k + 1) * n]);
         }
     }
 }

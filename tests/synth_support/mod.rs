@@ -1,23 +1,25 @@
-//! Reading a synthetic run back through the XTC2 reader: every event's raw slab, Jungfrau
-//! scalars, and the ePix10ka panel configurations from the Configure.
+//! Reading a synthetic run back through the XTC2 reader and `detector::frame`: the detector
+//! model its Configure declares, every event's raw slab, Jungfrau scalars, and the ePix10ka
+//! panel configurations.
 #![allow(dead_code)]
 
 use lclstreamer::detector::epix10ka::PanelConfig;
-use lclstreamer::synth::{DetectorSpec, SynthParams};
+use lclstreamer::detector::frame::{Configured, SlabAssembler};
+use lclstreamer::detector::model::DetectorModel;
+use lclstreamer::synth::SynthParams;
 use lclstreamer::xtc::eventbuild::EventBuilder;
 use lclstreamer::xtc::index::StreamIndexer;
 use lclstreamer::xtc::run::{RunFiles, discover};
-use lclstreamer::xtc::{Dgram, NamesLookup, TransitionId, read_dgram_at};
-use std::collections::BTreeMap;
+use lclstreamer::xtc::{TransitionId, read_dgram_at};
 
 /// One L1Accept read back.
 pub struct Frame {
     pub timestamp: u64,
-    /// Raw slab (segments stacked in segment order).
+    /// Raw slab (present segments stacked in segment-id order).
     pub raw: Vec<u16>,
     /// Bigdata chunk of each stream's part.
     pub chunks: Vec<u32>,
-    /// Jungfrau per-segment scalars (frame_cnt, numHotPixels).
+    /// Jungfrau scalars (frame_cnt, numHotPixels) per slab position.
     pub scalars: Vec<(u64, u32)>,
 }
 
@@ -27,8 +29,10 @@ pub struct ReadBack {
     pub frames: Vec<Frame>,
     /// Transitions in order, with timestamps.
     pub transitions: Vec<(TransitionId, u64)>,
-    /// ePix10ka configuration per segment (from the Configure).
-    pub configs: BTreeMap<u32, PanelConfig>,
+    /// The model the run's Configure declares.
+    pub model: DetectorModel,
+    /// ePix10ka configuration per present segment, slab order.
+    pub configs: Vec<PanelConfig>,
 }
 
 fn configure_of(ix: &StreamIndexer) -> Vec<u8> {
@@ -41,34 +45,31 @@ fn configure_of(ix: &StreamIndexer) -> Vec<u8> {
 }
 
 /// Reads every event of the run written for `p` (small data when `use_smd`).
-pub fn read_run(p: &SynthParams, spec: &DetectorSpec, use_smd: bool) -> ReadBack {
+pub fn read_run(p: &SynthParams, use_smd: bool) -> ReadBack {
+    let det = &p.detector.model.det_name;
     let run = discover(&p.out, &p.exp, p.run).unwrap();
     assert_eq!(run.streams.len(), p.streams);
     let mut indexers = Vec::new();
-    let mut lookups = Vec::new();
-    let mut configs = BTreeMap::new();
+    let mut configures = Vec::new();
     for s in &run.streams {
         let ix = StreamIndexer::open(s, use_smd).unwrap();
-        let conf = configure_of(&ix);
-        let d = Dgram::parse(&conf, 0).unwrap();
-        let lookup = NamesLookup::from_configure(&d.root()).unwrap();
-        for b in d.blocks(&lookup).unwrap() {
-            if b.schema.alg.name == "config" {
-                let apc = b.var("asicPixelConfig").unwrap().elements::<u8>().unwrap();
-                let tr = b.var("trbit").unwrap().elements::<u8>().unwrap();
-                let seg = b.schema.segment;
-                configs.insert(seg, PanelConfig::new(seg as usize, &apc, &tr).unwrap());
-            }
-        }
-        lookups.push(lookup);
+        configures.push(configure_of(&ix));
         indexers.push(ix);
     }
+    let per_stream: Vec<(u32, &[u8])> = configures
+        .iter()
+        .enumerate()
+        .map(|(s, b)| (s as u32, &b[..]))
+        .collect();
+    let conf = Configured::from_configure(det, &per_stream, None).unwrap();
+    let m = conf.model.clone();
     let paths: Vec<Vec<(u32, std::path::PathBuf)>> =
         indexers.iter().map(|i| i.chunk_paths().to_vec()).collect();
     let n = indexers.len();
     let mut frames = Vec::new();
     let mut transitions = Vec::new();
     let mut buf = Vec::new();
+    let mut slabs = SlabAssembler::default();
     for ev in EventBuilder::new(indexers, vec![true; n]) {
         let ev = ev.unwrap();
         assert!(
@@ -81,10 +82,10 @@ pub fn read_run(p: &SynthParams, spec: &DetectorSpec, use_smd: bool) -> ReadBack
             transitions.push((ev.service, ev.timestamp));
             continue;
         }
-        let mut raw = vec![0u16; spec.frame_len()];
+        let mut raw = vec![0u16; m.frame_len()];
         let mut chunks = Vec::new();
-        let mut scalars = vec![(0u64, 0u32); spec.nsegs];
-        let mut filled = 0;
+        let mut scalars = vec![(0u64, 0u32); m.nsegs()];
+        slabs.begin(&conf);
         for part in &ev.parts {
             let loc = part.entry.location.unwrap();
             chunks.push(loc.chunk);
@@ -95,22 +96,20 @@ pub fn read_run(p: &SynthParams, spec: &DetectorSpec, use_smd: bool) -> ReadBack
                 .1;
             let f = std::fs::File::open(path).unwrap();
             let d = read_dgram_at(&f, path, loc.offset, loc.size, &mut buf).unwrap();
-            d.validate(&lookups[part.stream]).unwrap();
-            for b in d.blocks(&lookups[part.stream]).unwrap() {
-                assert_eq!(b.schema.det_name, spec.det_name);
-                let seg = b.schema.segment as usize;
-                let px = b.var("raw").unwrap().elements::<u16>().unwrap();
-                let len = spec.seg_len();
-                raw[seg * len..(seg + 1) * len].copy_from_slice(&px);
-                filled += 1;
+            let lookup = &conf.lookups[&(part.stream as u32)];
+            d.validate(lookup).unwrap();
+            slabs.add(&conf, part.stream as u32, &d, &mut raw).unwrap();
+            for b in d.blocks(lookup).unwrap() {
+                assert_eq!(&b.schema.det_name, det);
                 if let Some(fc) = b.var("frame_cnt") {
                     let get = |name: &str| b.var(name).unwrap().scalar().unwrap().as_i64().unwrap();
                     assert_eq!(get("frame_cnt"), fc.scalar().unwrap().as_i64().unwrap());
-                    scalars[seg] = (get("frame_cnt") as u64, get("numHotPixels") as u32);
+                    let k = m.slab_index(b.schema.segment).unwrap();
+                    scalars[k] = (get("frame_cnt") as u64, get("numHotPixels") as u32);
                 }
             }
         }
-        assert_eq!(filled, spec.nsegs);
+        slabs.finish(&conf).unwrap();
         frames.push(Frame {
             timestamp: ev.timestamp,
             raw,
@@ -122,7 +121,8 @@ pub fn read_run(p: &SynthParams, spec: &DetectorSpec, use_smd: bool) -> ReadBack
         run,
         frames,
         transitions,
-        configs,
+        model: m,
+        configs: conf.panel_configs,
     }
 }
 
