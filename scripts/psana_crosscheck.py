@@ -11,7 +11,9 @@ calib:  psana's own ePix10ka calibration (`calib_epix10ka_any`, the function beh
         its default C++ `calib_jungfrau_v3`, and the python path with common mode) on one
         module and on 3 modules of a 32-module set; ePix100 (`epix100_raw_2_0_1.calib`, i.e.
         `calib_epix100` and `UtilsCommonMode.common_mode_apply`); ePixM320
-        (`epixm320_raw_0_0_0.calib`).
+        (`epixm320_raw_0_0_0.calib`). And the real ePix10ka quad
+        (detector/test_epix_calib.xtc2): `lclstreamer run` against psana's DataSource and
+        `det.raw.calib`, the same constants injected into `det.raw._calibconst`, bit for bit.
 pf8:    psana's peakfinder8 (psalg_ext) against lclstreamer's PeakFinder8 when available.
 
 Prints one PASS/FAIL line per check; exits 1 if any failed.
@@ -410,6 +412,128 @@ def calibrate_both(work, peds, gain, status, pc, trbit, raw, cmpars, ours=True):
     return out, np.stack(theirs).astype(np.float32), det
 
 
+def epixquad_constants(rng, nsegs):
+    """ePix10ka constants (7, nsegs, 352, 384) float32 as the calibration DB holds them:
+    pedestals ~1500 ADU with per-range offsets, gains psana's defaults +-3 %, a few status bits."""
+    shape = (7, nsegs, ROWS, COLS)
+    base_ped = np.array([1500, 1460, 1420, 1540, 1480, 1440, 1400], np.float32)
+    base_gain = np.array([16.4, 5.466, 0.164, 16.4, 5.466, 0.164, 0.164], np.float32)
+    peds = (base_ped[:, None, None, None] + rng.normal(0, 60, shape)).astype(np.float32)
+    gain = (base_gain[:, None, None, None] * rng.uniform(0.97, 1.03, shape)).astype(np.float32)
+    status = np.zeros(shape, np.float32)
+    bad = rng.random(shape) < 0.0002
+    status[bad] = rng.choice([1, 2, 4, 8, 0x100], int(bad.sum()))
+    return {"pedestals": peds, "pixel_gain": gain, "pixel_status": status}
+
+
+def lclstreamer_run_frames(bin_path, work, path, detname, constants_dir, cmpars):
+    """`lclstreamer run` on `path` (every event kept, files sink): {timestamp: frame} and the
+    segment ids of each frame."""
+    out = os.path.join(work, "out")
+    os.makedirs(out)
+    cfg = os.path.join(work, "job.yaml")
+    cm = "" if cmpars is None else f"  common_mode: [{', '.join(str(v) for v in cmpars)}]\n"
+    with open(cfg, "w") as f:
+        f.write(f"source:\n  files: [{os.path.abspath(path)}]\n  detector: {detname}\n"
+                f"detector:\n  constants: {os.path.abspath(constants_dir)}\n{cm}"
+                f"processing:\n  keep: all\noutput:\n  batch_size: 4\n  compression: none\n"
+                f"  sinks:\n    - {{kind: files, dir: {out}}}\n")
+    r = subprocess.run([bin_path, "run", "--quiet", "--config", cfg], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"lclstreamer run failed ({r.returncode}): {r.stderr}")
+    import h5py
+    frames, segments = {}, {}
+    for name in sorted(os.listdir(out)):
+        if not name.endswith(".h5"):
+            continue
+        with h5py.File(os.path.join(out, name), "r") as h:
+            data = h["/entry_1/data_1/data"][()]
+            ts = h["/LCLS/timestamp"][()]
+            segs = h["/LCLS/detector_1/segments"][()]
+        for i, t in enumerate(ts):
+            frames[int(t)] = data[i]
+            segments[int(t)] = np.asarray(segs[i] if segs.ndim > 1 else segs).tolist()
+    return frames, segments
+
+
+def check_calib_real_epixquad(bin_path, data, work):
+    """The real ePix10ka quad (detector/test_epix_calib.xtc2, 4 segments, 2 L1Accepts) through
+    `lclstreamer run` and through psana's DataSource + det.raw.calib, with the same constants
+    handed to psana as its calibration DB would; frames compared bit for bit."""
+    from psana import DataSource
+    from psana.psexp import ds_base
+
+    path = os.path.join(data, "detector/test_epix_calib.xtc2")
+    cdir = os.path.join(work, "epixquad-consts")
+    os.makedirs(cdir, exist_ok=True)
+    consts = epixquad_constants(np.random.default_rng(20261123), 4)
+    for name, a in consts.items():
+        np.save(os.path.join(cdir, name + ".npy"), a)
+
+    ds_base.DataSourceBase._get_file_info_from_db = lambda self, runnum: {}
+    results, psana_frames = [], {}
+    # The file's pixels are all in fixed low gain, which alg 7 leaves alone (H/M only), and its
+    # raw (~3100 ADU) sits ~10 MeV above these pedestals in low gain, past any usual cormax:
+    # alg 0 with a cormax of 1e5 keV runs common mode on the real frames too.
+    for cmpars in ((7, 2, 100, 10), (0, 7, 100000, 10), None):
+        d = os.path.join(work, "epixquad-" + ("nocm" if cmpars is None else
+                                              "cm" + "".join(str(v) for v in cmpars)))
+        os.makedirs(d)
+        ours, our_segs = lclstreamer_run_frames(bin_path, d, path, "epixquad", cdir, cmpars)
+
+        ds = DataSource(files=[path], skip_calib_load="all")
+        run = next(ds.runs())
+        det = run.Detector("epixquad")
+        meta = {"experiment": run.expt, "run": run.runnum, "detector": det.raw._det_name}
+        det.raw._calibconst = {k: (v, dict(meta, ctype=k)) for k, v in consts.items()}
+        # constants, mask and calib storage are cached on first use: start from the injected dict
+        det.raw._calibc_ = det.raw._maskalgos_ = det.raw._store_ = None
+        segnums = list(det.raw._segment_numbers)
+        errors, npix, nev, ranges, moved = [], 0, 0, np.zeros(8, np.int64), 0
+        for evt in run.events():
+            theirs = det.raw.calib(evt, cmpars=cmpars)
+            if theirs is None:
+                continue
+            theirs = np.asarray(theirs, np.float32).reshape(len(segnums) * ROWS, COLS)
+            psana_frames[(cmpars, int(evt.timestamp))] = theirs
+            grs = det.raw._gain_range_index(evt)
+            if grs is not None:
+                ranges += np.bincount(np.asarray(grs).ravel(), minlength=8)[:8]
+            nev += 1
+            ts = int(evt.timestamp)
+            if ts not in ours:
+                errors.append(f"timestamp {ts} missing from lclstreamer's output")
+                continue
+            mine = ours.pop(ts)
+            npix += theirs.size
+            if our_segs[ts] != segnums:
+                errors.append(f"{ts}: segments {our_segs[ts]} != psana's {segnums}")
+            if mine.shape != theirs.shape or mine.dtype != np.float32:
+                errors.append(f"{ts}: frame {mine.shape} {mine.dtype} != psana's {theirs.shape}")
+                continue
+            diff = mine.view(np.uint32) != theirs.view(np.uint32)
+            if diff.any():
+                r, c = (int(v) for v in np.argwhere(diff)[0])
+                errors.append(f"{ts}: {int(diff.sum())} pixels differ, first (seg {r // ROWS}, "
+                              f"row {r % ROWS}, col {c}): lclstreamer {mine[r, c]!r} "
+                              f"psana {theirs[r, c]!r}")
+        if ours:
+            errors.append(f"{len(ours)} lclstreamer frames have no psana event")
+        results.append((cmpars, errors, nev, npix, segnums, ranges))
+    for cmpars, errors, nev, npix, segnums, ranges in results:
+        ok = not errors and nev > 0
+        frames = [v for (cm, _), v in psana_frames.items() if cm == cmpars]
+        zero = sum(int(np.count_nonzero(f == 0)) for f in frames)
+        moved = sum(int(np.count_nonzero(v != psana_frames[(None, ts)]))
+                    for (cm, ts), v in psana_frames.items() if cm == cmpars)
+        detail = (f"{nev} events, {npix:,} pixels bit-identical (incl. signed zeros), segments "
+                  f"{segnums}; gain ranges FH..AML_L "
+                  f"{'/'.join(str(int(n)) for n in ranges[:7])}; {zero} pixels exactly 0; "
+                  f"common mode moved {moved} pixels") if ok else "; ".join(errors)
+        report(ok, f"calib real epixquad (lclstreamer run vs DataSource det.raw.calib), "
+                   f"cmpars {cmpars}", detail)
+
+
 # ----------------------------------------------------------------------------------------------
 # calibration: Jungfrau and ePix100
 
@@ -798,6 +922,7 @@ def main():
             check_calib_jungfrau(work)
             check_calib_epix100(work)
             check_calib_epixm320(work)
+            check_calib_real_epixquad(a.bin, a.data, work)
         if a.only in (None, "pf8"):
             check_pf8(work)
         if a.only in (None, "geometry"):
