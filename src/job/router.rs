@@ -89,20 +89,21 @@ impl Switch {
     ///
     /// `rank_of` maps role ids to ranks; `rank` is this rank. Without a wire every role must be
     /// local.
-    pub fn run<T>(
+    pub fn run<T: Default>(
         self,
         rank: u32,
         rank_of: impl Fn(RoleId) -> u32,
         mut wire: Option<&mut dyn Wire>,
         roles: Vec<JoinHandle<anyhow::Result<T>>>,
     ) -> Vec<anyhow::Result<T>> {
-        let mut pending = roles;
+        let mut pending: Vec<Option<JoinHandle<anyhow::Result<T>>>> =
+            roles.into_iter().map(Some).collect();
         let mut results: Vec<Option<anyhow::Result<T>>> =
             (0..pending.len()).map(|_| None).collect();
         let mut idle_spins = 0u32;
         loop {
             // Checked before draining: whatever a finished role sent is already queued.
-            let all_done = pending.iter().all(|h| h.is_finished());
+            let all_done = pending.iter().flatten().all(|h| h.is_finished());
             let mut busy = false;
             while let Ok(m) = self.out_rx.try_recv() {
                 busy = true;
@@ -117,7 +118,16 @@ impl Switch {
                     }
                 }
             }
-            if all_done {
+            // A role that failed ends the rank now: the others may be waiting for it forever.
+            let mut failed = false;
+            for (slot, out) in pending.iter_mut().zip(results.iter_mut()) {
+                if slot.as_ref().is_some_and(|h| h.is_finished()) {
+                    let r = join(slot.take().expect("checked"));
+                    failed |= r.is_err();
+                    *out = Some(r);
+                }
+            }
+            if all_done || failed {
                 break;
             }
             if busy {
@@ -128,21 +138,9 @@ impl Switch {
                 std::thread::sleep(Duration::from_micros(nap));
             }
         }
-        for (i, h) in pending.drain(..).enumerate() {
-            results[i] = Some(match h.join() {
-                Ok(r) => r,
-                Err(p) => Err(anyhow::anyhow!(
-                    "panicked: {}",
-                    p.downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| p.downcast_ref::<&str>().copied())
-                        .unwrap_or("?")
-                )),
-            });
-        }
         results
             .into_iter()
-            .map(|r| r.expect("joined above"))
+            .map(|r| r.unwrap_or_else(|| Ok(T::default())))
             .collect()
     }
 
@@ -165,4 +163,17 @@ impl Switch {
             eprintln!("lclstreamer: role {to} is on rank {dest} but there is no wire");
         }
     }
+}
+
+/// The result of a finished role thread, a panic as an error.
+fn join<T>(h: JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
+    h.join().unwrap_or_else(|p| {
+        Err(anyhow::anyhow!(
+            "panicked: {}",
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("?")
+        ))
+    })
 }
