@@ -1,9 +1,12 @@
 //! Times calibration and peakfinder8 on synthetic ePix10k2M frames (release build, one core;
 //! calibration without and with psana's default common mode also with panels on the rayon
-//! pool), and scores peakfinder8 against the synthetic truth.
+//! pool), and scores peakfinder8 against the synthetic truth. Then, per detector model
+//! (ePix10k2M, Jungfrau 16M, ePix100), calibration with psana's default for the family followed
+//! by peakfinder8 on synth's raw frames (spots, gain switching), in ms per frame and per
+//! megapixel against ePix10k2M's in the same run.
 //!
 //! `cargo run --release --example bench_kernels -- [--frames N] [--reps N] [--dump DIR]
-//! [--skip-calib] [--om-bit-exact]`
+//! [--skip-calib] [--skip-models] [--om-bit-exact]`
 //!
 //! With `--dump DIR` it also writes `frames.npy` (f32, N×5632×384), `pix_r.npy`, `mask.npy`
 //! (i8, radius window folded in), `params.json` and `rust_peaks.json` for `scripts/bench-kernels`.
@@ -17,9 +20,14 @@ use lclstreamer::algo::spots::{SplitMix64, SpotRecipe, TrueSpot, score, synth_fr
 use lclstreamer::algo::{PeakFinder8, PeakList, Pf8Params};
 use lclstreamer::detector::synthetic::epix10k2m_case;
 use lclstreamer::detector::{CalibError, Calibrator, CommonModeParams};
-use lclstreamer::detector::{Geometry, SlabLayout};
+use lclstreamer::detector::{Family, GainConstants, Geometry, SlabLayout};
+use lclstreamer::synth::random::substream;
+use lclstreamer::synth::{
+    Encoder, Noise, Scene, SceneParams, SegmentInput, SynthConstants, SynthDetector,
+};
 use ndarray::{Array1, Array2, Array3};
 use ndarray_npy::WriteNpyExt as _;
+use rayon::prelude::*;
 
 /// `Calibrator::calibrate_slab` or its parallel form.
 type CalibrateFn = fn(&mut Calibrator, &[u16], &mut [f32]) -> Result<(), CalibError>;
@@ -29,6 +37,7 @@ struct Args {
     reps: usize,
     dump: Option<PathBuf>,
     skip_calib: bool,
+    skip_models: bool,
     om_bit_exact: bool,
 }
 
@@ -38,6 +47,7 @@ fn parse_args() -> anyhow::Result<Args> {
         reps: 5,
         dump: None,
         skip_calib: false,
+        skip_models: false,
         om_bit_exact: false,
     };
     let mut it = std::env::args().skip(1);
@@ -48,6 +58,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--reps" => a.reps = val()?.parse()?,
             "--dump" => a.dump = Some(PathBuf::from(val()?)),
             "--skip-calib" => a.skip_calib = true,
+            "--skip-models" => a.skip_models = true,
             "--om-bit-exact" => a.om_bit_exact = true,
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -291,6 +302,10 @@ fn main() -> anyhow::Result<()> {
         matched as f64 / total.max(1) as f64
     );
 
+    if !args.skip_models {
+        model_section(&args, bw_copy)?;
+    }
+
     if let Some(dir) = args.dump {
         std::fs::create_dir_all(&dir)?;
         let mut fr = Array3::<f32>::zeros((frames.len(), h, w));
@@ -314,5 +329,224 @@ fn main() -> anyhow::Result<()> {
         f.write_all(serde_json::to_string(&peaks_json)?.as_bytes())?;
         println!("dumped to {}", dir.display());
     }
+    Ok(())
+}
+
+/// The models of the per-model section: label, synth preset, psana's default common mode for
+/// the family (`cmpars`; none for Jungfrau, `cversion` 3, and ePix100) and whether the goal
+/// applies. The first is the reference; ePix10k2M without common mode is the like-for-like
+/// reference of the families calibrated without it.
+const MODELS: &[(&str, &str, Option<[f64; 4]>, bool)] = &[
+    (
+        "epix10k2M",
+        "epix10k2M",
+        Some([7.0, 2.0, 10.0, 10.0]),
+        false,
+    ),
+    ("epix10k2M-no-cm", "epix10k2M", None, false),
+    ("jungfrau16M", "jungfrau16M", None, true),
+    ("epix100", "epix100", None, true),
+];
+
+/// The goal of issue 13: ms per megapixel within this factor of ePix10k2M's.
+const GOAL: f64 = 1.2;
+
+/// One model's medians and what peakfinder8 found.
+struct ModelTimes {
+    mpx: f64,
+    cal_ms: f64,
+    pf_ms: f64,
+    max_res: f32,
+    /// Bytes a frame streams: calibration (raw, pedestal and gain factor, output with
+    /// write-allocate), peakfinder8 (frame, 2 B a pixel of bin-sorted index).
+    cal_bytes: f64,
+    pf_bytes: f64,
+    switched: f64,
+    peaks: usize,
+    matched: usize,
+    spots: usize,
+}
+
+/// Times calibration (one core) and then peakfinder8 on its output, per frame as a worker does,
+/// on `frames` synthetic hits of preset `name`.
+fn time_model(name: &str, cm: Option<[f64; 4]>, a: &Args) -> anyhow::Result<ModelTimes> {
+    let seed = 13;
+    let det = SynthDetector::full(name)?;
+    let (n, mpx) = (det.frame_len(), det.frame_len() as f64 / 1e6);
+    // The same spot density per megapixel as synth's 20..150 spots on an ePix10k2M.
+    let scale = mpx / (16.0 * 352.0 * 384.0 / 1e6);
+    let scene = Scene::new(
+        &det,
+        SceneParams {
+            spots_per_hit: (
+                (20.0 * scale).round().max(1.0) as u32,
+                (150.0 * scale).round().max(1.0) as u32,
+            ),
+            ..SceneParams::default()
+        },
+        seed,
+        1.0,
+    );
+    let mut raw = vec![vec![0u16; n]; a.frames];
+    let mut truth = Vec::new();
+    let gc = {
+        let sc = SynthConstants::generate(&det, seed);
+        let enc = Encoder::new(&sc);
+        for (e, r) in raw.iter_mut().enumerate() {
+            let ev = scene.event(e as u64);
+            r.par_chunks_mut(det.seg_len())
+                .enumerate()
+                .for_each(|(k, out)| {
+                    let input = SegmentInput {
+                        background: scene.segment_background(k),
+                        background_scale: ev.background_scale as f32,
+                        spots: &ev.spots,
+                        photon_kev: scene.params.photon_kev as f32,
+                        noise: Noise::ALL,
+                    };
+                    let mut rng = substream(seed, 4 + e as u64, k as u64);
+                    enc.encode_segment(k, &input, &mut rng, out);
+                });
+            let t = ev.spots.iter().map(|s| TrueSpot {
+                fs: s.fs,
+                ss: s.ss,
+                intensity: s.intensity_kev,
+                sigma: s.sigma,
+            });
+            truth.push(t.collect::<Vec<_>>());
+        }
+        GainConstants {
+            ngr: det.ngr(),
+            nsegs: det.nsegs(),
+            rows: det.rows(),
+            cols: det.cols(),
+            pedestals: (0..sc.pedestals.len()).map(|j| sc.baseline(j)).collect(),
+            pixel_gain: sc.pixel_gain.clone(),
+            pixel_status: sc.pixel_status().into_iter().map(u32::from).collect(),
+            pixel_mask: None,
+        }
+    };
+    let cm = cm.and_then(|c| CommonModeParams::from_psana(&c));
+    let mut cal = match det.family() {
+        Family::Epix10ka => {
+            let configs = vec![det.epix_panel_config(); det.nsegs()];
+            Calibrator::epix10ka(&gc, &configs, None, cm)?
+        }
+        Family::Jungfrau => Calibrator::jungfrau(&gc, None, cm)?,
+        Family::Epix100 => Calibrator::epix100(&gc, None, cm)?,
+        f => anyhow::bail!("no calibrator for {f}"),
+    };
+    drop(gc);
+    // Scaled as the Jungfrau 4M block: the radius window over the whole detector; thresholds
+    // in keV as `synth`'s end-to-end runs use them.
+    let max_res = scene.radius.iter().copied().fold(0.0f32, f32::max).ceil();
+    let params = Pf8Params {
+        adc_threshold: 25.0,
+        minimum_snr: 6.0,
+        min_pixel_count: 2,
+        max_pixel_count: 200,
+        local_bg_radius: 3,
+        min_res: 10.0,
+        max_res,
+        ..Pf8Params::default()
+    };
+    let layout = SlabLayout::of_model(&det.model);
+    let mut pf = PeakFinder8::new(params, layout, &scene.radius, Some(cal.mask()))?;
+    let gain_bits = det.physics.codes.iter().fold(0u16, |m, &c| m | c);
+    let switched = raw[0].iter().filter(|&&w| w & gain_bits != 0).count() as f64 / n as f64;
+    let mut out = vec![0.0f32; n];
+    let mut peaks = PeakList::with_capacity(params.max_num_peaks);
+    let (mut cal_t, mut pf_t) = (Vec::new(), Vec::new());
+    let (mut found, mut matched) = (0, 0);
+    for rep in 0..a.reps + 1 {
+        for (r, t) in raw.iter().zip(&truth) {
+            let t0 = Instant::now();
+            cal.calibrate_slab(r, &mut out)?;
+            let t1 = Instant::now();
+            pf.find(&out, &mut peaks)?;
+            let t2 = Instant::now();
+            if rep > 0 {
+                cal_t.push((t1 - t0).as_secs_f64() * 1e3);
+                pf_t.push((t2 - t1).as_secs_f64() * 1e3);
+            } else {
+                let pos: Vec<(f32, f32)> = peaks.peaks.iter().map(|q| (q.fs, q.ss)).collect();
+                found += pos.len();
+                matched += score(&pos, t, 1.5).2;
+            }
+        }
+    }
+    let unmasked = pf.effective_mask().iter().filter(|&&m| m != 0).count();
+    Ok(ModelTimes {
+        mpx,
+        cal_ms: median(&mut cal_t),
+        pf_ms: median(&mut pf_t),
+        max_res,
+        cal_bytes: (n * (2 + 4 + 4 + 4 + 4)) as f64,
+        pf_bytes: (n * 4 + unmasked * 2) as f64,
+        switched,
+        peaks: found,
+        matched,
+        spots: truth.iter().map(Vec::len).sum(),
+    })
+}
+
+/// Prints one line per model and whether the goal holds.
+fn model_section(a: &Args, bw_copy: f64) -> anyhow::Result<()> {
+    println!(
+        "per model: {} synthetic hits x reps {}, calibrate_slab (one core, psana's default for the family) then peakfinder8 on its output",
+        a.frames, a.reps
+    );
+    let mut goal = Vec::new();
+    let mut totals = Vec::new();
+    let mut reference: Option<ModelTimes> = None;
+    for &(name, preset, cm, in_goal) in MODELS {
+        let m = time_model(preset, cm, a)?;
+        let r = reference.as_ref().unwrap_or(&m);
+        let per = |ms: f64, m: &ModelTimes| ms / m.mpx;
+        let total = |m: &ModelTimes| per(m.cal_ms + m.pf_ms, m);
+        let ratio = total(&m) / total(r);
+        println!(
+            "model_kernels {name} {:.2} calibration_ms {:.3} peakfinder8_ms {:.3} sum_ms {:.3} ms_per_Mpx {:.3} ratio_vs_epix10k2M {:.2}",
+            m.mpx,
+            m.cal_ms,
+            m.pf_ms,
+            m.cal_ms + m.pf_ms,
+            total(&m),
+            ratio
+        );
+        println!(
+            "model_kernels_detail {name} calibration_ms_per_Mpx {:.3} ({:.2}x, {:.0} MB at {:.1} GB/s, copy bandwidth {bw_copy:.1}) peakfinder8_ms_per_Mpx {:.3} ({:.2}x, {:.0} MB at {:.1} GB/s)  [cm {}; switched pixels {:.5}; pf8 radius 10..{}; peaks {} matched {} of {} true spots]",
+            per(m.cal_ms, &m),
+            per(m.cal_ms, &m) / per(r.cal_ms, r),
+            m.cal_bytes / 1e6,
+            m.cal_bytes / m.cal_ms / 1e6,
+            per(m.pf_ms, &m),
+            per(m.pf_ms, &m) / per(r.pf_ms, r),
+            m.pf_bytes / 1e6,
+            m.pf_bytes / m.pf_ms / 1e6,
+            cm.map_or("none".into(), |c| format!("{c:?}")),
+            m.switched,
+            m.max_res,
+            m.peaks,
+            m.matched,
+            m.spots
+        );
+        if in_goal {
+            let verdict = if ratio <= GOAL { "holds" } else { "misses" };
+            let like = totals
+                .iter()
+                .find(|(l, _)| *l == "epix10k2M-no-cm")
+                .map_or(String::new(), |(_, t)| {
+                    format!("; {:.2}x of epix10k2M-no-cm", total(&m) / t)
+                });
+            goal.push(format!("{name} {verdict} ({ratio:.2}x{like})"));
+        }
+        totals.push((name, total(&m)));
+        reference.get_or_insert(m);
+    }
+    println!(
+        "model_kernels_goal ms_per_Mpx within {GOAL}x of epix10k2M: {}",
+        goal.join(", ")
+    );
     Ok(())
 }
