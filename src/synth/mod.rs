@@ -14,7 +14,8 @@ pub mod random;
 pub mod run;
 pub mod scene;
 
-pub use constants::{BadPixel, SynthConstants, TextMeta, Values, write_psana_text};
+use crate::detector::constants::text::TextMeta;
+pub use constants::{BadPixel, SynthConstants};
 pub use detector_spec::{Physics, SynthDetector, parse_segments};
 pub use encode::{Encoder, Noise, SegmentInput};
 pub use scene::{EventScene, Scene, SceneParams, TruthSpot};

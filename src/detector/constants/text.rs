@@ -15,7 +15,9 @@
 //!
 //! Files are read line by line (a Jungfrau 16M constant holds 50 M values).
 
-use std::io::{BufRead, BufReader};
+use crate::atomic_file::AtomicFile;
+use rayon::prelude::*;
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
@@ -259,4 +261,132 @@ pub fn read_data_txt(path: &Path) -> Result<TextArray, ConstantsError> {
         array,
         shape_from_header: false,
     })
+}
+
+/// Values of one constant array.
+#[derive(Debug, Clone, Copy)]
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    U16(&'a [u16]),
+}
+
+impl Values<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::U16(v) => v.len(),
+        }
+    }
+
+    /// numpy's name of the dtype.
+    fn dtype(&self) -> &'static str {
+        match self {
+            Values::F32(_) => "float32",
+            Values::U16(_) => "uint16",
+        }
+    }
+
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            Values::F32(v) => f64::from(v[i]),
+            Values::U16(v) => f64::from(v[i]),
+        }
+    }
+}
+
+/// The header fields of a psana text array that describe where it was made.
+#[derive(Debug, Clone)]
+pub struct TextMeta {
+    pub host: String,
+    pub work_dir: String,
+    /// `%Y-%m-%dT%H:%M:%S`.
+    pub date_time: String,
+    pub uid: String,
+}
+
+/// Writes `v` (C order, `shape`) as psana's text array, the `.data` file `cdb get` exports
+/// (`NDArrIO.save_txt(fname, arr, cmts=(), fmt='%.3f')`): a blank line, `# KEY value` lines
+/// (HOST, WORK_DIR, FILE_NAME, DATE_TIME, UID, SHAPE, DATATYPE, then DTYPE, NDIM, DIM:k), a
+/// blank line, then the array as 2-D rows of its last dimension, values `%.3f` separated by
+/// spaces (a 1-D array: one line). Written atomically.
+pub fn write_data_txt(
+    path: &Path,
+    shape: &[usize],
+    v: Values<'_>,
+    meta: &TextMeta,
+) -> std::io::Result<()> {
+    let n: usize = shape.iter().product();
+    if v.len() != n || shape.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{}: {} values for shape {shape:?}",
+            path.display(),
+            v.len()
+        )));
+    }
+    let file_name = path
+        .file_name()
+        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut head = String::new();
+    head.push('\n');
+    for (k, val) in [
+        ("HOST", meta.host.as_str()),
+        ("WORK_DIR", &meta.work_dir),
+        ("FILE_NAME", &file_name),
+        ("DATE_TIME", &meta.date_time),
+        ("UID", &meta.uid),
+        ("SHAPE", &format!("({})", dims.join(","))),
+        ("DATATYPE", v.dtype()),
+    ] {
+        head.push_str(&format!("# {k:<11} {val}\n"));
+    }
+    head.push('\n');
+    head.push_str(&format!("# {:<11} {}\n", "DTYPE", v.dtype()));
+    head.push_str(&format!("# {:<11} {}\n", "NDIM", shape.len()));
+    for (i, d) in shape.iter().enumerate() {
+        head.push_str(&format!("# {:<11} {d}\n", format!("DIM:{i}")));
+    }
+    let multi = shape.len() > 1;
+    // numpy's savetxt ends the header with a newline; save_txt adds an empty record before it
+    // for arrays of 2 or more dimensions.
+    if multi {
+        head.push('\n');
+    }
+    let row = if multi { shape[shape.len() - 1] } else { n };
+    let sep = if multi { b'\n' } else { b' ' };
+    // Rows rendered in parallel, in blocks, written in order.
+    let rows_per_block = (1 << 20) / row.max(1) + 1;
+    let nrows = n / row.max(1);
+    let mut file = AtomicFile::create(path, ".tmp")?;
+    let w = file.writer();
+    {
+        w.write_all(head.as_bytes())?;
+        let mut start = 0;
+        while start < nrows {
+            let end = (start + rows_per_block * rayon::current_num_threads()).min(nrows);
+            let blocks: Vec<Vec<u8>> = (start..end)
+                .step_by(rows_per_block)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|r0| {
+                    let mut b = Vec::with_capacity(rows_per_block * row * 10);
+                    for r in r0..(r0 + rows_per_block).min(end) {
+                        for c in 0..row {
+                            if c > 0 {
+                                b.push(b' ');
+                            }
+                            let _ = write!(b, "{:.3}", v.get(r * row + c));
+                        }
+                        b.push(sep);
+                    }
+                    b
+                })
+                .collect();
+            for b in blocks {
+                w.write_all(&b)?;
+            }
+            start = end;
+        }
+    }
+    file.commit().map(|_| ())
 }
