@@ -332,7 +332,7 @@ fn whole_detector_constants_give_the_planes_of_the_segments_present() {
     let npy = ConstantFiles::in_dir(&fixtures().join("npy"));
     let all = GainConstants::load(&npy, 3, 2, 4, 5).unwrap();
     // Segment 1 alone: psana's np.take(arr, [1], axis=-3).
-    let one = GainConstants::load_segments(&npy, 3, &[1], 4, 5).unwrap();
+    let one = GainConstants::load_segments(&npy, true, 3, &[1], 4, 5).unwrap();
     assert_eq!(one.nsegs, 1);
     let plane = 4 * 5;
     for gr in 0..3 {
@@ -350,10 +350,10 @@ fn whole_detector_constants_give_the_planes_of_the_segments_present() {
         &all.pixel_mask.as_deref().unwrap()[plane..]
     );
     // As many planes as segments present: taken as they are (constants already selected).
-    let sel = GainConstants::load_segments(&npy, 3, &[4, 9], 4, 5).unwrap();
+    let sel = GainConstants::load_segments(&npy, true, 3, &[4, 9], 4, 5).unwrap();
     assert_eq!(sel.pedestals, all.pedestals);
     // A segment beyond the constants: one error with the file, the shape found and needed.
-    let e = GainConstants::load_segments(&npy, 3, &[0, 2, 5], 4, 5)
+    let e = GainConstants::load_segments(&npy, true, 3, &[0, 2, 5], 4, 5)
         .unwrap_err()
         .to_string();
     assert!(
@@ -368,8 +368,17 @@ fn whole_detector_constants_give_the_planes_of_the_segments_present() {
     let gain = ndarray::Array3::<f32>::from_elem((1, 4, 5), 2.0);
     gain.write_npy(std::fs::File::create(tmp.path().join("pixel_gain.npy")).unwrap())
         .unwrap();
-    let c =
-        GainConstants::load_segments(&ConstantFiles::in_dir(tmp.path()), 1, &[0], 4, 5).unwrap();
+    let c = GainConstants::load_segments(&ConstantFiles::in_dir(tmp.path()), true, 1, &[0], 4, 5)
+        .unwrap();
     assert_eq!(c.pedestals, ped.iter().copied().collect::<Vec<_>>());
     assert!(c.pixel_gain.iter().all(|&g| g == 2.0));
+    // Without a gain file: gain 1 where the family has no gain factor, an error where it needs one.
+    std::fs::remove_file(tmp.path().join("pixel_gain.npy")).unwrap();
+    let files = ConstantFiles::in_dir(tmp.path());
+    let c = GainConstants::load_segments(&files, false, 1, &[0], 4, 5).unwrap();
+    assert!(c.pixel_gain.iter().all(|&g| g == 1.0));
+    let e = GainConstants::load_segments(&files, true, 1, &[0], 4, 5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pixel_gain"), "{e}");
 }

@@ -279,16 +279,18 @@ impl GainConstants {
         cols: usize,
     ) -> Result<GainConstants, ConstantsError> {
         let all: Vec<u32> = (0..nsegs as u32).collect();
-        Self::load_segments(files, ngr, &all, rows, cols)
+        Self::load_segments(files, true, ngr, &all, rows, cols)
     }
 
     /// Like [`GainConstants::load`] for the segment ids `segments` (ascending) of a detector,
     /// as psana selects them: constants of the whole detector (segment axis longer than the
     /// largest id) give the present segments' planes; constants with exactly one plane per
     /// present segment are taken as they are. With one gain range, the leading axes of size one
-    /// may be left out (`(nsegs, rows, cols)` or `(rows, cols)`).
+    /// may be left out (`(nsegs, rows, cols)` or `(rows, cols)`). Without `gain_needed` a
+    /// missing `pixel_gain` means gain 1.
     pub fn load_segments(
         files: &ConstantFiles,
+        gain_needed: bool,
         ngr: usize,
         segments: &[u32],
         rows: usize,
@@ -316,7 +318,7 @@ impl GainConstants {
             let (a, layout_only) = read_layout(p)?;
             Ok(Some((p.clone(), a, layout_only)))
         };
-        Self::assemble(read, ngr, segments, rows, cols)
+        Self::assemble(read, gain_needed, ngr, segments, rows, cols)
     }
 
     /// Loads one HDF5 file holding datasets `pedestals`, `pixel_gain` and optionally
@@ -370,11 +372,12 @@ impl GainConstants {
             Ok(Some((label, a, false)))
         };
         let all: Vec<u32> = (0..nsegs as u32).collect();
-        Self::assemble(read, ngr, &all, rows, cols)
+        Self::assemble(read, true, ngr, &all, rows, cols)
     }
 
     fn assemble(
         read: impl Fn(&str) -> Result<Loaded, ConstantsError>,
+        gain_needed: bool,
         ngr: usize,
         segments: &[u32],
         rows: usize,
@@ -410,7 +413,14 @@ impl GainConstants {
         if let Some(off) = get("pixel_offset", &shape, true)? {
             ped += &off;
         }
-        let gain = required("pixel_gain")?;
+        // Families without a gain factor (psana applies none): gain 1, the frames stay in ADU.
+        let gain = match get("pixel_gain", &shape, true) {
+            Err(ConstantsError::Missing { .. }) if !gain_needed => ArrayD::ones(shape.as_slice()),
+            g => g?.ok_or_else(|| ConstantsError::Open {
+                file: PathBuf::from("pixel_gain"),
+                err: std::io::Error::new(std::io::ErrorKind::NotFound, "required constant missing"),
+            })?,
+        };
         let status = match get("pixel_status", &shape, false)? {
             Some(a) => a
                 .iter()

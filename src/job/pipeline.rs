@@ -93,13 +93,9 @@ impl Static {
         let constants = match &cfg.detector.constants {
             Some(dir) => {
                 let (planes, (prows, pcols)) = model.constant_planes();
-                let mut files = ConstantFiles::in_dir(dir);
-                // A raw pass-through detector needs only pedestals; its gain is never used.
-                if model.family == Family::Raw && !files.pixel_gain.is_file() {
-                    files.pixel_gain = files.pedestals.clone();
-                }
                 Some(GainConstants::load_segments(
-                    &files,
+                    &ConstantFiles::in_dir(dir),
+                    model.spec().required.contains(&"pixel_gain"),
                     model.spec().gain_ranges,
                     &planes,
                     prows,
