@@ -280,7 +280,12 @@ mod tests {
 
     #[test]
     fn shipped_configs_parse() {
-        for f in ["demo.yaml", "mfx-epix10k2m.yaml", "cxi-jungfrau4m.yaml"] {
+        for f in [
+            "demo.yaml",
+            "mfx-epix10k2m.yaml",
+            "cxi-jungfrau4m.yaml",
+            "mfx-jungfrau16m.yaml",
+        ] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("configs")
                 .join(f);
