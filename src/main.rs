@@ -281,7 +281,7 @@ fn main() -> anyhow::Result<()> {
             let segments = a
                 .segments
                 .as_deref()
-                .map(synth::parse_segments)
+                .map(lclstreamer::detector::model::parse_segment_list)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             let detector = SynthDetector::new(&a.detector, segments)?;
@@ -311,9 +311,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Geometry(a) => {
             use lclstreamer::detector::psana_geometry::{self as pg, CrystfelOptions};
-            let segments = a.segments.as_deref().map(pg::parse_segment_list);
+            let segments = a
+                .segments
+                .as_deref()
+                .map(lclstreamer::detector::model::parse_segment_list)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let opts = CrystfelOptions {
-                segments: segments.transpose().map_err(anyhow::Error::msg)?,
+                segments: segments.map(|v| v.into_iter().map(|s| s as usize).collect()),
                 clen: a.clen,
                 photon_energy: a.photon_energy,
                 adu_per_ev: a.adu_per_ev,

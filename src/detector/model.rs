@@ -372,6 +372,35 @@ impl DetectorModel {
     }
 }
 
+/// Parses a segment list such as `0,3,5-9` (ids ascending after parsing, no repeats).
+pub fn parse_segment_list(s: &str) -> Result<Vec<u32>, String> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("segments {s:?}: {t:?} is not a segment id"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("segments {s:?}: range {part} runs backwards"));
+                }
+                v.extend(a..=b);
+            }
+            None => v.push(num(part)?),
+        }
+    }
+    let n = v.len();
+    v.sort_unstable();
+    v.dedup();
+    if v.len() != n {
+        return Err(format!("segments {s:?} names a segment twice"));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +429,17 @@ mod tests {
         assert!(e.to_string().contains("segment 31"), "{e}");
         let e = m.check_kind(Kind::Preset("epix10k2M")).unwrap_err();
         assert!(e.to_string().contains("jungfrau"), "{e}");
+    }
+
+    #[test]
+    fn segment_lists_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_segment_list("0,3,5-9").unwrap(),
+            [0, 3, 5, 6, 7, 8, 9]
+        );
+        assert_eq!(parse_segment_list("31, 2").unwrap(), [2, 31]);
+        assert!(parse_segment_list("1,1").unwrap_err().contains("twice"));
+        assert!(parse_segment_list("4-2").unwrap_err().contains("backwards"));
+        assert!(parse_segment_list("a").unwrap_err().contains("\"a\""));
     }
 }

@@ -103,35 +103,6 @@ impl Physics {
     }
 }
 
-/// Parses a segment list such as `0,3,5-9` (ids ascending after parsing, no repeats).
-pub fn parse_segments(s: &str) -> Result<Vec<u32>, String> {
-    let mut v = Vec::new();
-    for part in s.split(',').map(str::trim) {
-        let num = |t: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("--segments {s:?}: {t:?} is not a segment id"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("--segments {s:?}: range {part} runs backwards"));
-                }
-                v.extend(a..=b);
-            }
-            None => v.push(num(part)?),
-        }
-    }
-    let n = v.len();
-    v.sort_unstable();
-    v.dedup();
-    if v.len() != n {
-        return Err(format!("--segments {s:?} names a segment twice"));
-    }
-    Ok(v)
-}
-
 /// The preset names, for messages.
 pub fn preset_names() -> String {
     PRESETS
@@ -365,11 +336,6 @@ mod tests {
 
     #[test]
     fn segment_lists_parse_and_bad_ones_are_refused() {
-        assert_eq!(parse_segments("0,3,5-9").unwrap(), [0, 3, 5, 6, 7, 8, 9]);
-        assert_eq!(parse_segments("31, 2").unwrap(), [2, 31]);
-        assert!(parse_segments("1,1").unwrap_err().contains("twice"));
-        assert!(parse_segments("4-2").unwrap_err().contains("backwards"));
-        assert!(parse_segments("a").unwrap_err().contains("\"a\""));
         let e = SynthDetector::new("jungfrau4M", Some(vec![8])).unwrap_err();
         assert!(e.to_string().contains("segments 0..7, not 8"), "{e}");
         let e = SynthDetector::new("cspad", None).unwrap_err();

@@ -16,7 +16,7 @@ pub mod scene;
 
 use crate::detector::constants::text::TextMeta;
 pub use constants::{BadPixel, SynthConstants};
-pub use detector_spec::{Physics, SynthDetector, parse_segments};
+pub use detector_spec::{Physics, SynthDetector};
 pub use encode::{Encoder, Noise, SegmentInput};
 pub use scene::{EventScene, Scene, SceneParams, TruthSpot};
 
