@@ -141,7 +141,12 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     let mut checked = None;
     if rank == 0 {
         match check(&cfg) {
-            Ok(c) => checked = Some(c),
+            Ok(c) => {
+                if !opts.quiet {
+                    eprintln!("lclstreamer: detector {}", c.stat.model.describe());
+                }
+                checked = Some(c);
+            }
             Err(e) => {
                 eprintln!("lclstreamer: {e:#}");
                 verdict = 1;

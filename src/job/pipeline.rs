@@ -104,7 +104,8 @@ impl Static {
             }
             None if model.family == Family::Raw => None,
             None => anyhow::bail!(
-                "detector.constants: a {} detector needs calibration constants",
+                "detector.constants: detector {:?} ({} family) needs calibration constants",
+                model.det_name,
                 model.family
             ),
         };
