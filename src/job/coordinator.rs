@@ -7,6 +7,7 @@ use super::messages::{EventDesc, Msg, Part, RoleId, TransitionMsg, WorkerStats, 
 use super::router::Mailbox;
 use super::summary::{Progress, Summary};
 use crate::config::Config;
+use crate::detector::frame::is_raw_segment;
 use crate::xtc::eventbuild::{BuiltEvent, EventBuilder};
 use crate::xtc::index::StreamIndexer;
 use crate::xtc::run::RunFiles;
@@ -50,7 +51,7 @@ impl Feed {
                 expected[p.stream] = l
                     .entries()
                     .iter()
-                    .any(|(_, s)| s.det_name == self.detector && s.alg.name == "raw");
+                    .any(|(_, s)| is_raw_segment(s, &self.detector));
             }
             if !expected.iter().any(|&e| e) {
                 anyhow::bail!(
