@@ -5,6 +5,7 @@
 use lclstreamer::algo::spots::SplitMix64;
 use lclstreamer::detector::constants::{ConstantFiles, GainConstants};
 use lclstreamer::detector::epix10ka::{self, PanelConfig};
+use lclstreamer::detector::epixhr2x2;
 use lclstreamer::detector::{Calibrator, CommonModeParams};
 use ndarray::{Array3, Array4};
 use ndarray_npy::WriteNpyExt;
@@ -186,11 +187,26 @@ fn psana_epix_calib(
     user_mask: &[u8],
     cm: Option<CommonModeParams>,
 ) -> Vec<f32> {
-    let seg = 352 * 384;
+    let cbits: Vec<Vec<u8>> = configs.iter().map(psana_cbits).collect();
+    psana_multigain_calib(c, &cbits, raw, user_mask, cm, (0x4000, 9))
+}
+
+/// psana `calib_epix10ka_any` on per-segment control bits `cbits`, the data gain bit moved to
+/// bit 5 by `(raw & gain_bit) >> shift`.
+fn psana_multigain_calib(
+    c: &GainConstants,
+    cbits: &[Vec<u8>],
+    raw: &[u16],
+    user_mask: &[u8],
+    cm: Option<CommonModeParams>,
+    (gain_bit, shift): (u16, u32),
+) -> Vec<f32> {
+    let (rows, cols) = (c.rows, c.cols);
+    let seg = rows * cols;
     let n = c.frame_len();
     let mut out = vec![0.0f32; n];
     for s in 0..c.nsegs {
-        let cb = psana_cbits(&configs[s]);
+        let cb = &cbits[s];
         let mut arr = vec![0.0f32; seg];
         let mut mask = vec![false; seg];
         let mut gmask = vec![false; seg];
@@ -198,7 +214,7 @@ fn psana_epix_calib(
         for i in 0..seg {
             let k = s * seg + i;
             let r = raw[k];
-            let bits = cb[i] | (((r & 0x4000) >> 9) as u8);
+            let bits = cb[i] | (((r & gain_bit) >> shift) as u8);
             let good = (0..5).all(|gr| c.pixel_status[gr * n + k] == 0) && user_mask[k] != 0;
             mask[i] = good;
             match psana_gain_range(bits) {
@@ -218,13 +234,44 @@ fn psana_epix_calib(
             }
         }
         if let Some(p) = cm {
-            psana_cm(&mut arr, &gmask, (352, 384, 176), 8, &p);
+            psana_cm(&mut arr, &gmask, (rows, cols, rows / 2), 8, &p);
         }
         for i in 0..seg {
             out[s * seg + i] = arr[i] * fac[i] * f32::from(u8::from(mask[i]));
         }
     }
     out
+}
+
+/// psana `cbits_config_epixhr2x2`, step by step: the flat `asicPixelConfig` & 12 as the panel,
+/// then `trbit` for all pixels, none, or per quadrant (A1 top left, A0 bottom left, A3 top
+/// right, A2 bottom right).
+fn psana_cbits_hr(cfg: &PanelConfig) -> Vec<u8> {
+    let (rows, cols) = (288, 384);
+    let (rh, ch) = (rows / 2, cols / 2);
+    let mut cb: Vec<u8> = cfg.asic_pixel_config.iter().map(|&b| b & 12).collect();
+    assert_eq!(cb.len(), rows * cols);
+    let tr = cfg.trbit;
+    if tr.iter().all(|&t| t != 0) {
+        cb.iter_mut().for_each(|b| *b |= 16);
+    } else if tr.iter().any(|&t| t != 0) {
+        let quads = [
+            (tr[1], 0..rh, 0..ch),
+            (tr[0], rh..rows, 0..ch),
+            (tr[3], 0..rh, ch..cols),
+            (tr[2], rh..rows, ch..cols),
+        ];
+        for (t, rr, cc) in quads {
+            if t != 0 {
+                for r in rr {
+                    for c in cc.clone() {
+                        cb[r * cols + c] |= 16;
+                    }
+                }
+            }
+        }
+    }
+    cb
 }
 
 /// Bit for bit, the sign of masked zeros included.
@@ -302,6 +349,170 @@ fn epix10ka_config_assembly_and_gain_table() {
             .to_string()
             .contains("segment 3")
     );
+}
+
+fn random_epixhr2x2_case(
+    nsegs: usize,
+    trbits: &[[u8; 4]],
+    rng: &mut SplitMix64,
+) -> (GainConstants, Vec<PanelConfig>, Vec<u16>) {
+    let (rows, cols, ngr) = (288, 384, 7);
+    let n = nsegs * rows * cols;
+    let gains = [41.0f32, 13.7, 0.512, 41.0, 13.7, 0.512, 0.512];
+    let mut c = GainConstants {
+        ngr,
+        nsegs,
+        rows,
+        cols,
+        pedestals: vec![0.0; ngr * n],
+        pixel_gain: vec![0.0; ngr * n],
+        pixel_status: vec![0; ngr * n],
+        pixel_mask: None,
+    };
+    for gr in 0..ngr {
+        for i in 0..n {
+            let k = gr * n + i;
+            c.pedestals[k] = 1500.0 + 60.0 * rng.normal() as f32 + 100.0 * gr as f32;
+            c.pixel_gain[k] = gains[gr] * (1.0 + 0.03 * rng.normal() as f32);
+            if rng.uniform() < 2e-4 {
+                c.pixel_status[k] = 1 << (gr % 4);
+            }
+        }
+    }
+    for g in c.pixel_gain.iter_mut().step_by(997) {
+        *g = 0.0;
+    }
+    let configs = (0..nsegs)
+        .map(|s| {
+            let choices = [0u8, 4, 8, 12, 0, 0];
+            let apc: Vec<u8> = (0..rows * cols)
+                .map(|_| choices[(rng.uniform() * choices.len() as f64) as usize] | 0x3)
+                .collect();
+            epixhr2x2::panel_config(s, &apc, &trbits[s % trbits.len()]).unwrap()
+        })
+        .collect();
+    let raw = (0..n)
+        .map(|i| {
+            let row_cm = ((i / 48) % 7) as f64 * 3.0 - 9.0;
+            let adc = 1500.0 + 80.0 * rng.normal() + row_cm;
+            // Bit 15 switches gain; bit 14, set on its own or with it, must be ignored.
+            let g15 = if rng.uniform() < 0.3 { 0x8000 } else { 0 };
+            let b14 = if rng.uniform() < 0.5 { 0x4000 } else { 0 };
+            (adc.clamp(0.0, 16383.0) as u16) | g15 | b14
+        })
+        .collect();
+    (c, configs, raw)
+}
+
+#[test]
+fn epixhr2x2_matches_psana_recipe_gain_bit_15_all_common_modes() {
+    let mut rng = SplitMix64::new(11);
+    let trbits = [[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 1, 1, 0]];
+    let (c, configs, raw) = random_epixhr2x2_case(4, &trbits, &mut rng);
+    let n = c.frame_len();
+    let user_mask: Vec<u8> = (0..n).map(|i| u8::from(i % 1013 != 0)).collect();
+    let cbits: Vec<Vec<u8>> = configs.iter().map(psana_cbits_hr).collect();
+    let mut out = vec![0.0f32; n];
+    for cm in [
+        None,
+        Some([7.0, 1.0, 100.0, 10.0]),
+        Some([7.0, 2.0, 30.0, 10.0]),
+        Some([7.0, 4.0, 100.0, 10.0]),
+        Some([7.0, 7.0, 100.0, 10.0]),
+        Some([0.0, 7.0, 100.0, 40.0]),
+    ] {
+        let cm = cm.and_then(|v| CommonModeParams::from_psana(&v));
+        let mut cal = Calibrator::epixhr2x2(&c, &configs, Some(&user_mask), cm).unwrap();
+        cal.calibrate_slab(&raw, &mut out).unwrap();
+        let reference = psana_multigain_calib(&c, &cbits, &raw, &user_mask, cm, (0x8000, 10));
+        assert_bits(&out, &reference, &format!("cm {cm:?}"));
+        let mut par = vec![0.0f32; n];
+        cal.calibrate_slab_par(&raw, &mut par).unwrap();
+        assert_bits(&par, &out, &format!("cm {cm:?}, segments in parallel"));
+        let segs: Vec<&[u16]> = raw.chunks(288 * 384).collect();
+        cal.calibrate(&segs, &mut par).unwrap();
+        assert_bits(&par, &out, &format!("cm {cm:?}, segment by segment"));
+    }
+    // Bit 14 alone selects nothing: clearing it changes no pixel.
+    let cleared: Vec<u16> = raw.iter().map(|&r| r & !0x4000).collect();
+    let mut cal = Calibrator::epixhr2x2(&c, &configs, Some(&user_mask), None).unwrap();
+    let mut again = vec![0.0f32; n];
+    cal.calibrate_slab(&raw, &mut out).unwrap();
+    cal.calibrate_slab(&cleared, &mut again).unwrap();
+    assert_bits(&again, &out, "bit 14 cleared");
+}
+
+#[test]
+fn epixhr2x2_config_assembly_and_gain_bit() {
+    // Auto high-to-low everywhere (asicPixelConfig 0): trbit picks H or M per ASIC quadrant and
+    // data bit 15 picks the low range.
+    let apc = vec![0u8; 288 * 384];
+    let cfg = epixhr2x2::panel_config(0, &apc, &[1, 0, 0, 1]).unwrap();
+    let cb = epixhr2x2::control_bits(&cfg).unwrap();
+    assert_eq!(cb, psana_cbits_hr(&cfg));
+    let px = |r: usize, c: usize| r * 384 + c;
+    assert_eq!(cb[px(0, 0)], 0); // A1 top left, trbit 0
+    assert_eq!(cb[px(287, 0)], 16); // A0 bottom left, trbit 1
+    assert_eq!(cb[px(0, 383)], 16); // A3 top right, trbit 1
+    assert_eq!(cb[px(287, 383)], 0); // A2 bottom right, trbit 0
+    let [g0, g1] = epixhr2x2::gain_ranges(&cfg).unwrap();
+    use epix10ka::GainRange::*;
+    assert_eq!(g0[px(287, 0)], Some(AutoHighLowHigh));
+    assert_eq!(g1[px(287, 0)], Some(AutoHighLowLow));
+    assert_eq!(g0[px(0, 0)], Some(AutoMediumLowMedium));
+    assert_eq!(g1[px(0, 0)], Some(AutoMediumLowLow));
+    for trbit in [[0u8; 4], [1; 4], [0, 1, 0, 1], [2, 0, 7, 0]] {
+        let apc: Vec<u8> = (0..288 * 384).map(|i| (i * 7 % 256) as u8).collect();
+        let cfg = epixhr2x2::panel_config(0, &apc, &trbit).unwrap();
+        assert_eq!(
+            epixhr2x2::control_bits(&cfg).unwrap(),
+            psana_cbits_hr(&cfg),
+            "trbit {trbit:?}"
+        );
+    }
+    // One pixel per gain range and gain-bit state, against psana's table, through the
+    // calibrator: pedestal of range gr is 100·gr, gain 1, so calib = raw − 100·gr.
+    let c = GainConstants {
+        ngr: 7,
+        nsegs: 1,
+        rows: 288,
+        cols: 384,
+        pedestals: (0..7)
+            .flat_map(|gr| vec![100.0 * gr as f32; 288 * 384])
+            .collect(),
+        pixel_gain: vec![1.0; 7 * 288 * 384],
+        pixel_status: vec![0; 7 * 288 * 384],
+        pixel_mask: None,
+    };
+    let mut apc = vec![0u8; 288 * 384];
+    for (i, b) in apc.iter_mut().enumerate() {
+        *b = [0u8, 4, 8, 12][i % 4];
+    }
+    for trbit in [[0u8; 4], [1; 4]] {
+        let cfg = epixhr2x2::panel_config(0, &apc, &trbit).unwrap();
+        let mut cal = Calibrator::epixhr2x2(&c, std::slice::from_ref(&cfg), None, None).unwrap();
+        let cb = psana_cbits_hr(&cfg);
+        for raw_hi in [0u16, 0x4000, 0x8000, 0xC000] {
+            let raw = vec![5000u16 | raw_hi; 288 * 384];
+            let mut out = vec![0.0f32; 288 * 384];
+            cal.calibrate_slab(&raw, &mut out).unwrap();
+            for i in 0..4 {
+                let bits = cb[i] | u8::from(raw_hi & 0x8000 != 0) << 5;
+                let want = psana_gain_range(bits).map_or(5000.0, |gr| 5000.0 - 100.0 * gr as f32);
+                assert_eq!(out[i], want, "trbit {trbit:?} raw {raw_hi:#x} pixel {i}");
+            }
+        }
+    }
+    assert!(
+        epixhr2x2::panel_config(2, &apc[1..], &[0; 4])
+            .unwrap_err()
+            .to_string()
+            .contains("segment 2")
+    );
+    assert!(epixhr2x2::panel_config(2, &apc, &[0; 3]).is_err());
+    // ePix10ka-sized configurations are refused, not misread.
+    let wrong = PanelConfig::uniform(0, 1);
+    assert!(Calibrator::epixhr2x2(&c, &[wrong], None, None).is_err());
 }
 
 #[test]

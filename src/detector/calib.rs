@@ -1,6 +1,7 @@
-//! Raw → calibrated f32 frames for ePix10ka, Jungfrau and ePix100, psana's recipe:
+//! Raw → calibrated f32 frames for ePix10ka, ePixHR2x2, Jungfrau, ePix100 and ePixM320,
+//! psana's recipe:
 //! `calib = ((raw & adc) − ped[gr]) → common mode → × (1/pixel_gain[gr]) × mask`, `adc` being
-//! `0x3FFF` below the gain bits (ePix10ka, Jungfrau) or all 16 bits (ePix100).
+//! `0x3FFF` below the gain bits (ePix10ka, ePixHR2x2, Jungfrau) or all 16 bits (ePix100).
 //!
 //! Everything that depends only on constants and configuration is precomputed per pixel: for each
 //! value of the raw gain bits a table of pedestal, gain factor with the mask folded in, and
@@ -17,6 +18,7 @@ use super::common_mode::{self, CmScratch, CommonModeParams};
 use super::constants::GainConstants;
 use super::epix10ka::{self, PanelConfig};
 use super::epix100;
+use super::epixhr2x2;
 use super::epixm320;
 use super::jungfrau;
 use super::mask;
@@ -46,9 +48,7 @@ pub enum CalibError {
         e_rows: usize,
         e_cols: usize,
     },
-    #[error(
-        "ePix10ka needs one configuration per segment: got {actual}, constants have {expected}"
-    )]
+    #[error("one panel configuration per segment needed: got {actual}, constants have {expected}")]
     Configs { actual: usize, expected: usize },
     #[error("common-mode row split {split}: needs a positive multiple of 8 below the segment rows")]
     Split { split: usize },
@@ -222,14 +222,63 @@ impl Calibrator {
         user_mask: Option<&[u8]>,
         cm: Option<CommonModeParams>,
     ) -> Result<Calibrator, CalibError> {
-        let c = constants;
         check_shape(
-            c,
+            constants,
             Family::Epix10ka,
             epix10ka::NUM_GAIN_RANGES,
             epix10ka::ROWS,
             epix10ka::COLS,
         )?;
+        Self::epix_multigain(
+            Family::Epix10ka,
+            constants,
+            configs,
+            |cfg| Some(cfg.gain_ranges()),
+            epix10ka::GAIN_BIT,
+            user_mask,
+            cm,
+        )
+    }
+
+    /// ePixHR2x2 (psana `epixhr2x2_raw_2_0_1`): the ePix10ka recipe on `(7, nsegs, 288, 384)`
+    /// constants, with the gain bit at 15 and `configs` assembled as [`epixhr2x2`] says; psana
+    /// applies the common mode of its constants (`cm`) as for ePix10ka.
+    pub fn epixhr2x2(
+        constants: &GainConstants,
+        configs: &[PanelConfig],
+        user_mask: Option<&[u8]>,
+        cm: Option<CommonModeParams>,
+    ) -> Result<Calibrator, CalibError> {
+        check_shape(
+            constants,
+            Family::EpixHr2x2,
+            epixhr2x2::NUM_GAIN_RANGES,
+            epixhr2x2::ROWS,
+            epixhr2x2::COLS,
+        )?;
+        Self::epix_multigain(
+            Family::EpixHr2x2,
+            constants,
+            configs,
+            epixhr2x2::gain_ranges,
+            epixhr2x2::GAIN_BIT,
+            user_mask,
+            cm,
+        )
+    }
+
+    /// psana's `calib_epix10ka_any`: per pixel, the gain range of its configuration with the
+    /// data `gain_bit` clear and set (`ranges`, per segment), ADC `0x3FFF`, common mode in 8
+    /// banks per half segment.
+    fn epix_multigain(
+        kind: Family,
+        c: &GainConstants,
+        configs: &[PanelConfig],
+        ranges: impl Fn(&PanelConfig) -> Option<[Vec<Option<epix10ka::GainRange>>; 2]>,
+        gain_bit: u16,
+        user_mask: Option<&[u8]>,
+        cm: Option<CommonModeParams>,
+    ) -> Result<Calibrator, CalibError> {
         if configs.len() != c.nsegs {
             return Err(CalibError::Configs {
                 actual: configs.len(),
@@ -242,7 +291,11 @@ impl Calibrator {
         let alg7 = cm.is_some_and(|p| p.alg == 7);
         let mut per_bit: [Vec<Option<epix10ka::GainRange>>; 2] = [vec![None; n], vec![None; n]];
         for (s, cfg) in configs.iter().enumerate() {
-            let [g0, g1] = cfg.gain_ranges();
+            let [g0, g1] = ranges(cfg).ok_or_else(|| CalibError::Size {
+                what: format!("segment {s} asicPixelConfig"),
+                actual: cfg.asic_pixel_config.len(),
+                expected: seg,
+            })?;
             per_bit[0][s * seg..(s + 1) * seg].copy_from_slice(&g0);
             per_bit[1][s * seg..(s + 1) * seg].copy_from_slice(&g1);
         }
@@ -274,20 +327,15 @@ impl Calibrator {
         } else {
             (1, vec![SparseTable::from(build(&per_bit[1]))])
         };
+        let code_mask = gain_bit >> 14;
+        let table = |code: u16| if code & code_mask != 0 { second } else { 0 };
         let codes = Codes {
             adc: epix10ka::DATA_MASK,
-            mask: 1,
-            table: [0, second, 0, second],
+            mask: code_mask,
+            table: [table(0), table(1), table(2), table(3)],
         };
         Ok(Self::assemble(
-            Family::Epix10ka,
-            c,
-            codes,
-            primary,
-            sparse,
-            8,
-            cm,
-            pmask,
+            kind, c, codes, primary, sparse, 8, cm, pmask,
         ))
     }
 

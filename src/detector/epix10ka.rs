@@ -72,22 +72,21 @@ pub fn gain_range(cbits: u8) -> Option<GainRange> {
 /// Errors in configuration inputs.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "ePix10ka segment {seg}: asicPixelConfig has {actual} bytes, expected 4x176x192 = {expected}"
-    )]
+    #[error("segment {seg}: asicPixelConfig has {actual} bytes, expected {expected}")]
     PixelConfig {
         seg: usize,
         actual: usize,
         expected: usize,
     },
-    #[error("ePix10ka segment {seg}: trbit has {actual} entries, expected 4")]
+    #[error("segment {seg}: trbit has {actual} entries, expected 4")]
     Trbit { seg: usize, actual: usize },
 }
 
-/// Configuration of one panel as the DAQ records it.
+/// Configuration of one panel as the DAQ records it (ePix10ka; ePixHR2x2 through
+/// [`super::epixhr2x2`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PanelConfig {
-    /// `asicPixelConfig`, u8 (4, 176, 192).
+    /// `asicPixelConfig`, u8: (4, 176, 192) for ePix10ka, (288, 384) for ePixHR2x2.
     pub asic_pixel_config: Vec<u8>,
     /// `trbit`, one per ASIC.
     pub trbit: [u8; 4],

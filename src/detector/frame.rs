@@ -8,7 +8,8 @@
 use super::calib::{CalibError, Calibrator};
 use super::common_mode::CommonModeParams;
 use super::constants::GainConstants;
-use super::epix10ka::PanelConfig;
+use super::epix10ka::{ConfigError, PanelConfig};
+use super::epixhr2x2;
 use super::model::{DetectorModel, Family, ModelError};
 use crate::xtc::{Dgram, DgramReader, NamesLookup, Schema, TransitionId};
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +31,8 @@ pub struct Configured {
     /// Schemas of every stream, by stream id.
     pub lookups: HashMap<u32, NamesLookup>,
     pub model: DetectorModel,
-    /// ePix10ka: one panel configuration per present segment, in slab order; empty otherwise.
+    /// ePix10ka, ePixHR2x2: one panel configuration per present segment, in slab order; empty
+    /// otherwise.
     pub panel_configs: Vec<PanelConfig>,
 }
 
@@ -61,7 +63,8 @@ impl Configured {
         let mut lookups = HashMap::new();
         let mut first: Option<Schema> = None;
         let mut segments = Vec::new();
-        let mut configs: BTreeMap<u32, PanelConfig> = BTreeMap::new();
+        // Per segment: `asicPixelConfig` and `trbit`, read once the family is known.
+        let mut configs: BTreeMap<u32, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
         for &(stream, bytes) in per_stream {
             let fmt = |msg: String| ConfigureError::Format { stream, msg };
             let d = Dgram::parse(bytes, 0).map_err(|e| fmt(e.to_string()))?;
@@ -99,14 +102,7 @@ impl Configured {
                     let seg = b.schema.segment;
                     let apc = apc.elements::<u8>().unwrap_or_default();
                     let tr = tr.elements::<u8>().unwrap_or_default();
-                    let cfg = PanelConfig::new(seg as usize, &apc, &tr).map_err(|e| {
-                        ConfigureError::PanelConfig {
-                            det: det.into(),
-                            segment: seg,
-                            msg: e.to_string(),
-                        }
-                    })?;
-                    configs.insert(seg, cfg);
+                    configs.insert(seg, (apc.into_owned(), tr.into_owned()));
                 }
             }
             lookups.insert(stream, lookup);
@@ -141,18 +137,29 @@ impl Configured {
             segments,
             segment_shape,
         };
-        let panel_configs = if family == Family::Epix10ka {
+        type PanelConfigFn = fn(usize, &[u8], &[u8]) -> Result<PanelConfig, ConfigError>;
+        let panel_config: Option<PanelConfigFn> = match family {
+            Family::Epix10ka => Some(PanelConfig::new),
+            Family::EpixHr2x2 => Some(epixhr2x2::panel_config),
+            _ => None,
+        };
+        let panel_configs = if let Some(panel_config) = panel_config {
+            let err = |segment: u32, msg: String| ConfigureError::PanelConfig {
+                det: det.into(),
+                segment,
+                msg,
+            };
             model
                 .segments
                 .iter()
-                .map(|s| {
-                    configs
-                        .remove(s)
-                        .ok_or_else(|| ConfigureError::PanelConfig {
-                            det: det.into(),
-                            segment: *s,
-                            msg: "the Configure has no asicPixelConfig/trbit for it".into(),
-                        })
+                .map(|&s| {
+                    let (apc, tr) = configs.remove(&s).ok_or_else(|| {
+                        err(
+                            s,
+                            "the Configure has no asicPixelConfig/trbit for it".into(),
+                        )
+                    })?;
+                    panel_config(s as usize, &apc, &tr).map_err(|e| err(s, e.to_string()))
                 })
                 .collect::<Result<_, _>>()?
         } else {
@@ -310,6 +317,12 @@ impl FrameCalibrator {
         };
         Ok(Some(match m.family {
             Family::Epix10ka => FrameCalibrator::Gain(Box::new(Calibrator::epix10ka(
+                c,
+                &conf.panel_configs,
+                user_mask,
+                cm,
+            )?)),
+            Family::EpixHr2x2 => FrameCalibrator::Gain(Box::new(Calibrator::epixhr2x2(
                 c,
                 &conf.panel_configs,
                 user_mask,

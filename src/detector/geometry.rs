@@ -520,12 +520,12 @@ impl Geometry {
     }
 }
 
-/// Pixels per metre of the idealised panels of `family` (ePix10ka 100 µm, Jungfrau 75 µm,
-/// ePix100 50 µm; 100 µm otherwise).
+/// Pixels per metre of the idealised panels of `family` (ePix10ka, ePixHR2x2 100 µm, Jungfrau
+/// 75 µm, ePix100 50 µm; 100 µm otherwise).
 pub fn synthetic_res(family: Family) -> f64 {
     match family {
         Family::Jungfrau => 13333.333,
         Family::Epix100 => 20000.0,
-        Family::Epix10ka | Family::EpixM320 | Family::Raw => 10000.0,
+        Family::Epix10ka | Family::EpixHr2x2 | Family::EpixM320 | Family::Raw => 10000.0,
     }
 }

@@ -7,6 +7,7 @@ pub mod common_mode;
 pub mod constants;
 pub mod epix100;
 pub mod epix10ka;
+pub mod epixhr2x2;
 pub mod epixm320;
 pub mod frame;
 pub mod geometry;

@@ -12,6 +12,8 @@ use std::fmt;
 pub enum Family {
     /// ePix10ka panels (quad, 2M): 7 gain ranges from configuration bits and data bit 14.
     Epix10ka,
+    /// ePixHR2x2 panels: ePix10ka's 7 gain ranges on 288×384, data gain bit 15.
+    EpixHr2x2,
     /// Jungfrau modules (0.5M … 16M): 3 gains from data bits 15..14.
     Jungfrau,
     /// ePix100: one gain, 704×768.
@@ -53,6 +55,17 @@ pub const FAMILIES: &[FamilySpec] = &[
         name: "epix10ka",
         det_types: &["epix10ka", "epix10ka2m", "epix10kaquad"],
         segment: Some((352, 384)),
+        asics: (2, 2),
+        gain_ranges: 7,
+        required: &["pedestals", "pixel_gain"],
+        optional: &["pixel_status", "pixel_mask"],
+        planes_per_segment: 1,
+    },
+    FamilySpec {
+        family: Family::EpixHr2x2,
+        name: "epixhr2x2",
+        det_types: &["epixhr2x2"],
+        segment: Some((288, 384)),
         asics: (2, 2),
         gain_ranges: 7,
         required: &["pedestals", "pixel_gain"],
@@ -409,6 +422,8 @@ mod tests {
     fn det_types_select_families() {
         assert_eq!(Family::of_det_type("epix10ka"), Family::Epix10ka);
         assert_eq!(Family::of_det_type("jungfrau"), Family::Jungfrau);
+        assert_eq!(Family::of_det_type("epixhr2x2"), Family::EpixHr2x2);
+        assert_eq!(Family::EpixHr2x2.spec().segment, Some((288, 384)));
         assert_eq!(Family::of_det_type("epix100"), Family::Epix100);
         assert_eq!(Family::of_det_type("archon"), Family::Raw);
     }

@@ -98,7 +98,7 @@ impl Physics {
             Family::Epix10ka => Some(&EPIX10KA),
             Family::Jungfrau => Some(&JUNGFRAU),
             Family::Epix100 => Some(&EPIX100),
-            Family::EpixM320 | Family::Raw => None,
+            Family::EpixHr2x2 | Family::EpixM320 | Family::Raw => None,
         }
     }
 }
