@@ -369,11 +369,11 @@ fn random_epixhr2x2_case(
         pixel_status: vec![0; ngr * n],
         pixel_mask: None,
     };
-    for gr in 0..ngr {
+    for (gr, &g) in gains.iter().enumerate() {
         for i in 0..n {
             let k = gr * n + i;
             c.pedestals[k] = 1500.0 + 60.0 * rng.normal() as f32 + 100.0 * gr as f32;
-            c.pixel_gain[k] = gains[gr] * (1.0 + 0.03 * rng.normal() as f32);
+            c.pixel_gain[k] = g * (1.0 + 0.03 * rng.normal() as f32);
             if rng.uniform() < 2e-4 {
                 c.pixel_status[k] = 1 << (gr % 4);
             }
