@@ -1,9 +1,9 @@
-//! Calibrates raw ePix10ka, Jungfrau or ePix100 frames from `.npy` files with [`Calibrator`] and
+//! Calibrates raw ePix10ka, ePixHR2x2, Jungfrau, ePix100 or ePixM320 frames from `.npy` files with [`Calibrator`] and
 //! writes the result as `.npy`, so an external reference (psana, `scripts/psana-crosscheck`) can
 //! compare values.
 //!
 //! ```text
-//! calib_dump CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy [CMPARS]
+//! calib_dump [--epixhr2x2] CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy [CMPARS]
 //! calib_dump --jungfrau|--epix100|--epix100-halves|--epixm320 CONST_DIR RAW.npy OUT.npy [CMPARS]
 //! ```
 //! `CONST_DIR` holds psana-shaped constants (`pedestals.npy`, `pixel_gain.npy`, optional
@@ -16,10 +16,13 @@
 //! read. `--epix100-halves` splits ePix100 common mode at row 352, as psana does with 3-D
 //! constants (`--epix100`: at row 384, as with the 2-D constants psana stores). `--epixm320`:
 //! constants `(2, 4, 192, 384)`, one ASIC a segment, no common mode (a `pixel_gain.npy` must be
-//! there for the loader but is not used).
+//! there for the loader but is not used). `--epixhr2x2`: the first form with constants
+//! `(7, nsegs, 288, 384)`, raw `(frames, nsegs, 288, 384)` and `PIXEL_CONFIG.npy` the flat
+//! `asicPixelConfig` of each panel, `(nsegs, 110592)` (or any shape of that size per segment).
 
 use anyhow::{Context, Result, bail};
 use lclstreamer::detector::epix10ka::{self, PanelConfig};
+use lclstreamer::detector::epixhr2x2;
 use lclstreamer::detector::{
     Calibrator, CommonModeParams, ConstantFiles, GainConstants, epix100, epixm320, jungfrau,
 };
@@ -49,7 +52,7 @@ fn cmpars(arg: Option<&String>) -> Result<Option<CommonModeParams>> {
     )?))
 }
 
-const USAGE: &str = "usage: calib_dump CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy \
+const USAGE: &str = "usage: calib_dump [--epixhr2x2] CONST_DIR RAW.npy PIXEL_CONFIG.npy TRBIT.npy OUT.npy \
                      [CMPARS]\n       calib_dump --jungfrau|--epix100|--epix100-halves|--epixm320 CONST_DIR RAW.npy OUT.npy [CMPARS]";
 
 fn main() -> Result<()> {
@@ -91,20 +94,22 @@ fn main() -> Result<()> {
             };
             (raw, cal, PathBuf::from(&args[3]))
         }
-        _ => {
+        first => {
+            let hr = first == Some("--epixhr2x2");
+            let args = if hr { &args[1..] } else { &args[..] };
             if !(5..=6).contains(&args.len()) {
                 bail!("{USAGE}");
             }
             let raw: Array4<u16> = read(Path::new(&args[1]))?;
-            let cal = epix10ka_calibrator(&args, raw.shape()[1])?;
+            let cal = multigain_calibrator(args, raw.shape()[1], hr)?;
             (raw, cal, PathBuf::from(&args[4]))
         }
     };
     calibrate_all(raw, cal, &dest)
 }
 
-/// The ePix10ka calibrator of the first form's arguments.
-fn epix10ka_calibrator(args: &[String], nsegs: usize) -> Result<Calibrator> {
+/// The ePix10ka (ePixHR2x2 with `hr`) calibrator of the first form's arguments.
+fn multigain_calibrator(args: &[String], nsegs: usize, hr: bool) -> Result<Calibrator> {
     let pixel_config: ArrayD<u8> = read(Path::new(&args[2]))?;
     let trbit: Array2<u8> = read(Path::new(&args[3]))?;
     if pixel_config.shape()[0] != nsegs || trbit.shape()[0] != nsegs {
@@ -118,22 +123,27 @@ fn epix10ka_calibrator(args: &[String], nsegs: usize) -> Result<Calibrator> {
         .map(|s| {
             let pc = pixel_config.index_axis(Axis(0), s);
             let tr = trbit.index_axis(Axis(0), s);
-            PanelConfig::new(
-                s,
-                &pc.iter().copied().collect::<Vec<_>>(),
-                &tr.iter().copied().collect::<Vec<_>>(),
-            )
+            let (pc, tr) = (pc.iter().copied().collect::<Vec<_>>(), tr.to_vec());
+            if hr {
+                epixhr2x2::panel_config(s, &pc, &tr)
+            } else {
+                PanelConfig::new(s, &pc, &tr)
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let constants = GainConstants::load(
-        &ConstantFiles::in_dir(Path::new(&args[0])),
-        epix10ka::NUM_GAIN_RANGES,
-        nsegs,
-        epix10ka::ROWS,
-        epix10ka::COLS,
-    )?;
+    let (rows, cols) = if hr {
+        (epixhr2x2::ROWS, epixhr2x2::COLS)
+    } else {
+        (epix10ka::ROWS, epix10ka::COLS)
+    };
+    let files = ConstantFiles::in_dir(Path::new(&args[0]));
+    let constants = GainConstants::load(&files, epix10ka::NUM_GAIN_RANGES, nsegs, rows, cols)?;
     let cm = cmpars(args.get(5))?;
-    Ok(Calibrator::epix10ka(&constants, &configs, None, cm)?)
+    Ok(if hr {
+        Calibrator::epixhr2x2(&constants, &configs, None, cm)?
+    } else {
+        Calibrator::epix10ka(&constants, &configs, None, cm)?
+    })
 }
 
 /// Calibrates every frame of `raw` and writes them to `dest` (atomically).

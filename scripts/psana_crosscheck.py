@@ -11,7 +11,7 @@ calib:  psana's own ePix10ka calibration (`calib_epix10ka_any`, the function beh
         its default C++ `calib_jungfrau_v3`, and the python path with common mode) on one
         module and on 3 modules of a 32-module set; ePix100 (`epix100_raw_2_0_1.calib`, i.e.
         `calib_epix100` and `UtilsCommonMode.common_mode_apply`); ePixM320
-        (`epixm320_raw_0_0_0.calib`). And the real ePix10ka quad
+        (`epixm320_raw_0_0_0.calib`); ePixHR2x2 (`epixhr2x2_raw_2_0_1.calib`). And the real ePix10ka quad
         (detector/test_epix_calib.xtc2): `lclstreamer run` against psana's DataSource and
         `det.raw.calib`, the same constants injected into `det.raw._calibconst`, bit for bit.
 pf8:    psana's peakfinder8 (psalg_ext) against lclstreamer's PeakFinder8 when available.
@@ -772,6 +772,91 @@ def check_calib_epix100(work):
                 f"{moved}; {high} raw words above 0x3FFF")
 
 
+def make_psana_epixhr2x2(consts, pixel_config, trbit):
+    """psana's epixhr2x2 raw 2.0.1 detector object, built as make_psana_epix builds ePix10ka's:
+    its own `_cbits_config_segment` (cbits_config_epixhr2x2) and gain bit 15, set by the class
+    and copied here because its __init__ needs a DataSource."""
+    import logging
+    from psana.detector.epixhr2x2 import epixhr2x2_raw_2_0_1
+    from psana.pscalib.geometry.SegGeometryStore import sgs
+
+    class SyntheticEpixHr2x2(epixhr2x2_raw_2_0_1):
+        def setup(self):
+            nsegs = consts["pedestals"].shape[1]
+            self._det_name = "synthetic_epixhr2x2"
+            meta = {"experiment": "synthetic", "run": 0}
+            self._calibconst = {k: (v, meta) for k, v in consts.items()}
+            self._calibc_ = self._maskalgos_ = self._store_ = None
+            self._kwargs, self._args = {}, ()
+            self._logmet_init = logging.getLogger(__name__).debug
+            self._segment_numbers = list(range(nsegs))
+            self._seg_geo = sgs.Create(segname="EPIXHR2X2:V1")
+            self._data_bit_mask, self._data_gain_bit = 0x3FFF, 0x8000
+            self._data_gain_bitnum, self._gain_bit_shift = 15, 10
+            self._cfgs = {s: SimpleNamespace(config=SimpleNamespace(
+                asicPixelConfig=pixel_config[s], trbit=trbit[s])) for s in range(nsegs)}
+            self.frame = None
+
+        def _seg_configs(self):
+            return self._cfgs
+
+        def raw(self, evt, copy=True):
+            return self.frame
+
+    det = object.__new__(SyntheticEpixHr2x2)
+    det.setup()
+    return det
+
+
+def check_calib_epixhr2x2(work):
+    """psana's epixhr2x2_raw_2_0_1.calib (calib_epix10ka_any with cbits_config_epixhr2x2 and gain
+    bit 15) against calib_dump --epixhr2x2: mixed configurations, trbits all, none and per ASIC,
+    raw bit 14 set at random (psana ignores it)."""
+    rng = np.random.default_rng(20261203)
+    nsegs, nframes, shape = 4, 2, (288, 384)
+    g_of = np.array([41.0, 13.7, 0.512, 41.0, 13.7, 0.512, 0.512], np.float32)
+    peds = (1500 + rng.normal(0, 60, (7, nsegs) + shape)
+            + 100 * np.arange(7)[:, None, None, None]).astype(np.float32)
+    gain = (g_of[:, None, None, None] * (1 + 0.03 * rng.normal(0, 1, (7, nsegs) + shape))
+            ).astype(np.float32)
+    gain.reshape(-1)[::997] = 0
+    status = np.where(rng.random((7, nsegs) + shape) < 2e-4, 1, 0).astype(np.uint64)
+    pc = rng.choice(np.array([0, 4, 8, 12, 0, 0], np.uint8), (nsegs, shape[0] * shape[1])) | 3
+    pc[:, : 50 * 384] = 0  # a block in auto high/medium-to-low, switched by bit 15
+    trbit = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 1, 1, 0]], np.uint8)
+    adc = peds[3] + rng.normal(0, 3, (nframes, nsegs) + shape)
+    adc += rng.normal(0, 8, (nframes, nsegs, 2, 1, 8, 1)).repeat(144, 3).repeat(48, 5).reshape(
+        adc.shape)
+    hits = rng.random(adc.shape) < 0.02
+    adc[hits] += rng.exponential(2000, int(hits.sum()))
+    raw = np.clip(np.rint(adc), 0, 0x3FFF).astype(np.uint16)
+    raw |= np.where(rng.random(raw.shape) < 0.3, 0x8000, 0).astype(np.uint16)
+    raw |= np.where(rng.random(raw.shape) < 0.5, 0x4000, 0).astype(np.uint16)
+    consts = {"pedestals": peds, "pixel_gain": gain, "pixel_status": status}
+    for cmpars in (None, (7, 1, 100, 10), (7, 2, 100, 10), (7, 4, 100, 10), (7, 7, 100, 10),
+                   (0, 7, 100, 10)):
+        d = os.path.join(work, "calib-epixhr2x2")
+        os.makedirs(d, exist_ok=True)
+        for name, a in dict(consts, raw=raw, pixel_config=pc, trbit=trbit).items():
+            np.save(os.path.join(d, name + ".npy"), a)
+        cmd = [os.environ["CALIB_DUMP"], "--epixhr2x2", d, *(os.path.join(d, f) for f in
+               ("raw.npy", "pixel_config.npy", "trbit.npy", "out.npy"))]
+        if cmpars is not None:
+            cmd.append(",".join(str(v) for v in cmpars))
+        subprocess.run(cmd, check=True)
+        ours = np.load(os.path.join(d, "out.npy"))
+        det = make_psana_epixhr2x2(consts, pc, trbit)
+        theirs = []
+        for f in raw:
+            det.frame = f
+            theirs.append(det.calib(None, cmpars=cmpars))
+        grs = np.stack([gain_range_index(det._cbits_config_and_data_detector())
+                        for det.frame in raw])
+        ranges = np.bincount(grs.ravel(), minlength=8)[:7]
+        compare(f"calib epixhr2x2 cmpars {cmpars}", ours, theirs,
+                f"; gain ranges FH..AML_L {'/'.join(str(int(n)) for n in ranges)}")
+
+
 def check_calib_epixm320(work):
     """psana's epixm320_raw_0_0_0.calib: pedestal plane by bit 15, ADC bits 14..0, times the
     status mask; constants (2, 4, 192, 384) for the one DAQ segment of 4 ASICs."""
@@ -922,6 +1007,7 @@ def main():
             check_calib_jungfrau(work)
             check_calib_epix100(work)
             check_calib_epixm320(work)
+            check_calib_epixhr2x2(work)
             check_calib_real_epixquad(a.bin, a.data, work)
         if a.only in (None, "pf8"):
             check_pf8(work)
