@@ -385,3 +385,70 @@ impl FrameCalibrator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xtc::writer::{DgramBuilder, VarData};
+    use crate::xtc::{Alg, DataType, NamesId, VarDesc};
+
+    fn schema(det_type: &str, alg: Alg, segment: u32, vars: Vec<VarDesc>) -> Schema {
+        Schema {
+            det_type: det_type.into(),
+            det_name: "hr".into(),
+            det_id: format!("hr_{segment}"),
+            alg,
+            segment,
+            vars,
+        }
+    }
+
+    /// A Configure with ePixHR2x2 segments 3 and 1 and their flat `asicPixelConfig` / `trbit`.
+    fn epixhr2x2_configure(apc_len: usize) -> Vec<u8> {
+        let mut b = DgramBuilder::new(1, TransitionId::Configure, 1, 0);
+        for (k, seg) in [3u32, 1].into_iter().enumerate() {
+            let raw = vec![VarDesc::new("raw", DataType::UINT16, 2)];
+            let raw = schema("epixhr2x2", Alg::new(RAW_ALG, 2, 0, 1), seg, raw);
+            b.add_names(NamesId::new(0, k as u8), &raw).unwrap();
+            let vars = vec![
+                VarDesc::new("asicPixelConfig", DataType::UINT8, 1),
+                VarDesc::new("trbit", DataType::UINT8, 1),
+            ];
+            let cs = schema("epixhr2x2hw", Alg::new("config", 2, 0, 0), seg, vars);
+            let id = NamesId::new(0, 64 + k as u8);
+            b.add_names(id, &cs).unwrap();
+            let apc = vec![seg as u8 * 4; apc_len];
+            let trbit = [1u8, 0, u8::from(seg == 3), 0];
+            b.add_data(
+                id,
+                &cs,
+                &[
+                    VarData::array(&[apc_len as u32], &apc),
+                    VarData::array(&[4], &trbit),
+                ],
+            )
+            .unwrap();
+        }
+        b.bytes().to_vec()
+    }
+
+    #[test]
+    fn epixhr2x2_configure_gives_model_and_panel_configs_in_slab_order() {
+        let bytes = epixhr2x2_configure(288 * 384);
+        let conf = Configured::from_configure("hr", &[(0, &bytes)], None).unwrap();
+        assert_eq!(conf.model.family, Family::EpixHr2x2);
+        assert_eq!(conf.model.segments, vec![1, 3]);
+        assert_eq!(conf.model.segment_shape, (288, 384));
+        let cfgs = &conf.panel_configs;
+        assert_eq!(cfgs.len(), 2);
+        assert_eq!(cfgs[0].asic_pixel_config[0], 4);
+        assert_eq!(cfgs[0].trbit, [1, 0, 0, 0]);
+        assert_eq!(cfgs[1].asic_pixel_config[0], 12);
+        assert_eq!(cfgs[1].trbit, [1, 0, 1, 0]);
+
+        // An ePix10ka-sized asicPixelConfig is refused with the segment named.
+        let bytes = epixhr2x2_configure(4 * 176 * 192);
+        let err = Configured::from_configure("hr", &[(0, &bytes)], None).unwrap_err();
+        assert!(err.to_string().contains("segment 1"), "{err}");
+    }
+}
