@@ -11,7 +11,8 @@ calib:  psana's own ePix10ka calibration (`calib_epix10ka_any`, the function beh
         its default C++ `calib_jungfrau_v3`, and the python path with common mode) on one
         module and on 3 modules of a 32-module set; ePix100 (`epix100_raw_2_0_1.calib`, i.e.
         `calib_epix100` and `UtilsCommonMode.common_mode_apply`); ePixM320
-        (`epixm320_raw_0_0_0.calib`); ePixHR2x2 (`epixhr2x2_raw_2_0_1.calib`). And the real ePix10ka quad
+        (`epixm320_raw_0_0_0.calib`); ePixHR2x2 (`epixhr2x2_raw_2_0_1.calib`). And the real
+        ePix10ka quad
         (detector/test_epix_calib.xtc2): `lclstreamer run` against psana's DataSource and
         `det.raw.calib`, the same constants injected into `det.raw._calibconst`, bit for bit.
 pf8:    psana's peakfinder8 (psalg_ext) against lclstreamer's PeakFinder8 when available.
