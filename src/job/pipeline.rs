@@ -51,17 +51,19 @@ pub fn first_configure(det: &str, run: &RunFiles) -> anyhow::Result<Configured> 
         per_stream.push((s.stream, c0.path.clone(), buf));
     }
     let refs: Vec<(u32, &[u8])> = per_stream.iter().map(|(s, _, b)| (*s, &b[..])).collect();
-    let probe = Configured::from_configure(det, &refs, Some((0, 0)))?;
-    if probe.model.family != Family::Raw {
-        return Ok(probe);
+    // A raw detector's shape is set below, from its first event.
+    let mut conf = Configured::from_configure(det, &refs, Some((0, 0)))?;
+    if conf.model.family != Family::Raw {
+        return Ok(conf);
     }
     for (stream, path, _) in &per_stream {
-        let carries = probe.lookups[stream]
+        let carries = conf.lookups[stream]
             .entries()
             .iter()
             .any(|(_, s)| is_raw_segment(s, det));
         if carries && let Some(shape) = raw_segment_shape(path, det)? {
-            return Ok(Configured::from_configure(det, &refs, Some(shape))?);
+            conf.model.segment_shape = shape;
+            return Ok(conf);
         }
     }
     anyhow::bail!("detector {det:?}: no event of the run's first chunks holds its raw data")
