@@ -278,12 +278,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Command::Synth(a) => {
-            let segments = a
-                .segments
-                .as_deref()
-                .map(lclstreamer::detector::model::parse_segment_list)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
+            let segments = segment_list(a.segments.as_deref())?;
             let detector = SynthDetector::new(&a.detector, segments)?;
             let mut params = SynthParams::new(&a.out, &a.exp, a.run, detector);
             params.events = a.events;
@@ -311,12 +306,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Geometry(a) => {
             use lclstreamer::detector::psana_geometry::{self as pg, CrystfelOptions};
-            let segments = a
-                .segments
-                .as_deref()
-                .map(lclstreamer::detector::model::parse_segment_list)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
+            let segments = segment_list(a.segments.as_deref())?;
             let opts = CrystfelOptions {
                 segments: segments.map(|v| v.into_iter().map(|s| s as usize).collect()),
                 clen: a.clen,
@@ -341,4 +331,11 @@ fn main() -> anyhow::Result<()> {
         Command::ArpPost(args) => lclstreamer::arp::cli::run(&args)?,
     }
     Ok(())
+}
+
+/// A `--segments` list (`0,3,5-9`), when given.
+fn segment_list(arg: Option<&str>) -> anyhow::Result<Option<Vec<u32>>> {
+    arg.map(lclstreamer::detector::model::parse_segment_list)
+        .transpose()
+        .map_err(anyhow::Error::msg)
 }
