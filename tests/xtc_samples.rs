@@ -1,4 +1,4 @@
-//! The reader against the real LCLS-II sample files: every fact of `shared/data/xtc2/README.md`.
+//! The reader against the real LCLS-II sample files: every fact of `tests/data/xtc2/README.md`.
 
 mod common;
 use common::*;

@@ -6,8 +6,8 @@
 
 payload_prepare() { # WORK
   local work="$1" samples
-  samples="$(realpath "$repo/../shared/data/xtc2/fakesteps")"
-  [ -d "$samples" ] || { echo "inspect payload: no shared samples at $samples" >&2; return 1; }
+  samples="$(realpath "$repo/tests/data/xtc2/fakesteps")"
+  [ -d "$samples" ] || { echo "inspect payload: no samples at $samples" >&2; return 1; }
   P_EXP=xpptut15 P_RUN=14 P_ROOT="$work/data" P_CONFIG="$work/config.yaml"
   local xtc="$P_ROOT/xpp/xpptut15/xtc"
   mkdir -p "$xtc/smalldata"

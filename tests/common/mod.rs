@@ -4,9 +4,9 @@
 use lclstreamer::xtc::{Dgram, DgramReader, NamesLookup, TransitionId};
 use std::path::{Path, PathBuf};
 
-/// The shared XTC2 sample folder (`../shared/data/xtc2` from the repository root).
+/// The LCLS-II XTC2 sample folder (`tests/data/xtc2`, provenance and licence in its README).
 pub fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/xtc2")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/xtc2")
 }
 
 /// One sample file.
