@@ -137,6 +137,35 @@ pub enum SinkConfig {
         /// `by_rank` (default) or `round_robin`.
         distribute: Option<String>,
     },
+    /// ZeroMQ PUSH, PUB or REP to consumers, in the sink's message format.
+    Zmq {
+        urls: Vec<String>,
+        /// `push` (default), `pub` or `rep` (each request `next` gets the next message).
+        #[serde(default)]
+        pattern: Option<String>,
+        /// `dial` (connect, default) or `listen` (bind).
+        #[serde(default)]
+        mode: Option<String>,
+        /// `block` (default), `spill` (needs `spill_dir`) or `drop`.
+        #[serde(default)]
+        policy: Option<String>,
+        spill_dir: Option<PathBuf>,
+        /// Send timeout in seconds before the policy applies.
+        send_timeout: Option<f64>,
+        /// `by_rank` (default) or `round_robin`.
+        distribute: Option<String>,
+        /// Send high-water mark in messages (default 2).
+        hwm: Option<i32>,
+        /// Seconds `finish` waits for the end-of-stream delivery and for consumers to leave.
+        linger: Option<f64>,
+        /// `hdf5` (default), `stream2`, `simplon` or `msgpack`.
+        format: Option<String>,
+        /// Simplon: prefix messages with one byte `c`/`m` as LCLStreamer before PR #51 did.
+        #[serde(default)]
+        simplon_prefix: bool,
+        /// Photon energy (eV) for events without a `photon_energy_eV` scalar (event formats).
+        photon_energy_ev: Option<f64>,
+    },
     /// `.h5` files in a directory.
     Files { dir: PathBuf },
 }
@@ -244,7 +273,7 @@ impl Config {
         for s in &mut self.output.sinks {
             match s {
                 SinkConfig::Files { dir } => fix(dir),
-                SinkConfig::Nng { spill_dir, .. } => {
+                SinkConfig::Nng { spill_dir, .. } | SinkConfig::Zmq { spill_dir, .. } => {
                     if let Some(d) = spill_dir {
                         fix(d);
                     }

@@ -14,6 +14,7 @@ pub mod huge_pages;
 pub mod inspect;
 pub mod job;
 pub mod output;
+pub mod serialize;
 pub mod synth;
 pub mod transport;
 pub mod xtc;

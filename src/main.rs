@@ -71,23 +71,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Receive batch images over NNG until every producer's end-of-stream arrived; verify counts.
+    /// Receive messages (any format) over NNG or ZeroMQ until every producer's end-of-stream
+    /// arrived; verify counts.
     Pull {
         /// URL to listen on (or dial with --dial), e.g. tcp://0.0.0.0:12321 or ipc:///tmp/ls.ipc
         url: String,
         /// Dial the URL instead of listening on it.
         #[arg(long)]
         dial: bool,
+        /// Socket: nng (Pull0), zmq-pull, zmq-sub or zmq-req (asks `next` of a REP sink).
+        #[arg(long, default_value = "nng")]
+        socket: String,
         /// Number of end-of-stream messages to wait for (one per producer and URL).
         #[arg(long, default_value_t = 1)]
         producers: usize,
         /// Stop when nothing arrived for this many seconds.
         #[arg(long, default_value_t = 60.0)]
         timeout: f64,
-        /// Largest message accepted, in bytes (larger ones are dropped by NNG).
+        /// Largest message accepted, in bytes (NNG and ZeroMQ drop the connection on larger ones).
         #[arg(long, default_value_t = 1 << 30)]
         recv_max_size: usize,
-        /// Write each batch as an .h5 file here (default: discard, print rates).
+        /// Write each message as a .h5/.cbor/.msgpack file here (default: discard, print rates).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -239,12 +243,16 @@ fn main() -> anyhow::Result<()> {
         Command::Pull {
             url,
             dial,
+            socket,
             producers,
             timeout,
             recv_max_size,
             out,
         } => {
             let cfg = PullConfig {
+                socket: socket
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--socket: {e}"))?,
                 role: if dial { Role::Dial } else { Role::Listen },
                 producers,
                 idle_timeout: Duration::from_secs_f64(timeout),

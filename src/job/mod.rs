@@ -100,14 +100,18 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
     }
     for s in &cfg.output.sinks {
         match s {
-            crate::config::SinkConfig::Nng { urls, .. } => {
+            crate::config::SinkConfig::Nng { urls, .. }
+            | crate::config::SinkConfig::Zmq { urls, .. } => {
+                if let crate::config::SinkConfig::Zmq { .. } = s {
+                    writer::zmq_sink_config(s)?;
+                }
                 for u in urls {
                     if !(u.starts_with("tcp://")
                         || u.starts_with("ipc://")
                         || u.starts_with("inproc://"))
                     {
                         anyhow::bail!(
-                            "output.sinks nng url {u:?}: expected tcp://, ipc:// or inproc://"
+                            "output.sinks url {u:?}: expected tcp://, ipc:// or inproc://"
                         );
                     }
                 }

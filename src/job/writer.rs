@@ -10,22 +10,104 @@ use crate::config::{Config, SinkConfig};
 use crate::output::{
     Batch, Compression, EventRecord, Frame, Layout as H5Layout, Peaks, RunMeta, Serializer,
 };
+use crate::serialize::{Fanout, Format, FormatOptions};
 use crate::transport::{
-    Distribute, FileSink, MessageMeta, NngSink, NngSinkConfig, Policy, Role, Sink,
+    Distribute, FileSink, MessageMeta, NngSink, NngSinkConfig, Pattern, Policy, Role, ZmqSink,
+    ZmqSinkConfig,
 };
 use ndarray::Array2;
 use std::time::{Duration, Instant};
 
+fn parse_policy(
+    policy: &Option<String>,
+    spill_dir: &Option<std::path::PathBuf>,
+    kind: &str,
+) -> anyhow::Result<Policy> {
+    Ok(match policy.as_deref().unwrap_or("block") {
+        "block" => Policy::Block,
+        "drop" => Policy::Drop,
+        "spill" => Policy::Spill(spill_dir.clone().ok_or_else(|| {
+            anyhow::anyhow!("output.sinks {kind}: policy spill needs spill_dir")
+        })?),
+        other => anyhow::bail!("output.sinks {kind} policy {other:?}: block, spill or drop"),
+    })
+}
+
+fn parse_distribute(d: &Option<String>, kind: &str) -> anyhow::Result<Distribute> {
+    Ok(match d.as_deref().unwrap_or("by_rank") {
+        "by_rank" => Distribute::ByRank,
+        "round_robin" => Distribute::RoundRobin,
+        other => {
+            anyhow::bail!("output.sinks {kind} distribute {other:?}: by_rank or round_robin")
+        }
+    })
+}
+
+/// The ZeroMQ sink and message format a `kind: zmq` sink entry describes.
+pub fn zmq_sink_config(s: &SinkConfig) -> anyhow::Result<(ZmqSinkConfig, FormatOptions)> {
+    let SinkConfig::Zmq {
+        urls,
+        pattern,
+        mode,
+        policy,
+        spill_dir,
+        send_timeout,
+        distribute,
+        hwm,
+        linger,
+        format,
+        simplon_prefix,
+        photon_energy_ev,
+    } = s
+    else {
+        anyhow::bail!("not a zmq sink");
+    };
+    let e = |k: &str, m: String| anyhow::anyhow!("output.sinks zmq {k}: {m}");
+    let mut c = ZmqSinkConfig::new(urls.clone());
+    if let Some(p) = pattern {
+        c.pattern = p.parse::<Pattern>().map_err(|m| e("pattern", m))?;
+    }
+    if let Some(m) = mode {
+        c.role = m.parse::<Role>().map_err(|m| e("mode", m))?;
+    }
+    c.policy = parse_policy(policy, spill_dir, "zmq")?;
+    c.distribute = parse_distribute(distribute, "zmq")?;
+    if let Some(t) = send_timeout {
+        c.send_timeout = Duration::try_from_secs_f64(*t).map_err(|m| e("send_timeout", m.to_string()))?;
+    }
+    if let Some(t) = linger {
+        c.linger = Duration::try_from_secs_f64(*t).map_err(|m| e("linger", m.to_string()))?;
+    }
+    if let Some(h) = hwm {
+        if *h < 1 {
+            return Err(e("hwm", format!("{h}: at least 1")));
+        }
+        c.hwm = *h;
+    }
+    let opts = FormatOptions {
+        format: match format {
+            Some(f) => f.parse::<Format>().map_err(|m| e("format", m))?,
+            None => Format::Hdf5,
+        },
+        simplon_prefix: *simplon_prefix,
+        photon_energy_ev: *photon_energy_ev,
+    };
+    c.format = opts.format;
+    c.simplon_prefix = opts.simplon_prefix;
+    Ok((c, opts))
+}
+
 /// Builds the configured sinks for writer `rank` (its index among writers).
-pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Vec<(String, Box<dyn Sink>)>> {
-    let mut out: Vec<(String, Box<dyn Sink>)> = Vec::new();
+pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Fanout> {
+    let mut out = Fanout::default();
     for s in &cfg.output.sinks {
         match s {
             SinkConfig::Files { dir } => {
-                out.push((
+                out.push(
                     format!("files:{}", dir.display()),
+                    FormatOptions::default(),
                     Box::new(FileSink::new(dir)?),
-                ));
+                );
             }
             SinkConfig::Nng {
                 urls,
@@ -41,30 +123,22 @@ pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Vec<(String, Box<dy
                         .parse::<Role>()
                         .map_err(|e| anyhow::anyhow!("output.sinks nng mode: {e}"))?;
                 }
-                c.policy = match policy.as_deref().unwrap_or("block") {
-                    "block" => Policy::Block,
-                    "drop" => Policy::Drop,
-                    "spill" => Policy::Spill(spill_dir.clone().ok_or_else(|| {
-                        anyhow::anyhow!("output.sinks nng: policy spill needs spill_dir")
-                    })?),
-                    other => {
-                        anyhow::bail!("output.sinks nng policy {other:?}: block, spill or drop")
-                    }
-                };
+                c.policy = parse_policy(policy, spill_dir, "nng")?;
                 if let Some(t) = send_timeout {
                     c.send_timeout = Duration::from_secs_f64(*t);
                 }
-                c.distribute = match distribute.as_deref().unwrap_or("by_rank") {
-                    "by_rank" => Distribute::ByRank,
-                    "round_robin" => Distribute::RoundRobin,
-                    other => anyhow::bail!(
-                        "output.sinks nng distribute {other:?}: by_rank or round_robin"
-                    ),
-                };
-                out.push((
+                c.distribute = parse_distribute(distribute, "nng")?;
+                out.push(
                     format!("nng:{}", urls.join(",")),
+                    FormatOptions::default(),
                     Box::new(NngSink::new(c, rank)?),
-                ));
+                );
+            }
+            SinkConfig::Zmq { urls, .. } => {
+                let (c, opts) = zmq_sink_config(s)?;
+                let name = format!("zmq-{:?}-{:?}:{}", c.pattern, opts.format, urls.join(","))
+                    .to_lowercase();
+                out.push(name, opts, Box::new(ZmqSink::new(c, rank)?));
             }
         }
     }
@@ -138,7 +212,11 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             events,
         };
         let t0 = Instant::now();
-        let bytes = ser.serialize(&batch, h5layout, compression)?;
+        let bytes = if sinks.needs_hdf5() {
+            Some(ser.serialize(&batch, h5layout, compression)?)
+        } else {
+            None
+        };
         let t1 = Instant::now();
         let m = MessageMeta {
             run: meta.run,
@@ -146,13 +224,7 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             seq,
             events: n,
         };
-        // The last sink takes the image itself; only the others get copies.
-        if let Some(((_, last), rest)) = sinks.split_last_mut() {
-            for (_, s) in rest.iter_mut() {
-                s.send(bytes.clone(), &m)?;
-            }
-            last.send(bytes, &m)?;
-        }
+        sinks.send(&batch, bytes, &m)?;
         stats.ns_serialize += (t1 - t0).as_nanos() as u64;
         stats.ns_send += t1.elapsed().as_nanos() as u64;
         stats.batches += 1;
@@ -178,10 +250,9 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     if !pending.is_empty() {
         flush(std::mem::take(&mut pending), &mut stats)?;
     }
-    for (name, s) in sinks.iter_mut() {
-        let st = s.finish()?;
+    for (name, st) in sinks.finish()? {
         stats.sinks.push((
-            name.clone(),
+            name,
             st.batches,
             st.events,
             st.bytes,

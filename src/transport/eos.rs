@@ -33,6 +33,9 @@ pub struct EndOfStream {
     /// Copies resent after a consumer disconnected (duplicates a consumer may already hold).
     #[serde(default)]
     pub resent: u64,
+    /// Malformed requests answered with an error (ZeroMQ REP sinks).
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 impl EndOfStream {

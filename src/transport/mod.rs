@@ -11,6 +11,8 @@ pub mod nng_sink;
 pub mod nng_socket;
 pub mod pull;
 pub mod spill;
+pub mod zmq_sink;
+pub mod zmq_socket;
 
 use thiserror::Error;
 
@@ -19,6 +21,7 @@ pub use file_sink::FileSink;
 pub use nng_sink::{Distribute, NngSink, NngSinkConfig, Policy, Role};
 pub use pull::{PullConfig, PullSummary, pull};
 pub use spill::push_dir;
+pub use zmq_sink::{Pattern, ZmqSink, ZmqSinkConfig};
 
 /// Identity of one message (one batch image).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,12 +49,21 @@ pub struct SinkStats {
     pub dropped_events: u64,
     /// Copies sent again after a consumer disconnected (not counted in `batches`).
     pub resent: u64,
+    /// Malformed requests answered with an error (ZeroMQ REP).
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 /// A destination for batch images.
 pub trait Sink {
     /// Delivers one batch image (or applies the sink's policy when nobody takes it).
     fn send(&mut self, bytes: Vec<u8>, meta: &MessageMeta) -> Result<(), TransportError>;
+    /// Sends a message that opens a stream (a series start), not counted as data.
+    fn send_control(&mut self, _bytes: &[u8]) -> Result<(), TransportError> {
+        Err(TransportError::Config(
+            "this sink takes only HDF5 batch images (format: hdf5)".into(),
+        ))
+    }
     /// Flushes, sends the end-of-stream message where the sink has one, and reports counts.
     fn finish(&mut self) -> Result<SinkStats, TransportError>;
 }
@@ -70,6 +82,8 @@ pub enum TransportError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Zmq(String),
     #[error("configuration: {0}")]
     Config(String),
     #[error("sink already finished")]

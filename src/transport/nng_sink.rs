@@ -364,6 +364,7 @@ impl Sink for NngSink {
                 dropped: self.stats.dropped,
                 dropped_events: self.stats.dropped_events,
                 resent: self.stats.resent,
+                rejected: 0,
             };
             if !ep.send_until(&eos.encode(), deadline, "the end-of-stream message")? {
                 undelivered.push(ep.url.clone());

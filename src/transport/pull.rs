@@ -1,6 +1,7 @@
-//! The consumer (`lclstreamer pull`): a Pull0 socket that receives batch images until every
-//! expected producer's end-of-stream has arrived (or nothing arrived for `idle_timeout`),
-//! checks the announced counts and hands each message to a callback.
+//! The consumer (`lclstreamer pull`): an NNG Pull0 socket or a ZeroMQ PULL, SUB or REQ socket
+//! that receives messages of any format (`serialize::identify`) until every expected
+//! producer's end-of-stream has arrived (or nothing arrived for `idle_timeout`), checks the
+//! announced counts and hands each data message to a callback.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -9,23 +10,199 @@ use std::time::{Duration, Instant};
 use super::eos::EndOfStream;
 use super::file_sink::write_atomic;
 use super::nng_sink::Role;
-use super::nng_socket::NngSocket;
+use super::nng_socket::{NngMsg, NngSocket};
+use super::zmq_socket::ZmqSocket;
 use super::{MessageMeta, TransportError};
-use crate::output::read::{ImageInfo, image_info};
+use crate::serialize::{Format, Kind, identify};
+
+/// Which socket `pull` receives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullSocket {
+    /// NNG Pull0 (the NNG sink's consumer).
+    #[default]
+    Nng,
+    /// ZeroMQ PULL (a PUSH sink's consumer).
+    ZmqPull,
+    /// ZeroMQ SUB, subscribed to everything (a PUB sink's consumer).
+    ZmqSub,
+    /// ZeroMQ REQ sending `next` (a REP sink's consumer, as CrystFEL is).
+    ZmqReq,
+}
+
+impl std::str::FromStr for PullSocket {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nng" => Ok(PullSocket::Nng),
+            "zmq" | "zmq-pull" => Ok(PullSocket::ZmqPull),
+            "zmq-sub" => Ok(PullSocket::ZmqSub),
+            "zmq-req" => Ok(PullSocket::ZmqReq),
+            _ => Err(format!(
+                "unknown socket {s:?} (nng, zmq-pull, zmq-sub, zmq-req)"
+            )),
+        }
+    }
+}
+
+/// Identity of a received data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: Format,
+    pub writer_rank: u32,
+    pub seq: u64,
+    pub n_events: u64,
+    pub run: u32,
+}
+
+enum Received {
+    Nng(NngMsg),
+    Zmq(zmq::Message),
+}
+
+impl std::ops::Deref for Received {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Received::Nng(m) => m,
+            Received::Zmq(m) => m,
+        }
+    }
+}
+
+enum Rx {
+    Nng(NngSocket),
+    Zmq {
+        sock: ZmqSocket,
+        _ctx: zmq::Context,
+        /// REQ: when the pending request was sent.
+        asked: Option<Option<Instant>>,
+    },
+}
+
+impl Rx {
+    fn open(cfg: &PullConfig) -> Result<Rx, TransportError> {
+        let kind = match cfg.socket {
+            PullSocket::Nng => {
+                let err = |what| {
+                    move |source| TransportError::Nng {
+                        what,
+                        url: cfg.url.clone(),
+                        source,
+                    }
+                };
+                let socket = NngSocket::pull().map_err(err("socket for"))?;
+                socket
+                    .set_recv_max_size(cfg.recv_max_size)
+                    .map_err(err("receive limit on"))?;
+                socket
+                    .set_recv_timeout(Some(Duration::from_millis(200)))
+                    .map_err(err("receive timeout on"))?;
+                match cfg.role {
+                    Role::Listen => socket.listen(&cfg.url).map_err(err("listen on"))?,
+                    Role::Dial => socket.dial(&cfg.url).map_err(err("dial"))?,
+                }
+                return Ok(Rx::Nng(socket));
+            }
+            PullSocket::ZmqPull => zmq::PULL,
+            PullSocket::ZmqSub => zmq::SUB,
+            PullSocket::ZmqReq => zmq::REQ,
+        };
+        let ctx = zmq::Context::new();
+        let sock = ZmqSocket::open(&ctx, kind, &cfg.url, cfg.role, |s| {
+            s.set_rcvhwm(2)?;
+            s.set_maxmsgsize(cfg.recv_max_size.min(i64::MAX as usize) as i64)?;
+            s.set_rcvtimeo(200)?;
+            s.set_linger(0)?;
+            s.set_reconnect_ivl(100)?;
+            s.set_reconnect_ivl_max(1000)?;
+            if kind == zmq::SUB {
+                s.set_subscribe(b"")?;
+            }
+            if kind == zmq::REQ {
+                s.set_req_relaxed(true)?;
+                s.set_req_correlate(true)?;
+            }
+            Ok(())
+        })
+        .map_err(TransportError::Zmq)?;
+        Ok(Rx::Zmq {
+            sock,
+            _ctx: ctx,
+            asked: (kind == zmq::REQ).then_some(None),
+        })
+    }
+
+    /// The next message, or `None` after a 200 ms timeout.
+    fn recv(&mut self, url: &str) -> Result<Option<Received>, TransportError> {
+        match self {
+            Rx::Nng(s) => match s.recv() {
+                Ok(m) => Ok(Some(Received::Nng(m))),
+                Err(e) if e.is_timeout() => Ok(None),
+                Err(source) => Err(TransportError::Nng {
+                    what: "receive from",
+                    url: url.to_owned(),
+                    source,
+                }),
+            },
+            Rx::Zmq { sock, asked, .. } => {
+                if let Some(at) = asked {
+                    // A REQ asks again when no reply came within 2 s (the REP side may
+                    // have restarted); duplicates are dropped by identity.
+                    if at.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+                        match sock.socket.send(&b"next"[..], zmq::DONTWAIT) {
+                            Ok(()) => *at = Some(Instant::now()),
+                            Err(zmq::Error::EAGAIN) => {
+                                std::thread::sleep(Duration::from_millis(200));
+                                return Ok(None);
+                            }
+                            Err(e) => {
+                                return Err(TransportError::Zmq(format!(
+                                    "ZeroMQ request to {url}: {e}"
+                                )));
+                            }
+                        }
+                    }
+                }
+                match sock.socket.recv_msg(0) {
+                    Ok(m) => {
+                        if let Some(at) = asked {
+                            *at = None;
+                        }
+                        Ok(Some(Received::Zmq(m)))
+                    }
+                    Err(zmq::Error::EAGAIN) => Ok(None),
+                    Err(e) => Err(TransportError::Zmq(format!(
+                        "ZeroMQ receive from {url}: {e}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    fn closed(&mut self) -> u64 {
+        match self {
+            Rx::Nng(s) => s.pipes().removed(),
+            Rx::Zmq { sock, .. } => sock.closed(),
+        }
+    }
+}
 
 /// Configuration of [`pull`].
 #[derive(Debug, Clone)]
 pub struct PullConfig {
     pub url: String,
+    /// NNG (default) or a ZeroMQ socket.
+    pub socket: PullSocket,
     /// Default `Listen`: producers dial in.
     pub role: Role,
     /// Number of end-of-stream messages to wait for (one per producer and URL).
     pub producers: usize,
     /// Give up when nothing arrives for this long.
     pub idle_timeout: Duration,
-    /// Largest message accepted; NNG drops the connection on larger ones.
+    /// Largest message accepted; NNG and ZeroMQ drop the connection on larger ones.
     pub recv_max_size: usize,
-    /// Write each batch as `r<run>_w<rank>_s<seq>.h5` here (atomically); `None` discards.
+    /// Write each data message as `r<run>_w<rank>_s<seq>.<h5|cbor|msgpack>` here (atomically);
+    /// `None` discards.
     pub out_dir: Option<PathBuf>,
 }
 
@@ -34,6 +211,7 @@ impl PullConfig {
     pub fn new(url: impl Into<String>) -> Self {
         PullConfig {
             url: url.into(),
+            socket: PullSocket::Nng,
             role: Role::Listen,
             producers: 1,
             idle_timeout: Duration::from_secs(60),
@@ -107,24 +285,7 @@ pub fn pull(
     cfg: &PullConfig,
     mut on_batch: impl FnMut(&[u8], &ImageInfo) -> Result<(), TransportError>,
 ) -> Result<PullSummary, TransportError> {
-    let err = |what| {
-        move |source| TransportError::Nng {
-            what,
-            url: cfg.url.clone(),
-            source,
-        }
-    };
-    let socket = NngSocket::pull().map_err(err("socket for"))?;
-    socket
-        .set_recv_max_size(cfg.recv_max_size)
-        .map_err(err("receive limit on"))?;
-    socket
-        .set_recv_timeout(Some(Duration::from_millis(200)))
-        .map_err(err("receive timeout on"))?;
-    match cfg.role {
-        Role::Listen => socket.listen(&cfg.url).map_err(err("listen on"))?,
-        Role::Dial => socket.dial(&cfg.url).map_err(err("dial"))?,
-    }
+    let mut rx = Rx::open(cfg)?;
     if let Some(dir) = &cfg.out_dir {
         std::fs::create_dir_all(dir).map_err(|e| TransportError::io(dir, e))?;
     }
@@ -133,39 +294,45 @@ pub fn pull(
     let mut start = None;
     let mut last = Instant::now();
     while sum.eos.len() < cfg.producers {
-        let msg = match socket.recv() {
-            Ok(m) => m,
-            Err(e) if e.is_timeout() => {
-                if last.elapsed() >= cfg.idle_timeout {
-                    sum.problems.push(format!(
-                        "nothing received for {:.0} s; {} of {} end-of-stream messages arrived",
-                        cfg.idle_timeout.as_secs_f64(),
-                        sum.eos.len(),
-                        cfg.producers
-                    ));
-                    break;
-                }
-                continue;
+        let Some(msg) = rx.recv(&cfg.url)? else {
+            if last.elapsed() >= cfg.idle_timeout {
+                sum.problems.push(format!(
+                    "nothing received for {:.0} s; {} of {} end-of-stream messages arrived",
+                    cfg.idle_timeout.as_secs_f64(),
+                    sum.eos.len(),
+                    cfg.producers
+                ));
+                break;
             }
-            Err(source) => {
-                return Err(TransportError::Nng {
-                    what: "receive from",
-                    url: cfg.url.clone(),
-                    source,
-                });
-            }
+            continue;
         };
         last = Instant::now();
         start.get_or_insert(last);
-        if let Some(eos) = EndOfStream::parse(&msg) {
-            sum.eos.push(eos.map_err(TransportError::Incomplete)?);
-            continue;
-        }
-        let info = match image_info(&msg) {
-            Ok(info) => info,
+        let info = match identify(&msg) {
+            Ok(Kind::Start) => continue,
+            Ok(Kind::End(eos)) => {
+                // A REP sink answers every request after its end with the end again.
+                if !sum.eos.iter().any(|e| e.sender == eos.sender && e.url == eos.url) {
+                    sum.eos.push(eos);
+                }
+                continue;
+            }
+            Ok(Kind::Data {
+                format,
+                writer_rank,
+                seq,
+                events,
+                run,
+            }) => ImageInfo {
+                format,
+                writer_rank,
+                seq,
+                n_events: events,
+                run,
+            },
             Err(e) => {
                 let p = format!(
-                    "message of {} bytes is not a batch image ({e}); ignored",
+                    "message of {} bytes is not a batch or event message ({e}); ignored",
                     msg.len()
                 );
                 eprintln!("pull: {p}");
@@ -187,7 +354,17 @@ pub fn pull(
                 seq: info.seq,
                 events: info.n_events,
             };
-            write_atomic(dir, &super::file_sink::batch_file_name(&meta), &msg)?;
+            let name = match info.format {
+                Format::Hdf5 => super::file_sink::batch_file_name(&meta),
+                f => format!(
+                    "r{:04}_w{:04}_s{:09}.{}",
+                    meta.run,
+                    meta.writer_rank,
+                    meta.seq,
+                    super::zmq_sink::extension(f)
+                ),
+            };
+            write_atomic(dir, &name, &msg)?;
         }
         on_batch(&msg, &info)?;
     }
@@ -202,10 +379,10 @@ pub fn pull(
             sum.batches, sum.events
         ));
     }
-    let dropped = socket.pipes().removed();
+    let dropped = rx.closed();
     if !sum.problems.is_empty() && dropped > 0 {
         sum.problems.push(format!(
-            "{dropped} connections closed before the end (NNG closes a connection, losing its message, when a \
+            "{dropped} connections closed before the end (NNG and ZeroMQ close a connection, losing its message, when a \
              message exceeds the {} byte receive limit, or when a producer dies)",
             cfg.recv_max_size
         ));
@@ -219,6 +396,6 @@ pub fn pull(
         }
     }
     sum.complete = sum.problems.is_empty();
-    drop(socket);
+    drop(rx);
     Ok(sum)
 }
