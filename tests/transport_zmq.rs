@@ -1,0 +1,268 @@
+//! ZeroMQ sinks on loopback into the Rust consumer: every format round trip, a consumer that
+//! leaves mid-stream and comes back (nothing lost), a consumer that never connects (drop
+//! counted, end-of-stream reported undelivered), a malformed REP request (answered and
+//! counted), and a message larger than the consumer's limit (reported).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use lclstreamer::output::batch::{ExampleKind, example_batch};
+use lclstreamer::output::{Batch, Compression, Layout, read_batch, serialize};
+use lclstreamer::serialize::{EventEncoder, Format, FormatOptions, Kind, identify};
+use lclstreamer::transport::pull::PullSocket;
+use lclstreamer::transport::{
+    MessageMeta, Pattern, Policy, PullConfig, PullSummary, Role, Sink, TransportError, ZmqSink,
+    ZmqSinkConfig, pull,
+};
+
+fn free_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+fn batches(writer: u32, n: u64) -> Vec<Batch> {
+    (0..n)
+        .map(|seq| {
+            let mut b = example_batch(3, 32, 24, ExampleKind::Calib { quantum: None }, seq);
+            b.writer_rank = writer;
+            b.seq = seq;
+            b
+        })
+        .collect()
+}
+
+type Got = Arc<Mutex<Vec<Vec<u8>>>>;
+
+fn spawn_pull(cfg: PullConfig) -> (thread::JoinHandle<Result<PullSummary, TransportError>>, Got) {
+    let got: Got = Arc::default();
+    let g = got.clone();
+    let h = thread::spawn(move || {
+        pull(&cfg, |bytes, _| {
+            g.lock().unwrap().push(bytes.to_vec());
+            Ok(())
+        })
+    });
+    (h, got)
+}
+
+fn pull_cfg(url: &str, socket: PullSocket, role: Role) -> PullConfig {
+    PullConfig {
+        socket,
+        role,
+        idle_timeout: Duration::from_secs(10),
+        ..PullConfig::new(url)
+    }
+}
+
+fn sink_cfg(url: &str, pattern: Pattern, format: Format) -> ZmqSinkConfig {
+    let mut c = ZmqSinkConfig::new(vec![url.to_owned()]);
+    c.pattern = pattern;
+    c.format = format;
+    c.send_timeout = Duration::from_millis(200);
+    c.linger = Duration::from_secs(5);
+    c
+}
+
+/// Sends `sent` through `sink` in `format`; returns the data messages' (writer, seq) pairs.
+fn send_all(sink: &mut ZmqSink, sent: &[Batch], format: Format) -> usize {
+    let mut n = 0;
+    let mut enc = (format != Format::Hdf5).then(|| {
+        EventEncoder::new(FormatOptions {
+            format,
+            ..Default::default()
+        })
+    });
+    for b in sent {
+        let meta = MessageMeta {
+            run: b.meta.run,
+            writer_rank: b.writer_rank,
+            seq: b.seq,
+            events: b.events.len() as u64,
+        };
+        match &mut enc {
+            None => {
+                sink.send(serialize(b, Layout::Cxi, Compression::BitshuffleLz4).unwrap(), &meta)
+                    .unwrap();
+                n += 1;
+            }
+            Some(enc) => {
+                for m in enc.encode(b).unwrap() {
+                    match m.meta {
+                        None => sink.send_control(&m.bytes).unwrap(),
+                        Some(meta) => {
+                            sink.send(m.bytes, &meta).unwrap();
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn every_format_round_trips_push_pull_and_rep_req() {
+    for (pattern, socket) in [
+        (Pattern::Push, PullSocket::ZmqPull),
+        (Pattern::Rep, PullSocket::ZmqReq),
+    ] {
+        for format in [Format::Hdf5, Format::Stream2, Format::Simplon, Format::Msgpack] {
+            let url = free_url();
+            let (h, got) = spawn_pull(pull_cfg(&url, socket, Role::Dial));
+            let mut cfg = sink_cfg(&url, pattern, format);
+            cfg.role = Role::Listen;
+            let mut sink = ZmqSink::new(cfg, 1).unwrap();
+            let sent = batches(1, 4);
+            let n = send_all(&mut sink, &sent, format);
+            let st = sink.finish().unwrap();
+            let s = h.join().unwrap().unwrap();
+            assert!(s.complete, "{pattern:?} {format:?}: {}", s.report());
+            assert_eq!((st.batches, st.events), (n as u64, 12), "{format:?}");
+            assert_eq!((s.batches, s.events), (n as u64, 12), "{format:?}");
+            let got = got.lock().unwrap();
+            if format == Format::Hdf5 {
+                for m in got.iter() {
+                    let (b, _) = read_batch(m).unwrap();
+                    assert_eq!(b, sent[b.seq as usize]);
+                }
+            } else {
+                let ids: BTreeSet<u64> = got
+                    .iter()
+                    .map(|m| match identify(m).unwrap() {
+                        Kind::Data { seq, writer_rank: 1, .. } => seq,
+                        k => panic!("{k:?}"),
+                    })
+                    .collect();
+                assert_eq!(ids, (0..12).collect());
+            }
+        }
+    }
+}
+
+#[test]
+fn consumer_leaving_and_returning_loses_nothing() {
+    let url = free_url();
+    let sent = batches(0, 30);
+    let sender = {
+        let url = url.clone();
+        let sent = sent.clone();
+        thread::spawn(move || {
+            let mut cfg = sink_cfg(&url, Pattern::Push, Format::Hdf5);
+            cfg.linger = Duration::from_secs(10);
+            let mut sink = ZmqSink::new(cfg, 0).unwrap();
+            send_all(&mut sink, &sent, Format::Hdf5);
+            sink.finish().unwrap()
+        })
+    };
+    // A first consumer takes a few messages and disappears without reading the rest.
+    let mut first = Vec::new();
+    {
+        let ctx = zmq::Context::new();
+        let s = ctx.socket(zmq::PULL).unwrap();
+        s.set_rcvhwm(2).unwrap();
+        s.set_linger(0).unwrap();
+        s.bind(&url).unwrap();
+        for _ in 0..5 {
+            first.push(s.recv_bytes(0).unwrap());
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    let (h, got) = spawn_pull(pull_cfg(&url, PullSocket::ZmqPull, Role::Listen));
+    let s = h.join().unwrap().unwrap();
+    let st = sender.join().unwrap();
+    assert!(s.eos.len() == 1, "{}", s.report());
+    assert!(st.resent > 0, "a resend after the disconnect: {st:?}");
+    let mut seqs = BTreeSet::new();
+    for m in first.iter().chain(got.lock().unwrap().iter()) {
+        let (b, _) = read_batch(m).unwrap();
+        assert_eq!(b, sent[b.seq as usize]);
+        seqs.insert(b.seq);
+    }
+    assert_eq!(seqs, (0..30).collect(), "every batch reached one consumer");
+}
+
+#[test]
+fn consumer_that_never_connects_is_counted_as_dropped() {
+    let url = free_url();
+    let mut cfg = sink_cfg(&url, Pattern::Push, Format::Msgpack);
+    cfg.policy = Policy::Drop;
+    cfg.linger = Duration::from_millis(300);
+    let mut sink = ZmqSink::new(cfg, 0).unwrap();
+    let n = send_all(&mut sink, &batches(0, 2), Format::Msgpack);
+    let err = sink.finish().unwrap_err().to_string();
+    assert!(err.contains("end-of-stream not delivered") && err.contains(&url), "{err}");
+    let mut cfg = sink_cfg(&url, Pattern::Pub, Format::Stream2);
+    cfg.policy = Policy::Drop;
+    cfg.send_timeout = Duration::from_millis(50);
+    let mut pubsink = ZmqSink::new(cfg, 0).unwrap();
+    send_all(&mut pubsink, &batches(0, 1), Format::Stream2);
+    assert_eq!(n, 6);
+    let _ = pubsink.finish();
+    let mut cfg = sink_cfg(&url, Pattern::Push, Format::Msgpack);
+    cfg.policy = Policy::Drop;
+    cfg.linger = Duration::from_millis(100);
+    let mut sink = ZmqSink::new(cfg, 0).unwrap();
+    send_all(&mut sink, &batches(0, 2), Format::Msgpack);
+    let st = {
+        let _ = sink.finish();
+        // the counts are kept after a failed finish
+        sink.finish().unwrap()
+    };
+    assert_eq!((st.batches, st.dropped, st.dropped_events), (0, 6, 6));
+}
+
+#[test]
+fn malformed_rep_request_is_answered_and_counted() {
+    let url = free_url();
+    let mut cfg = sink_cfg(&url, Pattern::Rep, Format::Msgpack);
+    cfg.role = Role::Listen;
+    let client = {
+        let url = url.clone();
+        thread::spawn(move || {
+            let ctx = zmq::Context::new();
+            let s = ctx.socket(zmq::REQ).unwrap();
+            s.connect(&url).unwrap();
+            s.send(&b"hello"[..], 0).unwrap();
+            let err = s.recv_bytes(0).unwrap();
+            let mut n = 0;
+            loop {
+                s.send(&b"next"[..], 0).unwrap();
+                let m = s.recv_bytes(0).unwrap();
+                match identify(&m).unwrap() {
+                    Kind::Data { .. } => n += 1,
+                    Kind::End(e) => return (err, n, e),
+                    Kind::Start => {}
+                }
+            }
+        })
+    };
+    let mut sink = ZmqSink::new(cfg, 0).unwrap();
+    send_all(&mut sink, &batches(0, 2), Format::Msgpack);
+    let st = sink.finish().unwrap();
+    let (err, n, eos) = client.join().unwrap();
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.starts_with("LCLSTREAMER-ERROR\n") && err.contains("\"hello\""), "{err}");
+    assert_eq!((n, st.batches, st.rejected, eos.rejected, eos.events), (6, 6, 1, 1, 6));
+}
+
+#[test]
+fn oversized_messages_are_reported_against_the_receive_limit() {
+    let url = free_url();
+    let mut cfg = pull_cfg(&url, PullSocket::ZmqPull, Role::Listen);
+    cfg.recv_max_size = 1000;
+    cfg.idle_timeout = Duration::from_secs(3);
+    let (h, _) = spawn_pull(cfg);
+    let mut c = sink_cfg(&url, Pattern::Push, Format::Msgpack);
+    c.linger = Duration::from_secs(1);
+    c.policy = Policy::Drop;
+    let mut sink = ZmqSink::new(c, 0).unwrap();
+    send_all(&mut sink, &batches(0, 1), Format::Msgpack);
+    let _ = sink.finish();
+    let s = h.join().unwrap().unwrap();
+    assert!(!s.complete);
+    assert_eq!(s.batches, 0);
+    assert!(s.report().contains("receive limit"), "{}", s.report());
+}
