@@ -83,8 +83,11 @@ fn send_all(sink: &mut ZmqSink, sent: &[Batch], format: Format) -> usize {
         };
         match &mut enc {
             None => {
-                sink.send(serialize(b, Layout::Cxi, Compression::BitshuffleLz4).unwrap(), &meta)
-                    .unwrap();
+                sink.send(
+                    serialize(b, Layout::Cxi, Compression::BitshuffleLz4).unwrap(),
+                    &meta,
+                )
+                .unwrap();
                 n += 1;
             }
             Some(enc) => {
@@ -109,12 +112,18 @@ fn every_format_round_trips_push_pull_and_rep_req() {
         (Pattern::Push, PullSocket::ZmqPull),
         (Pattern::Rep, PullSocket::ZmqReq),
     ] {
-        for format in [Format::Hdf5, Format::Stream2, Format::Simplon, Format::Msgpack] {
+        for format in [
+            Format::Hdf5,
+            Format::Stream2,
+            Format::Simplon,
+            Format::Msgpack,
+        ] {
             let url = free_url();
-            let (h, got) = spawn_pull(pull_cfg(&url, socket, Role::Dial));
             let mut cfg = sink_cfg(&url, pattern, format);
             cfg.role = Role::Listen;
+            // Bind before the consumer dials (see the README on REQ consumers).
             let mut sink = ZmqSink::new(cfg, 1).unwrap();
+            let (h, got) = spawn_pull(pull_cfg(&url, socket, Role::Dial));
             let sent = batches(1, 4);
             let n = send_all(&mut sink, &sent, format);
             let st = sink.finish().unwrap();
@@ -132,7 +141,11 @@ fn every_format_round_trips_push_pull_and_rep_req() {
                 let ids: BTreeSet<u64> = got
                     .iter()
                     .map(|m| match identify(m).unwrap() {
-                        Kind::Data { seq, writer_rank: 1, .. } => seq,
+                        Kind::Data {
+                            seq,
+                            writer_rank: 1,
+                            ..
+                        } => seq,
                         k => panic!("{k:?}"),
                     })
                     .collect();
@@ -186,32 +199,29 @@ fn consumer_leaving_and_returning_loses_nothing() {
 
 #[test]
 fn consumer_that_never_connects_is_counted_as_dropped() {
-    let url = free_url();
-    let mut cfg = sink_cfg(&url, Pattern::Push, Format::Msgpack);
-    cfg.policy = Policy::Drop;
-    cfg.linger = Duration::from_millis(300);
-    let mut sink = ZmqSink::new(cfg, 0).unwrap();
-    let n = send_all(&mut sink, &batches(0, 2), Format::Msgpack);
-    let err = sink.finish().unwrap_err().to_string();
-    assert!(err.contains("end-of-stream not delivered") && err.contains(&url), "{err}");
-    let mut cfg = sink_cfg(&url, Pattern::Pub, Format::Stream2);
-    cfg.policy = Policy::Drop;
-    cfg.send_timeout = Duration::from_millis(50);
-    let mut pubsink = ZmqSink::new(cfg, 0).unwrap();
-    send_all(&mut pubsink, &batches(0, 1), Format::Stream2);
-    assert_eq!(n, 6);
-    let _ = pubsink.finish();
-    let mut cfg = sink_cfg(&url, Pattern::Push, Format::Msgpack);
-    cfg.policy = Policy::Drop;
-    cfg.linger = Duration::from_millis(100);
-    let mut sink = ZmqSink::new(cfg, 0).unwrap();
-    send_all(&mut sink, &batches(0, 2), Format::Msgpack);
-    let st = {
-        let _ = sink.finish();
-        // the counts are kept after a failed finish
-        sink.finish().unwrap()
-    };
-    assert_eq!((st.batches, st.dropped, st.dropped_events), (0, 6, 6));
+    for (pattern, format) in [
+        (Pattern::Push, Format::Msgpack),
+        (Pattern::Pub, Format::Stream2),
+    ] {
+        let url = free_url();
+        let mut cfg = sink_cfg(&url, pattern, format);
+        cfg.policy = Policy::Drop;
+        cfg.send_timeout = Duration::from_millis(50);
+        cfg.linger = Duration::from_millis(200);
+        let mut sink = ZmqSink::new(cfg, 0).unwrap();
+        let n = send_all(&mut sink, &batches(0, 2), format);
+        let err = sink.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("end-of-stream not delivered") && err.contains(&url),
+            "{err}"
+        );
+        let st = sink.finish().unwrap();
+        assert_eq!(
+            (n, st.batches, st.dropped, st.dropped_events),
+            (6, 0, 6, 6),
+            "{pattern:?}"
+        );
+    }
 }
 
 #[test]
@@ -219,6 +229,7 @@ fn malformed_rep_request_is_answered_and_counted() {
     let url = free_url();
     let mut cfg = sink_cfg(&url, Pattern::Rep, Format::Msgpack);
     cfg.role = Role::Listen;
+    let mut sink = ZmqSink::new(cfg, 0).unwrap();
     let client = {
         let url = url.clone();
         thread::spawn(move || {
@@ -239,13 +250,18 @@ fn malformed_rep_request_is_answered_and_counted() {
             }
         })
     };
-    let mut sink = ZmqSink::new(cfg, 0).unwrap();
     send_all(&mut sink, &batches(0, 2), Format::Msgpack);
     let st = sink.finish().unwrap();
     let (err, n, eos) = client.join().unwrap();
     let err = String::from_utf8(err).unwrap();
-    assert!(err.starts_with("LCLSTREAMER-ERROR\n") && err.contains("\"hello\""), "{err}");
-    assert_eq!((n, st.batches, st.rejected, eos.rejected, eos.events), (6, 6, 1, 1, 6));
+    assert!(
+        err.starts_with("LCLSTREAMER-ERROR\n") && err.contains("\"hello\""),
+        "{err}"
+    );
+    assert_eq!(
+        (n, st.batches, st.rejected, eos.rejected, eos.events),
+        (6, 6, 1, 1, 6)
+    );
 }
 
 #[test]

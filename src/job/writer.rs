@@ -26,9 +26,11 @@ fn parse_policy(
     Ok(match policy.as_deref().unwrap_or("block") {
         "block" => Policy::Block,
         "drop" => Policy::Drop,
-        "spill" => Policy::Spill(spill_dir.clone().ok_or_else(|| {
-            anyhow::anyhow!("output.sinks {kind}: policy spill needs spill_dir")
-        })?),
+        "spill" => {
+            Policy::Spill(spill_dir.clone().ok_or_else(|| {
+                anyhow::anyhow!("output.sinks {kind}: policy spill needs spill_dir")
+            })?)
+        }
         other => anyhow::bail!("output.sinks {kind} policy {other:?}: block, spill or drop"),
     })
 }
@@ -73,7 +75,8 @@ pub fn zmq_sink_config(s: &SinkConfig) -> anyhow::Result<(ZmqSinkConfig, FormatO
     c.policy = parse_policy(policy, spill_dir, "zmq")?;
     c.distribute = parse_distribute(distribute, "zmq")?;
     if let Some(t) = send_timeout {
-        c.send_timeout = Duration::try_from_secs_f64(*t).map_err(|m| e("send_timeout", m.to_string()))?;
+        c.send_timeout =
+            Duration::try_from_secs_f64(*t).map_err(|m| e("send_timeout", m.to_string()))?;
     }
     if let Some(t) = linger {
         c.linger = Duration::try_from_secs_f64(*t).map_err(|m| e("linger", m.to_string()))?;
@@ -252,12 +255,7 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     }
     for (name, st) in sinks.finish()? {
         stats.sinks.push((
-            name,
-            st.batches,
-            st.events,
-            st.bytes,
-            st.spilled,
-            st.dropped,
+            name, st.batches, st.events, st.bytes, st.spilled, st.dropped,
         ));
     }
     mb.send(Layout::COORDINATOR, Msg::WriterDone { writer: me, stats })?;

@@ -41,7 +41,16 @@ impl Cbor {
     pub fn with_capacity(n: usize) -> Self {
         Cbor(Encoder::new(Vec::with_capacity(n)))
     }
-    infallible!(map(u64), array(u64), str(&str), u64(u64), u32(u32), f64(f64), bytes(&[u8]), bool(bool));
+    infallible!(
+        map(u64),
+        array(u64),
+        str(&str),
+        u64(u64),
+        u32(u32),
+        f64(f64),
+        bytes(&[u8]),
+        bool(bool)
+    );
     pub fn tag(&mut self, t: u64) -> &mut Self {
         self.0.tag(Tag::new(t)).expect(VEC_WRITE);
         self

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::output::{Batch, EventRecord, Frame, OutputError, read::image_info};
 
-pub use fanout::Fanout;
 use crate::transport::{EndOfStream, MessageMeta};
+pub use fanout::Fanout;
 
 /// Message format of a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -102,7 +102,10 @@ pub struct EventEncoder {
 impl EventEncoder {
     /// An encoder for `opts.format` (must not be `Hdf5`).
     pub fn new(opts: FormatOptions) -> Self {
-        assert!(opts.format != Format::Hdf5, "HDF5 images are built by output");
+        assert!(
+            opts.format != Format::Hdf5,
+            "HDF5 images are built by output"
+        );
         EventEncoder {
             opts,
             next_seq: 0,

@@ -72,7 +72,14 @@ pub fn image(
     str(&mut v, "data");
     map(&mut v, 3);
     str(&mut v, "type");
-    str(&mut v, if matches!(frame, Frame::F32(_)) { "<f4" } else { "<i4" });
+    str(
+        &mut v,
+        if matches!(frame, Frame::F32(_)) {
+            "<f4"
+        } else {
+            "<i4"
+        },
+    );
     str(&mut v, "shape");
     array(&mut v, 2);
     u64(&mut v, ss as u64);

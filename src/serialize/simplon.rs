@@ -63,7 +63,11 @@ pub fn start(batch: &Batch, opts: &FormatOptions) -> Result<Vec<u8>, OutputError
 }
 
 /// The bitshuffle-LZ4 blocks of `bytes` without the HDF5 filter's 12-byte header.
-pub fn compress(bytes: &[u8], elem_size: usize, enc: &mut BlockEncoder) -> std::io::Result<Vec<u8>> {
+pub fn compress(
+    bytes: &[u8],
+    elem_size: usize,
+    enc: &mut BlockEncoder,
+) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     enc.compress_chunk(bytes, elem_size, BLOCK_ELEMS, BlockCodec::Lz4, &mut out)?;
     out.drain(..12);

@@ -31,7 +31,8 @@ pub fn start(batch: &Batch, opts: &FormatOptions) -> Result<Vec<u8>, OutputError
     c.map(11 + 2 * energy.is_some() as u64);
     c.str("type").str("start");
     c.str("series_id").u64(batch.meta.run as u64);
-    c.str("series_unique_id").str(&series_unique_id(batch.meta.run, batch.writer_rank));
+    c.str("series_unique_id")
+        .str(&series_unique_id(batch.meta.run, batch.writer_rank));
     c.str("channels").array(1).str("threshold_1");
     c.str("detector_description").str(&batch.meta.source);
     c.str("image_dtype").str(px.dtype);
@@ -77,7 +78,8 @@ pub fn image(
     c.map(6);
     c.str("type").str("image");
     c.str("series_id").u64(batch.meta.run as u64);
-    c.str("series_unique_id").str(&series_unique_id(batch.meta.run, batch.writer_rank));
+    c.str("series_unique_id")
+        .str(&series_unique_id(batch.meta.run, batch.writer_rank));
     c.str("image_id").u64(seq);
     c.str("data").map(1).str("threshold_1");
     c.tag(TAG_MULTI_DIM).array(2);
@@ -108,8 +110,10 @@ pub fn end(eos: &EndOfStream) -> Vec<u8> {
     c.map(4);
     c.str("type").str("end");
     c.str("series_id").u64(eos.run.unwrap_or(0) as u64);
-    c.str("series_unique_id")
-        .str(&series_unique_id(eos.run.unwrap_or(0), eos.writer_rank.unwrap_or(0)));
+    c.str("series_unique_id").str(&series_unique_id(
+        eos.run.unwrap_or(0),
+        eos.writer_rank.unwrap_or(0),
+    ));
     c.str("lclstreamer_eos").eos(eos);
     c.finish()
 }

@@ -74,8 +74,8 @@ enum Rx {
     Zmq {
         sock: ZmqSocket,
         _ctx: zmq::Context,
-        /// REQ: when the pending request was sent.
-        asked: Option<Option<Instant>>,
+        /// REQ: the connection-close count when the pending request was sent.
+        asked: Option<Option<u64>>,
     },
 }
 
@@ -146,11 +146,13 @@ impl Rx {
             },
             Rx::Zmq { sock, asked, .. } => {
                 if let Some(at) = asked {
-                    // A REQ asks again when no reply came within 2 s (the REP side may
-                    // have restarted); duplicates are dropped by identity.
-                    if at.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+                    // A REQ asks again only when a connection closed since it asked (its
+                    // request or the reply died with it); asking while a reply is in flight
+                    // would make the socket discard that reply.
+                    let closed = sock.closed();
+                    if at.is_none_or(|c| c != closed) {
                         match sock.socket.send(&b"next"[..], zmq::DONTWAIT) {
-                            Ok(()) => *at = Some(Instant::now()),
+                            Ok(()) => *at = Some(closed),
                             Err(zmq::Error::EAGAIN) => {
                                 std::thread::sleep(Duration::from_millis(200));
                                 return Ok(None);
@@ -312,7 +314,11 @@ pub fn pull(
             Ok(Kind::Start) => continue,
             Ok(Kind::End(eos)) => {
                 // A REP sink answers every request after its end with the end again.
-                if !sum.eos.iter().any(|e| e.sender == eos.sender && e.url == eos.url) {
+                if !sum
+                    .eos
+                    .iter()
+                    .any(|e| e.sender == eos.sender && e.url == eos.url)
+                {
                     sum.eos.push(eos);
                 }
                 continue;

@@ -197,8 +197,18 @@ impl ZmqSink {
     }
 }
 
-/// Sends `msg` on `ep` until delivered (true) or `deadline` (false); REP answers malformed
-/// requests with an error and counts them.
+/// Outcome of [`send_until`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Yes,
+    TimedOut,
+    /// REP: a consumer connection closed while waiting for a request (its last reply may be
+    /// lost and it may wait for it); resend the window first.
+    Disconnected,
+}
+
+/// Sends `msg` on `ep` until delivered or `deadline`; REP answers malformed requests with an
+/// error and counts them, and reports a connection closed while it waits.
 fn send_until(
     cfg: &ZmqSinkConfig,
     ep: &mut Endpoint,
@@ -206,7 +216,7 @@ fn send_until(
     deadline: Option<Instant>,
     what: &str,
     rejected: &mut u64,
-) -> Result<bool, TransportError> {
+) -> Result<Sent, TransportError> {
     let start = Instant::now();
     let mut next_log = 5.0;
     let zerr = |url: &str, what: &str, e: zmq::Error| {
@@ -256,15 +266,20 @@ fn send_until(
                         .map_err(|e| zerr(&ep.sock.url, "reply to", e))?;
                     continue;
                 }
-                Err(zmq::Error::EAGAIN) => false,
+                Err(zmq::Error::EAGAIN) => {
+                    if ep.sock.closed() != ep.closed_seen {
+                        return Ok(Sent::Disconnected);
+                    }
+                    false
+                }
                 Err(e) => return Err(zerr(&ep.sock.url, "receive from", e)),
             },
         };
         if sent {
-            return Ok(true);
+            return Ok(Sent::Yes);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(false);
+            return Ok(Sent::TimedOut);
         }
         if deadline.is_none() && start.elapsed().as_secs_f64() >= next_log {
             next_log *= 2.0;
@@ -287,8 +302,23 @@ impl ZmqSink {
     ) -> Result<(), TransportError> {
         let deadline = self.deadline();
         let what = format!("message {} of writer {}", meta.seq, meta.writer_rank);
+        let sent = loop {
+            let ep = &mut self.endpoints[i];
+            match send_until(
+                &self.cfg,
+                ep,
+                &bytes,
+                deadline,
+                &what,
+                &mut self.stats.rejected,
+            )? {
+                Sent::Disconnected if !resend => self.resend_after_disconnect(i)?,
+                Sent::Disconnected => ep.closed_seen = ep.sock.closed(),
+                s => break s == Sent::Yes,
+            }
+        };
         let ep = &mut self.endpoints[i];
-        if send_until(&self.cfg, ep, &bytes, deadline, &what, &mut self.stats.rejected)? {
+        if sent {
             if resend {
                 self.stats.resent += 1;
             } else {
@@ -380,14 +410,15 @@ impl Sink for ZmqSink {
     fn send_control(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         let deadline = self.deadline();
         for ep in &mut self.endpoints {
-            if !send_until(
+            if send_until(
                 &self.cfg,
                 ep,
                 bytes,
                 deadline,
                 "the series start message",
                 &mut self.stats.rejected,
-            )? {
+            )? != Sent::Yes
+            {
                 eprintln!(
                     "lclstreamer: no consumer took the series start message on {}",
                     ep.sock.url
@@ -428,9 +459,23 @@ impl Sink for ZmqSink {
                 rejected: self.stats.rejected,
             };
             let msg = end_message(self.cfg.format, self.cfg.simplon_prefix, &eos);
-            let ep = &mut self.endpoints[i];
             let mut rejected = 0;
-            if !send_until(&self.cfg, ep, &msg, deadline, "the end-of-stream message", &mut rejected)? {
+            let sent = loop {
+                let ep = &mut self.endpoints[i];
+                match send_until(
+                    &self.cfg,
+                    ep,
+                    &msg,
+                    deadline,
+                    "the end-of-stream message",
+                    &mut rejected,
+                )? {
+                    Sent::Disconnected => self.resend_after_disconnect(i)?,
+                    s => break s == Sent::Yes,
+                }
+            };
+            let ep = &mut self.endpoints[i];
+            if !sent {
                 undelivered.push(ep.sock.url.clone());
                 continue;
             }
@@ -438,10 +483,17 @@ impl Sink for ZmqSink {
             let end = Instant::now() + self.cfg.linger;
             if self.cfg.pattern == Pattern::Rep {
                 while Instant::now() < end && ep.sock.connections() > 0 {
-                    send_until(&self.cfg, ep, &msg, Some(end), "", &mut rejected)?;
+                    if send_until(&self.cfg, ep, &msg, Some(end), "", &mut rejected)?
+                        == Sent::Disconnected
+                    {
+                        ep.closed_seen = ep.sock.closed();
+                    }
                 }
             }
-            if !ep.sock.wait_zero(end.saturating_duration_since(Instant::now())) {
+            if !ep
+                .sock
+                .wait_zero(end.saturating_duration_since(Instant::now()))
+            {
                 eprintln!(
                     "lclstreamer: consumer on {} still connected {:.0} s after end-of-stream; closing",
                     ep.sock.url,

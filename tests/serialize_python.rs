@@ -1,0 +1,148 @@
+//! Independent decoders (`.venv`: pyzmq, cbor2, dectris-compression, bitshuffle, msgpack) read
+//! the event formats off ZeroMQ sinks (`scripts/decode_formats.py`): Stream V2 and Simplon from
+//! PUSH, CrystFEL's msgpack from REP through a REQ client asking `next` as indexamajig does.
+//! Every pixel sum, the first pixels, the peaks and the photon energy are compared.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lclstreamer::output::batch::{ExampleKind, example_batch};
+use lclstreamer::output::{Batch, Frame};
+use lclstreamer::serialize::{EventEncoder, Format, FormatOptions};
+use lclstreamer::transport::{Pattern, Role, Sink, ZmqSink, ZmqSinkConfig};
+
+fn python() -> Option<std::path::PathBuf> {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if py.exists() {
+        return Some(py);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} missing under CI: scripts/test must run scripts/setup-python",
+        py.display()
+    );
+    eprintln!(
+        "SKIPPED: {} missing; run scripts/setup-python",
+        py.display()
+    );
+    None
+}
+
+fn check(format: Format, kind: ExampleKind) {
+    let Some(py) = python() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let fmt = match format {
+        Format::Stream2 => "stream2",
+        Format::Simplon => "simplon",
+        _ => "msgpack",
+    };
+    let child = Command::new(&py)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/decode_formats.py"))
+        .args([fmt, &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut cfg = ZmqSinkConfig::new(vec![url]);
+    cfg.pattern = if format == Format::Msgpack {
+        Pattern::Rep
+    } else {
+        Pattern::Push
+    };
+    cfg.role = Role::Listen;
+    cfg.format = format;
+    cfg.linger = Duration::from_secs(20);
+    cfg.policy = lclstreamer::transport::Policy::Drop;
+    cfg.send_timeout = Duration::from_secs(10);
+    let mut sink = ZmqSink::new(cfg, 2).unwrap();
+    let mut enc = EventEncoder::new(FormatOptions {
+        format,
+        ..Default::default()
+    });
+    let mut events = Vec::new();
+    for seq in 0..2u64 {
+        let mut b: Batch = example_batch(3, 40, 36, kind, seq + 7);
+        b.writer_rank = 2;
+        b.seq = seq;
+        for m in enc.encode(&b).unwrap() {
+            match m.meta {
+                None => sink.send_control(&m.bytes).unwrap(),
+                Some(meta) => sink.send(m.bytes, &meta).unwrap(),
+            }
+        }
+        events.extend(b.events);
+    }
+    let st = sink.finish();
+    let out = child.wait_with_output().unwrap();
+    let st = st.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{fmt}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (last, images) = lines.split_last().unwrap();
+    assert_eq!(last["images"], 6, "{fmt}");
+    assert_eq!(
+        (last["eos_events"].as_u64(), st.events),
+        (Some(6), 6),
+        "{fmt}"
+    );
+    for (img, ev) in images.iter().zip(&events) {
+        assert_eq!(img["writer"], 2);
+        let frame = ev.frame.as_ref().unwrap();
+        let pixels: Vec<f64> = match frame {
+            Frame::F32(a) => a.iter().map(|&v| v as f64).collect(),
+            Frame::U16(a) => a.iter().map(|&v| v as f64).collect(),
+        };
+        assert_eq!(img["shape"], serde_json::json!([40, 36]), "{fmt}");
+        let want_sum: f64 = pixels.iter().sum();
+        let sum = img["sum"].as_f64().unwrap();
+        assert!(
+            (sum - want_sum).abs() <= 1e-9 * want_sum.abs().max(1.0),
+            "{fmt}: {sum} vs {want_sum}"
+        );
+        // Pixels are f32 or u16: compare at f32 (serde_json parses f64 text within 1 ulp).
+        let first: Vec<f32> = serde_json::from_value(img["first"].clone()).unwrap();
+        let want: Vec<f32> = pixels[..5].iter().map(|&v| v as f32).collect();
+        assert_eq!(first, want, "{fmt}");
+        let fs: Vec<f32> = serde_json::from_value(img["fs"].clone()).unwrap();
+        let ss: Vec<f32> = serde_json::from_value(img["ss"].clone()).unwrap();
+        let it: Vec<f32> = serde_json::from_value(img["intensity"].clone()).unwrap();
+        assert_eq!(
+            (&fs, &ss, &it),
+            (&ev.peaks.fs, &ev.peaks.ss, &ev.peaks.total_intensity)
+        );
+        let e = lclstreamer::serialize::scalar(ev, "photon_energy_eV").unwrap();
+        let got = img["photon_energy"].as_f64().unwrap();
+        assert!(
+            (got - e).abs() <= 1e-9 * e,
+            "{fmt}: photon energy {got} vs {e}"
+        );
+    }
+}
+
+#[test]
+fn stream2_decodes_with_cbor2_and_dectris_compression() {
+    check(Format::Stream2, ExampleKind::Calib { quantum: None });
+}
+
+#[test]
+fn simplon_decodes_with_cbor2_and_bitshuffle() {
+    check(Format::Simplon, ExampleKind::Raw);
+}
+
+#[test]
+fn msgpack_over_rep_decodes_as_crystfel_reads_it() {
+    check(Format::Msgpack, ExampleKind::Raw);
+}
