@@ -338,7 +338,7 @@ pub fn pull(
             },
             Err(e) => {
                 let p = format!(
-                    "message of {} bytes is not a batch or event message ({e}); ignored",
+                    "message of {} bytes is not a batch image or event message ({e}); ignored",
                     msg.len()
                 );
                 eprintln!("pull: {p}");
