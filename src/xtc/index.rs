@@ -49,6 +49,9 @@ pub struct StreamIndexer {
     pending_switch: Option<u32>,
     buf: Vec<u8>,
     truncations: Vec<(PathBuf, Truncation)>,
+    /// Bigdata file lengths by chunk, read once when small data points into them.
+    chunk_len: Vec<(u32, Option<u64>)>,
+    past_end: u64,
 }
 
 impl StreamIndexer {
@@ -76,6 +79,8 @@ impl StreamIndexer {
             pending_switch: None,
             buf: Vec::with_capacity(64 * 1024),
             truncations: Vec::new(),
+            chunk_len: Vec::new(),
+            past_end: 0,
         })
     }
 
@@ -102,9 +107,53 @@ impl StreamIndexer {
         &self.lookup
     }
 
-    /// Files that ended inside a datagram.
+    /// Files that end inside a datagram, each listed once: a file read to its end, or a bigdata
+    /// chunk that small data points past.
     pub fn truncations(&self) -> &[(PathBuf, Truncation)] {
         &self.truncations
+    }
+
+    /// L1Accepts whose small-data location lies past the end of their bigdata chunk.
+    pub fn events_past_end(&self) -> u64 {
+        self.past_end
+    }
+
+    fn note(&mut self, path: PathBuf, t: Truncation) {
+        if !self.truncations.iter().any(|(p, _)| *p == path) {
+            self.truncations.push((path, t));
+        }
+    }
+
+    /// Checks a small-data location against its bigdata chunk's length (read once per chunk).
+    fn check_extent(&mut self, loc: Location) {
+        let len = match self.chunk_len.iter().find(|(c, _)| *c == loc.chunk) {
+            Some(&(_, len)) => len,
+            None => {
+                let len = self
+                    .chunk_path(loc.chunk)
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len());
+                self.chunk_len.push((loc.chunk, len));
+                len
+            }
+        };
+        let Some(len) = len else {
+            return;
+        };
+        if loc.offset.saturating_add(loc.size) > len {
+            self.past_end += 1;
+            if let Some(path) = self.chunk_path(loc.chunk).map(Path::to_path_buf) {
+                let available = len.saturating_sub(loc.offset);
+                self.note(
+                    path,
+                    Truncation {
+                        offset: loc.offset,
+                        expected: loc.size,
+                        available,
+                    },
+                );
+            }
+        }
     }
 
     fn set_chunk_path(&mut self, chunk: u32, path: PathBuf) {
@@ -170,7 +219,7 @@ impl StreamIndexer {
 
     fn record_truncation(&mut self) {
         if let Some(t) = self.reader.truncation() {
-            self.truncations.push((self.reader.path().to_path_buf(), t));
+            self.note(self.reader.path().to_path_buf(), t);
         }
     }
 
@@ -204,13 +253,15 @@ impl StreamIndexer {
                     smd_offset_size(&d, &self.lookup).map_err(|e| XtcError::format(&path, e))?
                 }
             };
+            let location = Location {
+                chunk: self.chunk,
+                offset,
+                size,
+            };
+            self.check_extent(location);
             return Ok(Some(IndexEntry {
                 header,
-                location: Some(Location {
-                    chunk: self.chunk,
-                    offset,
-                    size,
-                }),
+                location: Some(location),
                 transition: None,
             }));
         }
