@@ -254,3 +254,80 @@ fn bigdata_cut_inside_a_datagram_is_a_truncation_with_its_events() {
     assert_eq!(t[0].1.available, 10);
     assert_eq!(ix.events_past_end(), l1s.len() as u64 - 2);
 }
+
+#[test]
+fn an_unreadable_chunk_is_named_by_the_readability_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let xtc = tmp.path().join("mfx/mfxtest01/xtc");
+    std::fs::create_dir_all(&xtc).unwrap();
+    std::fs::copy(
+        sample("detector/test_epix_calib.xtc2"),
+        xtc.join("mfxtest01-r0001-s000-c000.xtc2"),
+    )
+    .unwrap();
+    let run = lclstreamer::xtc::run::discover_in_dir(&xtc, "mfxtest01", 1).unwrap();
+    run.check_readable().unwrap();
+    let bad = xtc.join("mfxtest01-r0001-s000-c001.xtc2");
+    std::fs::create_dir(&bad).unwrap();
+    let run = lclstreamer::xtc::run::discover_in_dir(&xtc, "mfxtest01", 1).unwrap();
+    let err = run.check_readable().unwrap_err().to_string();
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+}
+
+#[test]
+fn an_unreadable_chunk_is_one_startup_error_naming_it() {
+    let exe = env!("CARGO_BIN_EXE_lclstreamer");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let st = Command::new(exe)
+        .args([
+            "synth",
+            "--exp",
+            "mfxsyn01",
+            "--run",
+            "1",
+            "--detector",
+            "epix100",
+        ])
+        .args([
+            "--events",
+            "30",
+            "--chunk-bytes",
+            "200000",
+            "--events-per-enable",
+            "10",
+        ])
+        .arg("--out")
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // A later chunk, read only by workers through the small data, replaced by a directory.
+    let bad = root.join("mfx/mfxsyn01/xtc/mfxsyn01-r0001-s000-c001.xtc2");
+    std::fs::remove_file(&bad).unwrap();
+    std::fs::create_dir(&bad).unwrap();
+    let cfg = root.join("job.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  exp: mfxsyn01\n  run: 1\n  root: {r}\n  detector: epix100\n\
+             detector:\n  constants: {r}/mfx/mfxsyn01/synth/r0001\nprocessing:\n  keep: all\n\
+             output:\n  sinks:\n    - {{kind: files, dir: {r}/out}}\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(exe)
+        .args(["run", "--quiet", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+    assert_eq!(err.matches("lclstreamer:").count(), 1, "{err}");
+}

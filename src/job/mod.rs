@@ -83,6 +83,7 @@ struct Checked {
 
 fn check(cfg: &Config) -> anyhow::Result<Checked> {
     let run = run_files(cfg)?;
+    run.check_readable()?;
     let stat = load_static(cfg, &run)?;
     cfg.output
         .layout

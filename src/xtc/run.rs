@@ -95,6 +95,30 @@ pub struct RunFiles {
     pub streams: Vec<StreamFiles>,
 }
 
+impl RunFiles {
+    /// Opens every listed bigdata chunk and small-data file for reading: the first that is not a
+    /// readable regular file is the error, naming it.
+    pub fn check_readable(&self) -> Result<(), XtcError> {
+        let paths = self.streams.iter().flat_map(|s| {
+            s.chunks
+                .iter()
+                .map(|c| c.path.as_path())
+                .chain(s.smd.as_deref())
+        });
+        for p in paths {
+            let meta = std::fs::metadata(p).map_err(|e| XtcError::io(p, 0, e))?;
+            if !meta.is_file() {
+                return Err(XtcError::Layout(format!(
+                    "{}: not a regular file, cannot be read as XTC2",
+                    p.display()
+                )));
+            }
+            std::fs::File::open(p).map_err(|e| XtcError::io(p, 0, e))?;
+        }
+        Ok(())
+    }
+}
+
 /// The `xtc` directory of an experiment under an S3DF-style root:
 /// `<root>/<hutch>/<exp>/xtc`, hutch = the first three letters of the experiment.
 pub fn xtc_dir(root: &Path, exp: &str) -> PathBuf {
