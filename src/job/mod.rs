@@ -4,6 +4,7 @@
 //! own threads and rayon.
 
 pub mod coordinator;
+pub mod interrupt;
 pub mod layout;
 pub mod messages;
 pub mod pipeline;
