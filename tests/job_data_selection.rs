@@ -552,3 +552,117 @@ fn synth_jungfrau_frames_with_per_module_scalars_from_every_stream() {
         assert!(b.events.iter().all(|e| e.scalar("hit").is_none()));
     }
 }
+
+/// Reads every field of every batch of a directory with h5py and prints, per event key, each
+/// field as `[present, value]` (numbers as nested lists, strings as str); ragged fields are
+/// rebuilt from `<name>_offsets` and `<name>_shape`. Checks the CXI aliases on the way.
+const H5PY_DUMP: &str = r#"
+import json, os, sys
+import h5py, numpy as np
+src, layout = sys.argv[1], sys.argv[2]
+out = {}
+for name in sorted(os.listdir(src)):
+    with h5py.File(os.path.join(src, name), "r") as f:
+        g = f["LCLS"] if layout == "cxi" else f
+        names = json.loads(f.attrs["field_names"])
+        ts = g["timestamp"][:]
+        for i, t in enumerate(ts):
+            ev = {}
+            for n in names:
+                ds = g[n]
+                present = int(g[n + "_present"][i]) if (n + "_present") in g else 1
+                if ds.attrs["layout"] == "ragged":
+                    o = g[n + "_offsets"][:]
+                    v = ds[o[i]:o[i + 1]].reshape(tuple(g[n + "_shape"][i])).tolist()
+                elif h5py.check_string_dtype(ds.dtype):
+                    v = ds.asstr()[i]
+                else:
+                    v = ds[i].tolist()
+                ev[n] = [present, v]
+            out[str(int(t))] = ev
+        if layout == "cxi":
+            np.testing.assert_array_equal(g["photon_energy_eV"][:], g["gmd"][:])
+            assert g["detector_1/EncoderValue"].shape == g["label"].shape
+print(json.dumps(out).replace("NaN", "null"))
+"#;
+
+fn nest(flat: &[f64], shape: &[u32]) -> serde_json::Value {
+    match shape {
+        [] => serde_json::json!(flat[0]),
+        [_] => serde_json::json!(flat),
+        [first, rest @ ..] => {
+            let stride = rest.iter().map(|&d| d as usize).product::<usize>();
+            (0..*first as usize)
+                .map(|i| nest(&flat[i * stride..(i + 1) * stride], rest))
+                .collect::<Vec<_>>()
+                .into()
+        }
+    }
+}
+
+/// Every JSON number as f64 (h5py gives ints for integer types).
+fn as_f64(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Number(n) => serde_json::json!(n.as_f64().unwrap()),
+        serde_json::Value::Array(a) => a.iter().map(as_f64).collect::<Vec<_>>().into(),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn h5py_reads_every_field_of_both_layouts() {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if !py.exists() {
+        assert!(std::env::var_os("CI").is_none(), "{} missing under CI", py.display());
+        eprintln!("SKIPPED: {} missing; run scripts/setup-python", py.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write_synthetic(&tmp.path().join("xtc"));
+    let sels = [
+        ("gmd", Sel::Pv("SXR:GMD:ENRC")),
+        ("peaks", det("hsd", Some("fex"), "peaks", None)),
+        ("cube", det("hsd", None, "cube", None)),
+        ("label", det("hsd", None, "label", None)),
+    ];
+    let only: Vec<Sel> = sels.iter().map(|(_, s)| s.clone()).collect();
+    let want = expected(&[vec![f.clone()]], &only);
+    let mut data: String = sels.iter().map(|(n, s)| s.yaml(n)).collect();
+    data = data.replacen("pv: \"SXR:GMD:ENRC\"", "pv: \"SXR:GMD:ENRC\", role: photon_energy_eV", 1);
+    data += "  - {name: distance, pv: \"SXR:GMD:ENRC\", role: detector_distance, fill: -1}\n";
+    for layout in ["cxi", "lclstreamer"] {
+        run_job(tmp.path(), std::slice::from_ref(&f), "", &data, 1, layout);
+        let o = Command::new(&py)
+            .arg("-c")
+            .arg(H5PY_DUMP)
+            .arg(tmp.path().join(format!("out-{layout}")))
+            .arg(layout)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(got.as_object().unwrap().len(), want.len());
+        for (ts, w) in &want {
+            let ev = &got[ts.to_string()];
+            for (k, (name, _)) in sels.iter().enumerate() {
+                let [present, v] = [&ev[name][0], &ev[name][1]];
+                match &w[k] {
+                    None => assert_eq!(present, 0, "{layout} {name} {ts:#x}"),
+                    Some(val) => {
+                        assert_eq!(present, 1, "{layout} {name} {ts:#x}");
+                        let expect = match val {
+                            Value::Str(s) => serde_json::json!(s),
+                            Value::Num { shape, .. } => nest(&val.to_f64s(), shape),
+                        };
+                        assert_eq!(as_f64(v), as_f64(&expect), "{layout} {name} {ts:#x}");
+                    }
+                }
+            }
+            // The distance entry (same PV) is -1 where the PV is missing.
+            let dist = &ev["distance"];
+            if w[0].is_none() {
+                assert_eq!(as_f64(dist), as_f64(&serde_json::json!([0, -1.0])));
+            }
+        }
+    }
+}
