@@ -184,9 +184,9 @@ fn psana_geometry_text_drives_peak_finding_on_the_real_epixquad() {
         let (b, _) = read_batch(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
         events += b.events.len();
         let names: Vec<&str> = b.events[0]
-            .scalars
+            .fields
             .iter()
-            .map(|(n, _)| n.as_str())
+            .map(|f| f.name.as_str())
             .collect();
         assert!(names.contains(&"n_peaks"), "{names:?}");
     }

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 struct Feed {
     builder: EventBuilder<StreamIndexer>,
     stream_ids: Vec<u32>,
-    detector: String,
+    /// The detector whose streams every event needs; none when only data is forwarded.
+    detector: Option<String>,
+    /// Send every stream's datagram of an event (data selection), not only the detector's.
+    all_parts: bool,
     expected_set: bool,
     log: Vec<TransitionMsg>,
     events_seen: u64,
@@ -40,7 +43,10 @@ impl Feed {
                 ));
             }
         }
-        if ev.service == TransitionId::Configure && !self.expected_set {
+        if ev.service == TransitionId::Configure
+            && !self.expected_set
+            && let Some(det) = &self.detector
+        {
             let mut expected = vec![false; self.stream_ids.len()];
             for p in &ev.parts {
                 let Some(bytes) = &p.entry.transition else {
@@ -51,13 +57,10 @@ impl Feed {
                 expected[p.stream] = l
                     .entries()
                     .iter()
-                    .any(|(_, s)| is_raw_segment(s, &self.detector));
+                    .any(|(_, s)| is_raw_segment(s, det));
             }
             if !expected.iter().any(|&e| e) {
-                anyhow::bail!(
-                    "no stream of this run declares detector {:?} (alg raw)",
-                    self.detector
-                );
+                anyhow::bail!("no stream of this run declares detector {det:?} (alg raw)");
             }
             self.builder.set_expected(expected);
             self.expected_set = true;
@@ -94,10 +97,12 @@ impl Feed {
             let index = self.events_seen;
             self.events_seen += 1;
             let expected = |i: usize| self.builder.expected(i);
+            let has_detector =
+                self.detector.is_none() || ev.parts.iter().any(|p| expected(p.stream));
             let parts: Vec<Part> = ev
                 .parts
                 .iter()
-                .filter(|p| expected(p.stream))
+                .filter(|p| self.all_parts || expected(p.stream))
                 .filter_map(|p| {
                     p.entry.location.map(|l| Part {
                         stream: self.stream_ids[p.stream],
@@ -107,7 +112,7 @@ impl Feed {
                     })
                 })
                 .collect();
-            if parts.is_empty() {
+            if parts.is_empty() || !has_detector {
                 self.other += 1;
                 continue;
             }
@@ -143,6 +148,7 @@ fn open_feed(cfg: &Config, run: &RunFiles) -> anyhow::Result<Feed> {
         builder: EventBuilder::for_run(run, cfg.source.use_smalldata)?,
         stream_ids: run.streams.iter().map(|s| s.stream).collect(),
         detector: cfg.source.detector.clone(),
+        all_parts: !cfg.data.is_empty() || cfg.source.detector.is_none(),
         expected_set: false,
         log: Vec::new(),
         events_seen: 0,

@@ -55,7 +55,8 @@ pub struct RecordMsg {
     pub frame: Option<FrameMsg>,
     /// fs, ss, total intensity, max pixel, npix, snr, sigma per peak.
     pub peaks: [Vec<f32>; 7],
-    pub scalars: Vec<(String, f64)>,
+    /// `hit`, `n_peaks` (when peak finding runs) and the selected data.
+    pub fields: Vec<crate::output::Field>,
 }
 
 /// Counts a worker keeps.
@@ -82,6 +83,8 @@ pub struct WriterStats {
     pub ns_send: u64,
     /// (sink name, batches, events, bytes, spilled, dropped)
     pub sinks: Vec<(String, u64, u64, u64, u64, u64)>,
+    /// (selected field, events sent without it)
+    pub missing: Vec<(String, u64)>,
 }
 
 /// Everything the roles say to each other.

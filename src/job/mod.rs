@@ -9,6 +9,7 @@ pub mod layout;
 pub mod messages;
 pub mod pipeline;
 pub mod router;
+pub mod select;
 pub mod summary;
 pub mod worker;
 pub mod writer;
@@ -72,20 +73,25 @@ pub fn run_files(cfg: &Config) -> anyhow::Result<RunFiles> {
 
 /// The run's detector model and everything workers need for it.
 fn load_static(cfg: &Config, run: &RunFiles) -> anyhow::Result<pipeline::Static> {
-    let conf = pipeline::first_configure(&cfg.source.detector, run)?;
-    pipeline::Static::load(cfg, conf.model)
+    let model = match &cfg.source.detector {
+        Some(det) => Some(pipeline::first_configure(det, run)?.model),
+        None => None,
+    };
+    pipeline::Static::load(cfg, model)
 }
 
 /// Everything checked before any data moves.
 struct Checked {
     run: RunFiles,
     stat: pipeline::Static,
+    run_values: Vec<(String, crate::output::Value)>,
 }
 
 fn check(cfg: &Config) -> anyhow::Result<Checked> {
     let run = run_files(cfg)?;
     run.check_readable()?;
     let stat = load_static(cfg, &run)?;
+    let run_values = select::check_and_run_values(&cfg.data, &run)?;
     cfg.output
         .layout
         .parse::<crate::output::Layout>()
@@ -120,7 +126,11 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
             }
         }
     }
-    Ok(Checked { run, stat })
+    Ok(Checked {
+        run,
+        stat,
+        run_values,
+    })
 }
 
 /// Runs the job on this rank; returns the process exit code (rank 0 prints the summary).
@@ -144,8 +154,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     if rank == 0 {
         match check(&cfg) {
             Ok(c) => {
-                if !opts.quiet {
-                    eprintln!("lclstreamer: detector {}", c.stat.model.describe());
+                if !opts.quiet
+                    && let Some(m) = &c.stat.model
+                {
+                    eprintln!("lclstreamer: detector {}", m.describe());
                 }
                 checked = Some(c);
             }
@@ -163,9 +175,25 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     let needs_static = local
         .iter()
         .any(|&id| matches!(layout.kind(id), RoleKind::Worker(_)));
-    let (run, stat) = match checked {
-        Some(c) => (Some(c.run), Some(c.stat)),
-        None => (None, None),
+    let (run, stat, run_values) = match checked {
+        Some(c) => (Some(c.run), Some(c.stat), Some(c.run_values)),
+        None => (None, None, None),
+    };
+    let needs_values = local
+        .iter()
+        .any(|&id| matches!(layout.kind(id), RoleKind::Writer(_)));
+    let run_values = match run_values {
+        Some(v) => v,
+        None if needs_values => {
+            match run_files(&cfg).and_then(|r| select::check_and_run_values(&cfg.data, &r)) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("lclstreamer: rank {rank}: {e:#}");
+                    world.abort(1);
+                }
+            }
+        }
+        None => Vec::new(),
     };
     let stat = match (stat, needs_static) {
         (Some(s), _) => Some(Arc::new(s)),
@@ -190,10 +218,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
             .run
             .or_else(|| run.as_ref().and_then(|r| r.run))
             .unwrap_or(0),
-        source: cfg.source.detector.clone(),
+        source: cfg.source.detector.clone().unwrap_or_default(),
         segments: stat
             .as_ref()
-            .map(|s| s.model.segments.clone())
+            .and_then(|s| s.model.as_ref())
+            .map(|m| m.segments.clone())
             .unwrap_or_default(),
         software_version: format!("lclstreamer {}", env!("CARGO_PKG_VERSION")),
         parameters: vec![
@@ -209,9 +238,25 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
                 "max_num_peaks_for_hit".into(),
                 cfg.processing.max_num_peaks_for_hit.to_string(),
             ),
-            ("keep".into(), format!("{:?}", cfg.processing.keep)),
-            ("send".into(), format!("{:?}", cfg.processing.send)),
-        ],
+            (
+                "steps".into(),
+                serde_json::to_string(&cfg.steps().unwrap_or_default()).unwrap_or_default(),
+            ),
+            ("send".into(), format!("{:?}", cfg.send())),
+        ]
+        .into_iter()
+        .chain(
+            [("constants", &cfg.detector.constants), ("geometry", &cfg.detector.geometry)]
+                .into_iter()
+                .filter_map(|(k, p)| p.as_ref().map(|p| (k.into(), p.display().to_string()))),
+        )
+        .collect(),
+        values: run_values,
+        cxi_aliases: cfg
+            .data
+            .iter()
+            .filter_map(|e| e.role.map(|r| (e.name.clone(), r.cxi_path().to_string())))
+            .collect(),
     };
     let cfg = Arc::new(cfg);
     let (switch, boxes) = Switch::new(&local);

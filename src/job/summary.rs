@@ -1,7 +1,8 @@
 //! Progress reporting on rank 0 and the end-of-run summary (printed, optionally JSON).
 
 use super::layout::Layout;
-use super::messages::{RoleId, WorkerStats, WriterStats};
+use super::messages::{RecordMsg, RoleId, WorkerStats, WriterStats};
+use crate::output::Presence;
 use crate::config::Config;
 use crate::xtc::run::RunFiles;
 use serde::Serialize;
@@ -77,6 +78,27 @@ pub struct SinkSummary {
     pub dropped: u64,
 }
 
+/// Events sent without one selected field's value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MissingSummary {
+    pub name: String,
+    pub events: u64,
+}
+
+/// Adds the fields `records` lack to the per-field counts (every selected field is listed,
+/// with 0 when never missing).
+pub fn count_missing(counts: &mut Vec<(String, u64)>, records: &[RecordMsg]) {
+    for r in records {
+        for f in r.fields.iter().filter(|f| f.presence != Presence::Always) {
+            let n = u64::from(f.presence == Presence::Missing);
+            match counts.iter_mut().find(|(name, _)| *name == f.name) {
+                Some((_, c)) => *c += n,
+                None => counts.push((f.name.clone(), n)),
+            }
+        }
+    }
+}
+
 /// Share of the work time per stage (summed over ranks), in seconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StageTimes {
@@ -108,6 +130,8 @@ pub struct Summary {
     pub events_sent: u64,
     pub batches: u64,
     pub sinks: Vec<SinkSummary>,
+    /// Per selected field: events sent without its value (fill value, `<name>_present` 0).
+    pub missing: Vec<MissingSummary>,
     pub truncated_files: Vec<String>,
     pub wall_seconds: f64,
     pub events_per_second: f64,
@@ -195,11 +219,21 @@ impl Summary {
                 s.dropped += dr;
             }
         }
+        let mut missing: Vec<MissingSummary> = Vec::new();
+        for (name, n) in writers.iter().flat_map(|w| &w.missing) {
+            match missing.iter_mut().find(|m| &m.name == name) {
+                Some(m) => m.events += n,
+                None => missing.push(MissingSummary {
+                    name: name.clone(),
+                    events: *n,
+                }),
+            }
+        }
         let secs = |ns: u64| ns as f64 * 1e-9;
         Summary {
             experiment: cfg.source.exp.clone().or_else(|| run.exp.clone()),
             run: cfg.source.run.or(run.run),
-            detector: cfg.source.detector.clone(),
+            detector: cfg.source.detector.clone().unwrap_or_default(),
             ranks: layout.size,
             workers: layout.workers,
             writers: layout.writers,
@@ -219,6 +253,7 @@ impl Summary {
             events_sent: sum(|s| s.sent),
             batches: writers.iter().map(|w| w.batches).sum(),
             sinks,
+            missing,
             truncated_files,
             wall_seconds: wall.as_secs_f64(),
             events_per_second: events_read as f64 / wall.as_secs_f64().max(1e-9),
@@ -257,6 +292,12 @@ impl Summary {
             s += &format!(
                 "  sink {}: {} batches, {} events, {} bytes, {} spilled, {} dropped\n",
                 k.name, k.batches, k.events, k.bytes, k.spilled, k.dropped
+            );
+        }
+        for m in &self.missing {
+            s += &format!(
+                "  data {}: missing in {} of {} events sent\n",
+                m.name, m.events, self.events_sent
             );
         }
         for t in &self.truncated_files {

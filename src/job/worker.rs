@@ -4,9 +4,8 @@
 
 use super::layout::Layout;
 use super::messages::{Msg, RecordMsg, TransitionMsg, WorkerStats};
-use super::pipeline::{Processor, Static, Timings};
+use super::pipeline::{Processor, RunConf, Static, Timings};
 use super::router::Mailbox;
-use crate::detector::frame::Configured;
 use crate::xtc::TransitionId;
 use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -20,7 +19,7 @@ pub const CREDITS: u32 = 2;
 const PREFETCH: u32 = 2;
 
 struct State {
-    conf: Option<Configured>,
+    conf: Option<RunConf>,
     pool: Vec<Processor>,
     files: HashMap<(u32, u32), (PathBuf, File)>,
     damaged_reports: u32,
@@ -38,6 +37,8 @@ impl State {
                     .map(|_| Processor::new(st, &conf))
                     .collect::<anyhow::Result<_>>()?;
                 self.conf = Some(conf);
+            } else if let Some(c) = &mut self.conf {
+                c.transition(tr)?;
             }
         }
         Ok(())

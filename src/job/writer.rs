@@ -102,7 +102,7 @@ fn to_record(r: RecordMsg) -> EventRecord {
             snr,
             sigma,
         },
-        scalars: r.scalars,
+        fields: r.fields,
     }
 }
 
@@ -164,6 +164,7 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     while done < workers.len() {
         match mb.recv()? {
             Msg::Records { worker, records } => {
+                super::summary::count_missing(&mut stats.missing, &records);
                 pending.extend(records.into_iter().map(to_record));
                 mb.send(worker, Msg::Credit { n: 1 })?;
                 while pending.len() >= cfg.output.batch_size {

@@ -2,12 +2,12 @@
 //! LCLStreamer's HDF5 serializer writes (its consumers iterate the root datasets).
 //!
 //! Keys: `<source>.calib` (float32) or `<source>.raw` (uint16) frames `(B, ss, fs)` chunked one
-//! frame per chunk; `timestamp`, `event_index` (u64), `run` (u32), one float64 dataset per scalar
-//! name, and the peak columns as `peaks.nPeaks` (int32) and `peaks.<cxi name>` (float32, `(B, W)`).
+//! frame per chunk; `timestamp`, `event_index` (u64), `run` (u32), every field (`hit`,
+//! `n_peaks`, selected data) as a root dataset `<name>` (see `fields`), and the peak columns as `peaks.nPeaks` (int32) and `peaks.<cxi name>` (float32, `(B, W)`).
 
-use ndarray::Array1;
-
-use super::{Checked, Compression, OutputError, peak_arrays, write_event_ids, write_frames};
+use super::{
+    Checked, Compression, OutputError, fields, peak_arrays, write_event_ids, write_frames,
+};
 
 /// Name of the frame dataset for a source and frame dtype.
 pub(crate) fn frame_key(source: &str, kind: &str) -> String {
@@ -36,15 +36,7 @@ pub(crate) fn write(
         )?;
     }
     write_event_ids(file, c)?;
-    for (k, name) in c.scalar_names.iter().enumerate() {
-        if file.link_exists(name) || name.contains('/') {
-            return Err(OutputError::InvalidBatch(format!(
-                "scalar name {name:?} clashes with a dataset or contains '/'"
-            )));
-        }
-        let v = Array1::from_iter(events.iter().map(|e| e.scalars[k].1));
-        file.new_dataset_builder().with_data(&v).create(*name)?;
-    }
+    fields::write(file, events, &|_| Vec::new())?;
     let (n, cols) = peak_arrays(c);
     file.new_dataset_builder()
         .with_data(&n)

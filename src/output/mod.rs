@@ -5,11 +5,13 @@
 //! chunk; the chunks are compressed in parallel (rayon) by our own encoders and stored with
 //! `H5Dwrite_chunk`, while the dataset's filter pipeline names the filter so any reader decodes
 //! them. Every image carries root attributes `writer_rank`, `seq`, `n_events`, `experiment`,
-//! `run`, `source`, `software_version`, `scalar_names` (JSON list) and one `param.<name>` string per parameter.
+//! `run`, `source`, `software_version`, `field_names` (JSON list), one `param.<name>` string per
+//! parameter and one `data.<name>` per run-level selected value.
 
 pub mod batch;
 pub mod bitshuffle;
 mod cxi;
+mod fields;
 pub mod filters;
 pub mod h5image;
 mod lclstreamer_layout;
@@ -21,7 +23,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use batch::{Batch, EventRecord, Frame, Peaks, RunMeta};
+pub use batch::{Batch, Dtype, EventRecord, Field, Frame, Peaks, Presence, RunMeta, Value};
+pub use fields::SUFFIXES as FIELD_SUFFIXES;
 pub use filters::Compression;
 pub use read::read_batch;
 
@@ -89,7 +92,7 @@ pub(crate) struct Checked<'a> {
     pub batch: &'a Batch,
     /// `(ss, fs, elem_size, kind)` when the batch carries frames.
     pub frames: Option<(usize, usize, usize, &'static str)>,
-    pub scalar_names: Vec<&'a str>,
+    pub field_names: Vec<&'a str>,
     pub peak_width: usize,
 }
 
@@ -102,7 +105,8 @@ fn check(batch: &Batch, min_peak_width: usize) -> Result<Checked<'_>, OutputErro
         .frame
         .as_ref()
         .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
-    let scalar_names: Vec<&str> = first.scalars.iter().map(|(n, _)| n.as_str()).collect();
+    let field_names: Vec<&str> = first.fields.iter().map(|f| f.name.as_str()).collect();
+    fields::check(&batch.events)?;
     let mut peak_width = min_peak_width.max(1);
     for (i, ev) in batch.events.iter().enumerate() {
         let this = ev
@@ -126,22 +130,11 @@ fn check(batch: &Batch, min_peak_width: usize) -> Result<Checked<'_>, OutputErro
             return bad(format!("event {i}: peak columns have different lengths"));
         }
         peak_width = peak_width.max(p.len());
-        if ev.scalars.len() != scalar_names.len()
-            || ev
-                .scalars
-                .iter()
-                .zip(&scalar_names)
-                .any(|((a, _), b)| a != b)
-        {
-            return bad(format!(
-                "event {i}: scalar names differ from event 0's {scalar_names:?}"
-            ));
-        }
     }
     Ok(Checked {
         batch,
         frames,
-        scalar_names,
+        field_names,
         peak_width,
     })
 }
@@ -204,7 +197,15 @@ impl Serializer {
 fn image_capacity(c: &Checked, chunks: &[&[u8]]) -> usize {
     let b = c.batch.events.len();
     let frames: usize = chunks.iter().map(|c| c.len()).sum();
-    let per_event = 8 * c.peak_width * 4 + (c.scalar_names.len() + 8) * 8;
+    let values: usize = c.batch.events[0]
+        .fields
+        .iter()
+        .map(|f| match &f.value {
+            Value::Num { data, .. } => data.len() + 8,
+            Value::Str(s) => s.len() + 16,
+        })
+        .sum();
+    let per_event = 8 * c.peak_width * 4 + values + (c.field_names.len() + 8) * 8;
     frames + b * (per_event + 64) + (2 << 20)
 }
 
@@ -226,10 +227,10 @@ fn write_root_attrs(file: &hdf5::File, batch: &Batch) -> Result<(), OutputError>
     let names: Vec<&str> = batch
         .events
         .first()
-        .map(|e| e.scalars.iter().map(|(n, _)| n.as_str()).collect())
+        .map(|e| e.fields.iter().map(|f| f.name.as_str()).collect())
         .unwrap_or_default();
     let names = serde_json::to_string(&names).expect("strings serialise");
-    strs.push(("scalar_names".to_string(), names.as_str()));
+    strs.push(("field_names".to_string(), names.as_str()));
     strs.extend(
         m.parameters
             .iter()
@@ -241,6 +242,7 @@ fn write_root_attrs(file: &hdf5::File, batch: &Batch) -> Result<(), OutputError>
             .map_err(|e| OutputError::InvalidBatch(format!("attribute {name}: {e}")))?;
         scalar_attr(file, &name, v)?;
     }
+    fields::write_run_values(file, &m.values)?;
     Ok(())
 }
 
