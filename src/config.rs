@@ -97,6 +97,42 @@ pub struct Processing {
     pub keep: Keep,
     #[serde(default)]
     pub send: Send,
+    /// AI-ready images instead of the calibrated slab; absent = off.
+    #[serde(default)]
+    pub image: Option<ImageConfig>,
+}
+
+/// Element type of assembled images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDtype {
+    #[default]
+    Float32,
+    Float16,
+}
+
+/// The calibrated frame assembled with the detector geometry (gaps 0), padded or cropped to
+/// `height × width`, with a channel axis: LCLStreamer's `PeaknetPreprocessingPipeline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Target rows (with `width`); absent = the assembled size.
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    #[serde(default)]
+    pub pad_style: crate::detector::assemble::PadStyle,
+    /// `(C, H, W)` per event (default); false = `(H, W)`.
+    #[serde(default = "yes")]
+    pub add_channel_dim: bool,
+    /// Copies of the image along the channel axis.
+    #[serde(default = "one")]
+    pub num_channels: usize,
+    #[serde(default)]
+    pub dtype: ImageDtype,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn min_peaks() -> usize {
@@ -114,6 +150,7 @@ impl Default for Processing {
             max_num_peaks_for_hit: max_peaks(),
             keep: Keep::default(),
             send: Send::default(),
+            image: None,
         }
     }
 }

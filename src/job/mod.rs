@@ -209,7 +209,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
             ),
             ("keep".into(), format!("{:?}", cfg.processing.keep)),
             ("send".into(), format!("{:?}", cfg.processing.send)),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            cfg.processing
+                .image
+                .map(|i| ("image".to_string(), format!("{i:?}"))),
+        )
+        .collect(),
     };
     let cfg = Arc::new(cfg);
     let (switch, boxes) = Switch::new(&local);

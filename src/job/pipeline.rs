@@ -5,7 +5,8 @@
 use super::messages::{EventDesc, FrameMsg, RecordMsg};
 use crate::algo::hit::HitCriteria;
 use crate::algo::peakfinder8::{PeakFinder8, PeakList, Pf8Params};
-use crate::config::{Config, Keep, Send};
+use crate::config::{Config, ImageConfig, ImageDtype, Keep, Send};
+use crate::detector::assemble::Assembly;
 use crate::detector::common_mode::CommonModeParams;
 use crate::detector::constants::{ConstantFiles, GainConstants, read_checked};
 use crate::detector::frame::{
@@ -16,6 +17,7 @@ use crate::detector::model::{DetectorModel, Family};
 use crate::detector::psana_geometry::{CrystfelOptions, PsanaGeometry, is_psana_text};
 use crate::xtc::run::RunFiles;
 use crate::xtc::{DgramReader, TransitionId, read_dgram_at};
+use half::slice::HalfFloatSliceExt;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
@@ -32,6 +34,64 @@ pub struct Static {
     pub hit: HitCriteria,
     pub keep: Keep,
     pub send: Send,
+    /// Assembled images instead of the calibrated slab (`processing.image`).
+    pub image: Option<ImageStep>,
+}
+
+/// The image step: where slab pixels go, the channel axis and the element type.
+pub struct ImageStep {
+    pub assembly: Assembly,
+    /// Copies along the channel axis; `None` = no channel axis.
+    pub channels: Option<usize>,
+    pub f16: bool,
+}
+
+impl ImageStep {
+    /// The step `ic` asks for over `geometry` (read from `source`).
+    pub fn new(ic: &ImageConfig, geometry: &Geometry, source: &str) -> anyhow::Result<ImageStep> {
+        let target = match (ic.height, ic.width) {
+            (Some(h), Some(w)) => Some((h, w, ic.pad_style)),
+            (None, None) => None,
+            _ => anyhow::bail!("processing.image: give both height and width, or neither"),
+        };
+        if ic.num_channels == 0 || (!ic.add_channel_dim && ic.num_channels != 1) {
+            anyhow::bail!(
+                "processing.image: num_channels {} needs add_channel_dim and must be at least 1",
+                ic.num_channels
+            );
+        }
+        let assembly = Assembly::new(geometry, target)
+            .map_err(|e| anyhow::anyhow!("{source}: assembling images: {e}"))?;
+        Ok(ImageStep {
+            assembly,
+            channels: ic.add_channel_dim.then_some(ic.num_channels),
+            f16: ic.dtype == ImageDtype::Float16,
+        })
+    }
+
+    /// The image of calibrated slab `cal`, assembled through `buf`.
+    pub fn frame(&self, cal: &[f32], buf: &mut Vec<f32>) -> FrameMsg {
+        let a = &self.assembly;
+        let c = self.channels.unwrap_or(1);
+        buf.resize(c * a.height * a.width, 0.0);
+        a.assemble_channels(cal, c, buf);
+        let mut dims = vec![a.height as u32, a.width as u32];
+        if let Some(c) = self.channels {
+            dims.insert(0, c as u32);
+        }
+        let data = if self.f16 {
+            let mut h = vec![half::f16::ZERO; buf.len()];
+            h.convert_from_f32_slice(buf);
+            bytemuck::cast_slice::<half::f16, u8>(&h).to_vec()
+        } else {
+            bytemuck::cast_slice::<f32, u8>(buf).to_vec()
+        };
+        FrameMsg::Image {
+            dims,
+            f16: self.f16,
+            data: serde_bytes::ByteBuf::from(data),
+        }
+    }
 }
 
 /// The detector as the run's first Configure declares it (each stream's first datagram); for a
@@ -156,7 +216,20 @@ impl Static {
             })?),
             None => None,
         };
+        let image = match (&cfg.processing.image, &geometry, &cfg.detector.geometry) {
+            (None, _, _) => None,
+            (Some(_), _, _) if cfg.processing.send != Send::Calibrated => anyhow::bail!(
+                "processing.image assembles the calibrated frame: set processing.send: calibrated"
+            ),
+            (Some(ic), Some((g, _)), Some(path)) => {
+                Some(ImageStep::new(ic, g, &path.display().to_string())?)
+            }
+            (Some(_), _, _) => {
+                anyhow::bail!("processing.image needs detector.geometry and detector.constants")
+            }
+        };
         Ok(Static {
+            image,
             model,
             constants,
             geometry,
@@ -204,6 +277,7 @@ pub struct Processor {
     peaks: PeakList,
     buf: Vec<u8>,
     slab: SlabAssembler,
+    img: Vec<f32>,
 }
 
 /// Per-event timings in nanoseconds: read, calibrate, peak find.
@@ -236,6 +310,7 @@ impl Processor {
             peaks: PeakList::with_capacity(st.pf8.max_num_peaks),
             buf: Vec::new(),
             slab: SlabAssembler::default(),
+            img: Vec::new(),
         })
     }
 
@@ -304,6 +379,10 @@ impl Processor {
         }
         let (h, w) = conf.model.slab_shape();
         let frame = match st.send {
+            Send::Calibrated if st.image.is_some() && self.calib.is_some() => st
+                .image
+                .as_ref()
+                .map(|im| im.frame(&self.cal, &mut self.img)),
             Send::Calibrated if self.calib.is_some() => Some(FrameMsg::F32 {
                 ss: h as u32,
                 fs: w as u32,

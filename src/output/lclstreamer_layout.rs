@@ -2,7 +2,7 @@
 //! LCLStreamer's HDF5 serializer writes (its consumers iterate the root datasets).
 //!
 //! Keys: `<source>.calib` (float32) or `<source>.raw` (uint16) frames `(B, ss, fs)` chunked one
-//! frame per chunk; `timestamp`, `event_index` (u64), `run` (u32), one float64 dataset per scalar
+//! frame per chunk, or `<source>.image` assembled images `(B, C, H, W)` / `(B, H, W)`; `timestamp`, `event_index` (u64), `run` (u32), one float64 dataset per scalar
 //! name, and the peak columns as `peaks.nPeaks` (int32) and `peaks.<cxi name>` (float32, `(B, W)`).
 
 use ndarray::Array1;
@@ -19,6 +19,16 @@ pub(crate) fn frame_key(source: &str, kind: &str) -> String {
     format!("{src}.{}", if kind == "float32" { "calib" } else { "raw" })
 }
 
+/// Name of the assembled-image dataset of a source.
+pub(crate) fn image_key(source: &str) -> String {
+    let src = if source.is_empty() {
+        "detector"
+    } else {
+        source
+    };
+    format!("{src}.image")
+}
+
 pub(crate) fn write(
     file: &hdf5::File,
     c: &Checked,
@@ -27,13 +37,12 @@ pub(crate) fn write(
 ) -> Result<(), OutputError> {
     let events = &c.batch.events;
     if let Some(frames) = c.frames {
-        write_frames(
-            file,
-            &frame_key(&c.batch.meta.source, frames.3),
-            frames,
-            compression,
-            chunks,
-        )?;
+        let key = if frames.image {
+            image_key(&c.batch.meta.source)
+        } else {
+            frame_key(&c.batch.meta.source, frames.kind)
+        };
+        write_frames(file, &key, frames, compression, chunks)?;
     }
     write_event_ids(file, c)?;
     for (k, name) in c.scalar_names.iter().enumerate() {
