@@ -299,8 +299,7 @@ impl Config {
         if p.send == Some(Send::Calibrated) && !has(Step::Calibrate) {
             anyhow::bail!("processing.send: calibrated needs the calibrate step");
         }
-        if self.source.detector.is_none() && matches!(p.send, Some(Send::Raw | Send::Calibrated))
-        {
+        if self.source.detector.is_none() && matches!(p.send, Some(Send::Raw | Send::Calibrated)) {
             anyhow::bail!("processing.send: frames need source.detector");
         }
         Ok(steps)
@@ -336,6 +335,42 @@ pub struct Processing {
     pub keep: Option<Keep>,
     /// `calibrated`, `raw` or `none`; absent = see [`Config::send`].
     pub send: Option<Send>,
+    /// AI-ready images instead of the calibrated slab; absent = off.
+    #[serde(default)]
+    pub image: Option<ImageConfig>,
+}
+
+/// Element type of assembled images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDtype {
+    #[default]
+    Float32,
+    Float16,
+}
+
+/// The calibrated frame assembled with the detector geometry (gaps 0), padded or cropped to
+/// `height × width`, with a channel axis: LCLStreamer's `PeaknetPreprocessingPipeline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Target rows (with `width`); absent = the assembled size.
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    #[serde(default)]
+    pub pad_style: crate::detector::assemble::PadStyle,
+    /// `(C, H, W)` per event (default); false = `(H, W)`.
+    #[serde(default = "yes")]
+    pub add_channel_dim: bool,
+    /// Copies of the image along the channel axis.
+    #[serde(default = "one")]
+    pub num_channels: usize,
+    #[serde(default)]
+    pub dtype: ImageDtype,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn min_peaks() -> usize {
@@ -354,6 +389,7 @@ impl Default for Processing {
             max_num_peaks_for_hit: max_peaks(),
             keep: None,
             send: None,
+            image: None,
         }
     }
 }

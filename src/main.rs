@@ -154,6 +154,14 @@ struct SynthArgs {
     /// text constants are about 2.3 GB).
     #[arg(long)]
     npy_only: bool,
+    /// Beamline sources, each in its own stream: any of ebeam,gmd,epics,hsd, or `beamline`
+    /// for all four (ebeam photon energy per shot, GMD pulse energy, EPICS PVs in
+    /// SlowUpdates, an hsd-like digitizer on some events).
+    #[arg(long, value_name = "LIST", default_value = "none")]
+    extras: String,
+    /// L1Accepts between SlowUpdates (the first comes after half as many).
+    #[arg(long, default_value_t = 120)]
+    events_per_slow_update: u64,
 }
 
 #[derive(clap::Args)]
@@ -290,6 +298,8 @@ fn main() -> anyhow::Result<()> {
             params.chunk_bytes = a.chunk_bytes;
             params.events_per_enable = a.events_per_enable;
             params.text_constants = !a.npy_only;
+            params.extras = synth::Extras::parse(&a.extras).map_err(anyhow::Error::msg)?;
+            params.events_per_slow_update = a.events_per_slow_update;
             let t0 = std::time::Instant::now();
             let s = synth::generate(&params)?;
             eprintln!(

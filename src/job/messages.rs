@@ -45,6 +45,12 @@ pub enum FrameMsg {
         fs: u32,
         data: serde_bytes::ByteBuf,
     },
+    /// Assembled image `(C, H, W)` or `(H, W)`, float16 when `f16`, else float32.
+    Image {
+        dims: Vec<u32>,
+        f16: bool,
+        data: serde_bytes::ByteBuf,
+    },
 }
 
 /// One processed event on its way to a writer.

@@ -7,8 +7,8 @@ use super::messages::{EventDesc, FrameMsg, RecordMsg, TransitionMsg};
 use super::select::Selection;
 use crate::algo::hit::HitCriteria;
 use crate::algo::peakfinder8::{PeakFinder8, PeakList, Pf8Params};
-use crate::config::{Config, DataEntry, Send, Step};
-use crate::output::{Field, Value};
+use crate::config::{Config, DataEntry, ImageConfig, ImageDtype, Send, Step};
+use crate::detector::assemble::Assembly;
 use crate::detector::common_mode::CommonModeParams;
 use crate::detector::constants::{ConstantFiles, GainConstants, read_checked};
 use crate::detector::frame::{
@@ -17,8 +17,10 @@ use crate::detector::frame::{
 use crate::detector::geometry::Geometry;
 use crate::detector::model::{DetectorModel, Family};
 use crate::detector::psana_geometry::{CrystfelOptions, PsanaGeometry, is_psana_text};
+use crate::output::{Field, Value};
 use crate::xtc::run::RunFiles;
 use crate::xtc::{Dgram, DgramReader, NamesLookup, TransitionId, read_dgram_at};
+use half::slice::HalfFloatSliceExt;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
@@ -37,6 +39,64 @@ pub struct Static {
     pub steps: Vec<Step>,
     pub send: Send,
     pub data: Vec<DataEntry>,
+    /// Assembled images instead of the calibrated slab (`processing.image`).
+    pub image: Option<ImageStep>,
+}
+
+/// The image step: where slab pixels go, the channel axis and the element type.
+pub struct ImageStep {
+    pub assembly: Assembly,
+    /// Copies along the channel axis; `None` = no channel axis.
+    pub channels: Option<usize>,
+    pub f16: bool,
+}
+
+impl ImageStep {
+    /// The step `ic` asks for over `geometry` (read from `source`).
+    pub fn new(ic: &ImageConfig, geometry: &Geometry, source: &str) -> anyhow::Result<ImageStep> {
+        let target = match (ic.height, ic.width) {
+            (Some(h), Some(w)) => Some((h, w, ic.pad_style)),
+            (None, None) => None,
+            _ => anyhow::bail!("processing.image: give both height and width, or neither"),
+        };
+        if ic.num_channels == 0 || (!ic.add_channel_dim && ic.num_channels != 1) {
+            anyhow::bail!(
+                "processing.image: num_channels {} needs add_channel_dim and must be at least 1",
+                ic.num_channels
+            );
+        }
+        let assembly = Assembly::new(geometry, target)
+            .map_err(|e| anyhow::anyhow!("{source}: assembling images: {e}"))?;
+        Ok(ImageStep {
+            assembly,
+            channels: ic.add_channel_dim.then_some(ic.num_channels),
+            f16: ic.dtype == ImageDtype::Float16,
+        })
+    }
+
+    /// The image of calibrated slab `cal`, assembled through `buf`.
+    pub fn frame(&self, cal: &[f32], buf: &mut Vec<f32>) -> FrameMsg {
+        let a = &self.assembly;
+        let c = self.channels.unwrap_or(1);
+        buf.resize(c * a.height * a.width, 0.0);
+        a.assemble_channels(cal, c, buf);
+        let mut dims = vec![a.height as u32, a.width as u32];
+        if let Some(c) = self.channels {
+            dims.insert(0, c as u32);
+        }
+        let data = if self.f16 {
+            let mut h = vec![half::f16::ZERO; buf.len()];
+            h.convert_from_f32_slice(buf);
+            bytemuck::cast_slice::<half::f16, u8>(&h).to_vec()
+        } else {
+            bytemuck::cast_slice::<f32, u8>(buf).to_vec()
+        };
+        FrameMsg::Image {
+            dims,
+            f16: self.f16,
+            data: serde_bytes::ByteBuf::from(data),
+        }
+    }
 }
 
 /// The detector as the run's first Configure declares it (each stream's first datagram); for a
@@ -94,6 +154,11 @@ impl Static {
     pub fn load(cfg: &Config, model: Option<DetectorModel>) -> anyhow::Result<Static> {
         let steps = cfg.steps()?;
         let Some(model) = model else {
+            if cfg.processing.image.is_some() {
+                anyhow::bail!(
+                    "processing.image assembles a detector's frames: set source.detector"
+                );
+            }
             return Ok(Static {
                 model: None,
                 constants: None,
@@ -108,6 +173,7 @@ impl Static {
                 steps,
                 send: cfg.send(),
                 data: cfg.data.clone(),
+                image: None,
             });
         };
         if let Some(kind) = cfg.detector.kind {
@@ -135,7 +201,7 @@ impl Static {
             ),
         };
         let geometry = match &cfg.detector.geometry {
-            Some(path) if steps.contains(&Step::Peakfinder8) => {
+            Some(path) if steps.contains(&Step::Peakfinder8) || cfg.processing.image.is_some() => {
                 let geometry = load_geometry(path, &model)?;
                 let (h, w) = geometry.slab_shape();
                 if (h, w) != model.slab_shape() {
@@ -168,7 +234,20 @@ impl Static {
             })?),
             None => None,
         };
+        let image = match (&cfg.processing.image, &geometry, &cfg.detector.geometry) {
+            (None, _, _) => None,
+            (Some(_), _, _) if cfg.send() != Send::Calibrated => anyhow::bail!(
+                "processing.image assembles the calibrated frame: set processing.send: calibrated"
+            ),
+            (Some(ic), Some((g, _)), Some(path)) => {
+                Some(ImageStep::new(ic, g, &path.display().to_string())?)
+            }
+            (Some(_), _, _) => {
+                anyhow::bail!("processing.image needs detector.geometry and detector.constants")
+            }
+        };
         Ok(Static {
+            image,
             model: Some(model),
             constants,
             geometry,
@@ -259,6 +338,7 @@ pub struct Processor {
     buf: Vec<u8>,
     slab: SlabAssembler,
     own: Vec<Option<Value>>,
+    img: Vec<f32>,
 }
 
 /// Per-event timings in nanoseconds: read, calibrate, peak find.
@@ -278,6 +358,7 @@ impl Processor {
                 buf: Vec::new(),
                 slab: SlabAssembler::default(),
                 own,
+                img: Vec::new(),
             });
         };
         let calib = if st.steps.contains(&Step::Calibrate) {
@@ -286,12 +367,9 @@ impl Processor {
             None
         };
         let pf8 = match (&st.geometry, &calib) {
-            (Some((geometry, radius)), Some(c)) => Some(PeakFinder8::new(
-                st.pf8,
-                geometry.layout("geometry")?,
-                radius,
-                Some(c.mask()),
-            )?),
+            (Some((geometry, radius)), Some(c)) if st.steps.contains(&Step::Peakfinder8) => Some(
+                PeakFinder8::new(st.pf8, geometry.layout("geometry")?, radius, Some(c.mask()))?,
+            ),
             _ => None,
         };
         let n = conf.model.frame_len();
@@ -308,6 +386,7 @@ impl Processor {
             buf: Vec::new(),
             slab: SlabAssembler::default(),
             own,
+            img: Vec::new(),
         })
     }
 
@@ -389,8 +468,16 @@ impl Processor {
             return Ok((None, hit, n));
         }
         let (h, w) = rc.det.as_ref().map_or((0, 0), |c| c.model.slab_shape());
-        let send = if rc.det.is_some() { st.send } else { Send::None };
+        let send = if rc.det.is_some() {
+            st.send
+        } else {
+            Send::None
+        };
         let frame = match send {
+            Send::Calibrated if st.image.is_some() && self.calib.is_some() => st
+                .image
+                .as_ref()
+                .map(|im| im.frame(&self.cal, &mut self.img)),
             Send::Calibrated if self.calib.is_some() => Some(FrameMsg::F32 {
                 ss: h as u32,
                 fs: w as u32,

@@ -13,7 +13,7 @@ use crate::output::{
 use crate::transport::{
     Distribute, FileSink, MessageMeta, NngSink, NngSinkConfig, Policy, Role, Sink,
 };
-use ndarray::Array2;
+use ndarray::{Array2, ArrayD};
 use std::time::{Duration, Instant};
 
 /// Builds the configured sinks for writer `rank` (its index among writers).
@@ -87,6 +87,20 @@ fn to_record(r: RecordMsg) -> EventRecord {
             )
             .expect("frame size checked by the worker"),
         ),
+        FrameMsg::Image { dims, f16, data } => {
+            let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+            if f16 {
+                Frame::ImageF16(
+                    ArrayD::from_shape_vec(dims, bytemuck::pod_collect_to_vec(&data))
+                        .expect("image size checked by the worker"),
+                )
+            } else {
+                Frame::ImageF32(
+                    ArrayD::from_shape_vec(dims, bytemuck::pod_collect_to_vec(&data))
+                        .expect("image size checked by the worker"),
+                )
+            }
+        }
     });
     let [fs, ss, total_intensity, max_value, npix, snr, sigma] = r.peaks;
     EventRecord {

@@ -1,50 +1,71 @@
 //! Batch and event records handed from the job layer to the serializer.
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayD};
 use serde::{Deserialize, Serialize};
 
-/// One detector frame in slab layout `(ss, fs)` (e.g. 5632 x 384 for the ePix10k2M).
+/// One detector frame in slab layout `(ss, fs)` (e.g. 5632 x 384 for the ePix10k2M), or an
+/// assembled image `(C, H, W)` / `(H, W)` for AI batches.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// Calibrated frame.
     F32(Array2<f32>),
     /// Raw ADU frame.
     U16(Array2<u16>),
+    /// Assembled image, float32.
+    ImageF32(ArrayD<f32>),
+    /// Assembled image, float16.
+    ImageF16(ArrayD<half::f16>),
 }
 
 impl Frame {
-    /// `(ss, fs)`.
+    /// `(ss, fs)` of a slab frame; an image's last two axes `(H, W)`.
     pub fn shape(&self) -> (usize, usize) {
+        let d = self.dims();
+        (d[d.len() - 2], d[d.len() - 1])
+    }
+
+    /// Every axis of one event's frame.
+    pub fn dims(&self) -> &[usize] {
         match self {
-            Frame::F32(a) => a.dim(),
-            Frame::U16(a) => a.dim(),
+            Frame::F32(a) => a.shape(),
+            Frame::U16(a) => a.shape(),
+            Frame::ImageF32(a) => a.shape(),
+            Frame::ImageF16(a) => a.shape(),
         }
+    }
+
+    /// True for assembled images.
+    pub fn is_image(&self) -> bool {
+        matches!(self, Frame::ImageF32(_) | Frame::ImageF16(_))
     }
 
     /// Bytes per pixel.
     pub fn elem_size(&self) -> usize {
         match self {
-            Frame::F32(_) => 4,
-            Frame::U16(_) => 2,
+            Frame::F32(_) | Frame::ImageF32(_) => 4,
+            Frame::U16(_) | Frame::ImageF16(_) => 2,
         }
     }
 
     /// The pixels as bytes in row-major order, or `None` if the array is not contiguous.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         fn bytes<T>(s: &[T]) -> &[u8] {
-            // SAFETY: f32/u16 have no padding; any byte pattern is a valid u8.
+            // SAFETY: f32/u16/f16 have no padding; any byte pattern is a valid u8.
             unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, std::mem::size_of_val(s)) }
         }
         match self {
             Frame::F32(a) => a.as_slice().map(bytes),
             Frame::U16(a) => a.as_slice().map(bytes),
+            Frame::ImageF32(a) => a.as_slice().map(bytes),
+            Frame::ImageF16(a) => a.as_slice().map(bytes),
         }
     }
 
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Frame::F32(_) => "float32",
+            Frame::F32(_) | Frame::ImageF32(_) => "float32",
             Frame::U16(_) => "uint16",
+            Frame::ImageF16(_) => "float16",
         }
     }
 }
@@ -254,9 +275,10 @@ impl Value {
     /// The elements of a numeric value as f64, row-major.
     pub fn to_f64s(&self) -> Vec<f64> {
         match self {
-            Value::Num { dtype, data, .. } => {
-                data.chunks_exact(dtype.size()).map(|b| dtype.decode(b)).collect()
-            }
+            Value::Num { dtype, data, .. } => data
+                .chunks_exact(dtype.size())
+                .map(|b| dtype.decode(b))
+                .collect(),
             Value::Str(_) => Vec::new(),
         }
     }

@@ -1,6 +1,7 @@
 //! CXI layout (CrystFEL / Cheetah conventions).
 //!
-//! `/cxi_version` = 140; `/entry_1/data_1/data` `(B, ss, fs)` frames; `/entry_1/result_1/nPeaks`
+//! `/cxi_version` = 140; `/entry_1/data_1/data` `(B, ss, fs)` frames, or assembled images as
+//! `/entry_1/image_1/data` `(B, C, H, W)` / `(B, H, W)`; `/entry_1/result_1/nPeaks`
 //! int32 `(B,)` and `peakXPosRaw` (fs), `peakYPosRaw` (ss), `peakTotalIntensity`,
 //! `peakMaximumValue`, `peakNPixels`, `peakSNR`, `peakSigma` float32 `(B, W)` with `W >= nPeaks`,
 //! unused slots 0; `/LCLS/timestamp` u64, `/LCLS/event_index` u64, `/LCLS/run` u32,
@@ -29,7 +30,8 @@ pub(crate) fn write(
         .create("cxi_version")?;
     let entry = file.create_group("entry_1")?;
     if let Some(frames) = c.frames {
-        let data = entry.create_group("data_1")?;
+        // Assembled images go where CXI keeps them, apart from the slab frames.
+        let data = entry.create_group(if frames.image { "image_1" } else { "data_1" })?;
         write_frames(&data, "data", frames, compression, chunks)?;
     }
     let result = entry.create_group("result_1")?;

@@ -87,11 +87,33 @@ pub struct Serializer {
     pub min_peak_width: usize,
 }
 
+/// One event's frame as the batch's frame dataset stores it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FrameSpec<'a> {
+    /// Axes after the event axis: `(ss, fs)`, or an image's `(C, H, W)` / `(H, W)`.
+    pub dims: &'a [usize],
+    pub elem_size: usize,
+    /// `float32`, `uint16` or `float16`.
+    pub kind: &'static str,
+    pub image: bool,
+}
+
+impl<'a> FrameSpec<'a> {
+    fn of(f: &'a Frame) -> Self {
+        FrameSpec {
+            dims: f.dims(),
+            elem_size: f.elem_size(),
+            kind: f.kind(),
+            image: f.is_image(),
+        }
+    }
+}
+
 /// What the layouts need after validation.
 pub(crate) struct Checked<'a> {
     pub batch: &'a Batch,
-    /// `(ss, fs, elem_size, kind)` when the batch carries frames.
-    pub frames: Option<(usize, usize, usize, &'static str)>,
+    /// The frames' shape and type when the batch carries frames.
+    pub frames: Option<FrameSpec<'a>>,
     pub field_names: Vec<&'a str>,
     pub peak_width: usize,
 }
@@ -101,18 +123,12 @@ fn check(batch: &Batch, min_peak_width: usize) -> Result<Checked<'_>, OutputErro
     let Some(first) = batch.events.first() else {
         return bad("batch has no events".into());
     };
-    let frames = first
-        .frame
-        .as_ref()
-        .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
+    let frames = first.frame.as_ref().map(FrameSpec::of);
     let field_names: Vec<&str> = first.fields.iter().map(|f| f.name.as_str()).collect();
     fields::check(&batch.events)?;
     let mut peak_width = min_peak_width.max(1);
     for (i, ev) in batch.events.iter().enumerate() {
-        let this = ev
-            .frame
-            .as_ref()
-            .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
+        let this = ev.frame.as_ref().map(FrameSpec::of);
         if this != frames {
             return bad(format!(
                 "event {i} (index {}) has frame {this:?}, event 0 has {frames:?}: all events of a batch \
@@ -150,7 +166,7 @@ impl Serializer {
         filters::register_filters().map_err(OutputError::Filter)?;
         let checked = check(batch, self.min_peak_width)?;
         let n = batch.events.len();
-        if let Some((_, _, es, _)) = checked.frames
+        if let Some(FrameSpec { elem_size: es, .. }) = checked.frames
             && compression != Compression::None
         {
             if self.chunks.len() < n {
@@ -257,7 +273,6 @@ pub(crate) fn scalar_attr<T: hdf5::H5Type>(
     Ok(())
 }
 
-/// Creates the frame dataset `(B, ss, fs)` with one frame per chunk and stores the compressed chunks.
 /// Per-event `timestamp`, `event_index` and `run` datasets in `group`.
 pub(crate) fn write_event_ids(group: &hdf5::Group, c: &Checked<'_>) -> Result<(), OutputError> {
     let events = &c.batch.events;
@@ -276,29 +291,37 @@ pub(crate) fn write_event_ids(group: &hdf5::Group, c: &Checked<'_>) -> Result<()
     Ok(())
 }
 
+/// Creates the frame dataset `(B, ...)` with one frame per chunk and stores the compressed chunks.
 pub(crate) fn write_frames(
     group: &hdf5::Group,
     name: &str,
-    frames: (usize, usize, usize, &'static str),
+    frames: FrameSpec<'_>,
     compression: Compression,
     chunks: &[&[u8]],
 ) -> Result<hdf5::Dataset, OutputError> {
-    let (ss, fs, es, kind) = frames;
     let b = chunks.len();
+    let shape: Vec<usize> = std::iter::once(b)
+        .chain(frames.dims.iter().copied())
+        .collect();
+    let chunk: Vec<usize> = std::iter::once(1)
+        .chain(frames.dims.iter().copied())
+        .collect();
     let builder = group.new_dataset_builder();
-    let mut builder = if kind == "float32" {
-        builder.empty::<f32>()
-    } else {
-        builder.empty::<u16>()
+    let mut builder = match frames.kind {
+        "float32" => builder.empty::<f32>(),
+        "float16" => builder.empty::<half::f16>(),
+        _ => builder.empty::<u16>(),
     }
-    .shape([b, ss, fs])
-    .chunk([1, ss, fs]);
-    if let Some((id, cd)) = compression.pipeline(es) {
+    .shape(shape)
+    .chunk(chunk);
+    if let Some((id, cd)) = compression.pipeline(frames.elem_size) {
         builder = builder.add_filter(id, &cd);
     }
     let ds = builder.create(name)?;
+    let mut at = vec![0u64; frames.dims.len() + 1];
     for (i, c) in chunks.iter().enumerate() {
-        h5image::write_chunk(&ds, &[i as u64, 0, 0], c)?;
+        at[0] = i as u64;
+        h5image::write_chunk(&ds, &at, c)?;
     }
     Ok(ds)
 }
