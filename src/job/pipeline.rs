@@ -2,7 +2,7 @@
 //! calibrate, run peakfinder8 and decide the hit. What a detector's frames are (its model, its
 //! segments, its calibration) lives in `crate::detector`; this module only applies it.
 
-use super::messages::{EventDesc, FrameMsg, RecordMsg};
+use super::messages::{EventDesc, FrameMsg, PixelType, RecordMsg};
 use crate::algo::hit::HitCriteria;
 use crate::algo::peakfinder8::{PeakFinder8, PeakList, Pf8Params};
 use crate::config::{Config, Keep, Send};
@@ -32,6 +32,8 @@ pub struct Static {
     pub hit: HitCriteria,
     pub keep: Keep,
     pub send: Send,
+    /// The filter frames are compressed with, on the worker that made them.
+    pub compression: crate::output::Compression,
 }
 
 /// The detector as the run's first Configure declares it (each stream's first datagram); for a
@@ -169,6 +171,11 @@ impl Static {
             },
             keep: cfg.processing.keep,
             send: cfg.processing.send,
+            compression: cfg
+                .output
+                .compression
+                .parse()
+                .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?,
         })
     }
 
@@ -206,8 +213,8 @@ pub struct Processor {
     slab: SlabAssembler,
 }
 
-/// Per-event timings in nanoseconds: read, calibrate, peak find.
-pub type Timings = (u64, u64, u64);
+/// Per-event timings in nanoseconds: read, calibrate, peak find, compress.
+pub type Timings = (u64, u64, u64, u64);
 
 impl Processor {
     /// Builds the calibrator and peak finder for the configuration in force.
@@ -281,7 +288,11 @@ impl Processor {
         }
         self.slab.finish(conf).map_err(|e| Damaged(e.to_string()))?;
         let t1 = std::time::Instant::now();
-        if let Some(c) = &mut self.calib {
+        // Calibrated pixels nobody reads (no peak finding, raw frames sent) are not computed.
+        let needed = self.pf8.is_some() || st.send == Send::Calibrated;
+        if let Some(c) = &mut self.calib
+            && needed
+        {
             c.calibrate_slab(&self.raw, &mut self.cal)
                 .map_err(|e| Damaged(e.to_string()))?;
         }
@@ -302,25 +313,27 @@ impl Processor {
         if !hit && st.keep == Keep::Hits {
             return Ok((None, hit, n));
         }
-        let (h, w) = conf.model.slab_shape();
+        let shape = conf.model.slab_shape();
+        let t4 = std::time::Instant::now();
         let frame = match st.send {
-            Send::Calibrated if self.calib.is_some() => Some(FrameMsg::F32 {
-                ss: h as u32,
-                fs: w as u32,
-                data: serde_bytes::ByteBuf::from(
-                    bytemuck::cast_slice::<f32, u8>(&self.cal).to_vec(),
-                ),
-            }),
+            Send::Calibrated if self.calib.is_some() => Some(FrameMsg::compress(
+                PixelType::F32,
+                shape,
+                bytemuck::cast_slice(&self.cal),
+                st.compression,
+            )),
             // A raw pass-through detector without constants has only raw frames to send.
-            Send::Calibrated | Send::Raw => Some(FrameMsg::U16 {
-                ss: h as u32,
-                fs: w as u32,
-                data: serde_bytes::ByteBuf::from(
-                    bytemuck::cast_slice::<u16, u8>(&self.raw).to_vec(),
-                ),
-            }),
+            Send::Calibrated | Send::Raw => Some(FrameMsg::compress(
+                PixelType::U16,
+                shape,
+                bytemuck::cast_slice(&self.raw),
+                st.compression,
+            )),
             Send::None => None,
-        };
+        }
+        .transpose()
+        .map_err(|e| Damaged(format!("compressing the frame: {e}")))?;
+        timings.3 += t4.elapsed().as_nanos() as u64;
         let mut cols: [Vec<f32>; 7] = Default::default();
         if self.pf8.is_some() {
             for p in &self.peaks.peaks {
