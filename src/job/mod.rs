@@ -134,7 +134,9 @@ fn size_rayon_pool(world: &SimpleCommunicator, hosts_worker: bool) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = worker::pool_threads(cores, local_workers as usize, hosts_worker);
     // Fails only when a pool already exists (a second job in one process); it is kept then.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
 }
 
 /// Runs the job on this rank; returns the process exit code (rank 0 prints the summary).

@@ -429,3 +429,45 @@ pub(crate) fn peak_arrays(
         .collect();
     (n, cols)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use batch::{ExampleKind, example_batch};
+
+    fn frames(chunks: Vec<&[u8]>) -> StoredFrames<'_> {
+        StoredFrames {
+            pixel: PixelType::F32,
+            shape: (10, 8),
+            chunks,
+        }
+    }
+
+    #[test]
+    fn stored_chunks_that_do_not_fit_the_batch_are_refused_by_name() {
+        let mut b = example_batch(2, 10, 8, ExampleKind::NoFrame, 1);
+        b.events.iter_mut().for_each(|e| e.frame = None);
+        let mut ser = Serializer::default();
+        let px = vec![0u8; 10 * 8 * 4];
+        let mut chunk = Vec::new();
+        Compression::BitshuffleLz4
+            .encode_chunk(&px, 4, &mut chunk)
+            .unwrap();
+        let ok = frames(vec![&chunk, &chunk]);
+        assert!(
+            ser.serialize_stored(&b, &ok, Layout::Cxi, Compression::BitshuffleLz4)
+                .is_ok()
+        );
+        let short = frames(vec![&chunk]);
+        let e = ser.serialize_stored(&b, &short, Layout::Cxi, Compression::BitshuffleLz4);
+        assert!(format!("{}", e.unwrap_err()).contains("1 frame chunks for 2 events"));
+        let wrong = StoredFrames {
+            shape: (10, 9),
+            ..ok.clone()
+        };
+        let e = ser.serialize_stored(&b, &wrong, Layout::Cxi, Compression::BitshuffleLz4);
+        assert!(format!("{}", e.unwrap_err()).contains("event 0: frame chunk holds Some(320)"));
+        let e = ser.serialize_stored(&b, &ok, Layout::Cxi, Compression::None);
+        assert!(format!("{}", e.unwrap_err()).contains("event 0"));
+    }
+}
