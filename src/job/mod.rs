@@ -133,6 +133,24 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
     })
 }
 
+/// Sizes this rank's rayon pool so the ranks sharing a node do not oversubscribe its cores.
+fn size_rayon_pool(world: &SimpleCommunicator, hosts_worker: bool) {
+    use mpi::collective::{CommunicatorCollectives, SystemOperation};
+    let node = world.split_shared(world.rank());
+    let mut local_workers = 0i32;
+    node.all_reduce_into(
+        &i32::from(hosts_worker),
+        &mut local_workers,
+        SystemOperation::sum(),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = worker::pool_threads(cores, local_workers as usize, hosts_worker);
+    // Fails only when a pool already exists (a second job in one process); it is kept then.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+}
+
 /// Runs the job on this rank; returns the process exit code (rank 0 prints the summary).
 pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Funneled) else {
@@ -175,6 +193,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     let needs_static = local
         .iter()
         .any(|&id| matches!(layout.kind(id), RoleKind::Worker(_)));
+    size_rayon_pool(&world, needs_static);
     let (run, stat, run_values) = match checked {
         Some(c) => (Some(c.run), Some(c.stat), Some(c.run_values)),
         None => (None, None, None),

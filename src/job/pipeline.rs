@@ -3,7 +3,7 @@
 //! detector's frames are (its model, its segments, its calibration) lives in
 //! `crate::detector`; this module only applies it.
 
-use super::messages::{EventDesc, FrameMsg, RecordMsg, TransitionMsg};
+use super::messages::{EventDesc, FrameMsg, PixelType, RecordMsg, TransitionMsg};
 use super::select::Selection;
 use crate::algo::hit::HitCriteria;
 use crate::algo::peakfinder8::{PeakFinder8, PeakList, Pf8Params};
@@ -41,6 +41,8 @@ pub struct Static {
     pub data: Vec<DataEntry>,
     /// Assembled images instead of the calibrated slab (`processing.image`).
     pub image: Option<ImageStep>,
+    /// The filter frames are compressed with, on the worker that made them.
+    pub compression: crate::output::Compression,
 }
 
 /// The image step: where slab pixels go, the channel axis and the element type.
@@ -74,27 +76,39 @@ impl ImageStep {
         })
     }
 
-    /// The image of calibrated slab `cal`, assembled through `buf`.
-    pub fn frame(&self, cal: &[f32], buf: &mut Vec<f32>) -> FrameMsg {
+    /// The image of calibrated slab `cal`, assembled through `buf` and compressed.
+    pub fn frame(
+        &self,
+        cal: &[f32],
+        buf: &mut Vec<f32>,
+        compression: crate::output::Compression,
+    ) -> std::io::Result<FrameMsg> {
         let a = &self.assembly;
         let c = self.channels.unwrap_or(1);
         buf.resize(c * a.height * a.width, 0.0);
         a.assemble_channels(cal, c, buf);
-        let mut dims = vec![a.height as u32, a.width as u32];
+        let mut dims = vec![a.height, a.width];
         if let Some(c) = self.channels {
-            dims.insert(0, c as u32);
+            dims.insert(0, c);
         }
-        let data = if self.f16 {
+        if self.f16 {
             let mut h = vec![half::f16::ZERO; buf.len()];
             h.convert_from_f32_slice(buf);
-            bytemuck::cast_slice::<half::f16, u8>(&h).to_vec()
+            FrameMsg::compress(
+                PixelType::F16,
+                &dims,
+                true,
+                bytemuck::cast_slice(&h),
+                compression,
+            )
         } else {
-            bytemuck::cast_slice::<f32, u8>(buf).to_vec()
-        };
-        FrameMsg::Image {
-            dims,
-            f16: self.f16,
-            data: serde_bytes::ByteBuf::from(data),
+            FrameMsg::compress(
+                PixelType::F32,
+                &dims,
+                true,
+                bytemuck::cast_slice(buf),
+                compression,
+            )
         }
     }
 }
@@ -174,6 +188,11 @@ impl Static {
                 send: cfg.send(),
                 data: cfg.data.clone(),
                 image: None,
+                compression: cfg
+                    .output
+                    .compression
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?,
             });
         };
         if let Some(kind) = cfg.detector.kind {
@@ -261,6 +280,11 @@ impl Static {
             steps,
             send: cfg.send(),
             data: cfg.data.clone(),
+            compression: cfg
+                .output
+                .compression
+                .parse()
+                .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?,
         })
     }
 
@@ -341,8 +365,8 @@ pub struct Processor {
     img: Vec<f32>,
 }
 
-/// Per-event timings in nanoseconds: read, calibrate, peak find.
-pub type Timings = (u64, u64, u64);
+/// Per-event timings in nanoseconds: read, calibrate, peak find, compress.
+pub type Timings = (u64, u64, u64, u64);
 
 impl Processor {
     /// Builds the calibrator and peak finder for the configuration in force.
@@ -446,7 +470,11 @@ impl Processor {
             self.slab.finish(conf).map_err(|e| Damaged(e.to_string()))?;
         }
         let t1 = std::time::Instant::now();
-        if let Some(c) = &mut self.calib {
+        // Calibrated pixels nobody reads (no peak finding, raw frames sent) are not computed.
+        let needed = self.pf8.is_some() || st.send == Send::Calibrated;
+        if let Some(c) = &mut self.calib
+            && needed
+        {
             c.calibrate_slab(&self.raw, &mut self.cal)
                 .map_err(|e| Damaged(e.to_string()))?;
         }
@@ -473,28 +501,32 @@ impl Processor {
         } else {
             Send::None
         };
+        let t4 = std::time::Instant::now();
         let frame = match send {
             Send::Calibrated if st.image.is_some() && self.calib.is_some() => st
                 .image
                 .as_ref()
-                .map(|im| im.frame(&self.cal, &mut self.img)),
-            Send::Calibrated if self.calib.is_some() => Some(FrameMsg::F32 {
-                ss: h as u32,
-                fs: w as u32,
-                data: serde_bytes::ByteBuf::from(
-                    bytemuck::cast_slice::<f32, u8>(&self.cal).to_vec(),
-                ),
-            }),
+                .map(|im| im.frame(&self.cal, &mut self.img, st.compression)),
+            Send::Calibrated if self.calib.is_some() => Some(FrameMsg::compress(
+                PixelType::F32,
+                &[h, w],
+                false,
+                bytemuck::cast_slice(&self.cal),
+                st.compression,
+            )),
             // A raw pass-through detector without constants has only raw frames to send.
-            Send::Calibrated | Send::Raw => Some(FrameMsg::U16 {
-                ss: h as u32,
-                fs: w as u32,
-                data: serde_bytes::ByteBuf::from(
-                    bytemuck::cast_slice::<u16, u8>(&self.raw).to_vec(),
-                ),
-            }),
+            Send::Calibrated | Send::Raw => Some(FrameMsg::compress(
+                PixelType::U16,
+                &[h, w],
+                false,
+                bytemuck::cast_slice(&self.raw),
+                st.compression,
+            )),
             Send::None => None,
-        };
+        }
+        .transpose()
+        .map_err(|e| Damaged(format!("compressing the frame: {e}")))?;
+        timings.3 += t4.elapsed().as_nanos() as u64;
         let mut cols: [Vec<f32>; 7] = Default::default();
         if self.pf8.is_some() {
             for p in &self.peaks.peaks {

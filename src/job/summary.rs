@@ -105,6 +105,7 @@ pub struct StageTimes {
     pub read: f64,
     pub calibrate: f64,
     pub peakfind: f64,
+    pub compress: f64,
     pub serialize: f64,
     pub send: f64,
 }
@@ -261,6 +262,7 @@ impl Summary {
                 read: secs(sum(|s| s.ns_read)),
                 calibrate: secs(sum(|s| s.ns_calib)),
                 peakfind: secs(sum(|s| s.ns_peaks)),
+                compress: secs(sum(|s| s.ns_compress)),
                 serialize: secs(writers.iter().map(|w| w.ns_serialize).sum()),
                 send: secs(writers.iter().map(|w| w.ns_send).sum()),
             },
@@ -311,12 +313,13 @@ impl Summary {
         }
         let st = &self.stage_seconds;
         s += &format!(
-            "  wall {:.2} s, {:.1} events/s; stage seconds: read {:.2}, calibrate {:.2}, peakfind {:.2}, serialize {:.2}, send {:.2}\n",
+            "  wall {:.2} s, {:.1} events/s; stage seconds: read {:.2}, calibrate {:.2}, peakfind {:.2}, compress {:.2}, serialize {:.2}, send {:.2}\n",
             self.wall_seconds,
             self.events_per_second,
             st.read,
             st.calibrate,
             st.peakfind,
+            st.compress,
             st.serialize,
             st.send
         );

@@ -45,6 +45,24 @@ impl State {
     }
 }
 
+/// Threads of a rank's rayon pool: the node's `cores` shared by the `local_workers` ranks on
+/// the node that host a worker, one thread on a rank without one (the coordinator and writers
+/// do not compute in parallel); `RAYON_NUM_THREADS` overrides.
+pub fn pool_threads(cores: usize, local_workers: usize, hosts_worker: bool) -> usize {
+    if let Some(n) = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    if hosts_worker {
+        (cores / local_workers.max(1)).max(1)
+    } else {
+        1
+    }
+}
+
 /// Runs one worker until the coordinator ends the run.
 pub fn run(mb: Mailbox, layout: &Layout, st: &Static) -> anyhow::Result<()> {
     let me = mb.id;
@@ -149,7 +167,7 @@ fn process(
                 Some(p) => p,
                 None => Processor::new(st, conf).map_err(|e| e.to_string())?,
             };
-            let mut t: Timings = (0, 0, 0);
+            let mut t: Timings = (0, 0, 0, 0);
             let r = p.process(st, conf, files, ev, &mut t);
             if let Ok(mut g) = pool.lock() {
                 g.push(p);
@@ -164,6 +182,7 @@ fn process(
         stats.ns_read += t.0;
         stats.ns_calib += t.1;
         stats.ns_peaks += t.2;
+        stats.ns_compress += t.3;
         match r {
             Ok((rec, hit, n)) => {
                 stats.processed += 1;

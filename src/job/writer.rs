@@ -8,12 +8,11 @@ use super::router::Mailbox;
 use super::worker::CREDITS;
 use crate::config::{Config, SinkConfig};
 use crate::output::{
-    Batch, Compression, EventRecord, Frame, Layout as H5Layout, Peaks, RunMeta, Serializer,
+    Batch, Compression, EventRecord, Layout as H5Layout, Peaks, RunMeta, Serializer, StoredFrames,
 };
 use crate::transport::{
     Distribute, FileSink, MessageMeta, NngSink, NngSinkConfig, Policy, Role, Sink,
 };
-use ndarray::{Array2, ArrayD};
 use std::time::{Duration, Instant};
 
 /// Builds the configured sinks for writer `rank` (its index among writers).
@@ -71,42 +70,13 @@ pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Vec<(String, Box<dy
     Ok(out)
 }
 
-fn to_record(r: RecordMsg) -> EventRecord {
-    let frame = r.frame.map(|f| match f {
-        FrameMsg::F32 { ss, fs, data } => Frame::F32(
-            Array2::from_shape_vec(
-                (ss as usize, fs as usize),
-                bytemuck::pod_collect_to_vec(&data),
-            )
-            .expect("frame size checked by the worker"),
-        ),
-        FrameMsg::U16 { ss, fs, data } => Frame::U16(
-            Array2::from_shape_vec(
-                (ss as usize, fs as usize),
-                bytemuck::pod_collect_to_vec(&data),
-            )
-            .expect("frame size checked by the worker"),
-        ),
-        FrameMsg::Image { dims, f16, data } => {
-            let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
-            if f16 {
-                Frame::ImageF16(
-                    ArrayD::from_shape_vec(dims, bytemuck::pod_collect_to_vec(&data))
-                        .expect("image size checked by the worker"),
-                )
-            } else {
-                Frame::ImageF32(
-                    ArrayD::from_shape_vec(dims, bytemuck::pod_collect_to_vec(&data))
-                        .expect("image size checked by the worker"),
-                )
-            }
-        }
-    });
+/// The record's event without its frame, and the frame (its stored chunk).
+fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>) {
     let [fs, ss, total_intensity, max_value, npix, snr, sigma] = r.peaks;
-    EventRecord {
+    let event = EventRecord {
         timestamp: r.timestamp,
         event_index: r.index,
-        frame,
+        frame: None,
         peaks: Peaks {
             fs,
             ss,
@@ -117,7 +87,38 @@ fn to_record(r: RecordMsg) -> EventRecord {
             sigma,
         },
         fields: r.fields,
+    };
+    (event, r.frame)
+}
+
+/// The frames of a batch as stored chunks; `None` when its events carry none.
+fn stored_frames(frames: &[Option<FrameMsg>]) -> anyhow::Result<Option<StoredFrames<'_>>> {
+    let Some(Some(first)) = frames.first() else {
+        if frames.iter().any(Option::is_some) {
+            anyhow::bail!("a batch mixes events with and without frames");
+        }
+        return Ok(None);
+    };
+    let mut chunks = Vec::with_capacity(frames.len());
+    for f in frames {
+        match f {
+            Some(f) if (f.pixel, &f.dims, f.image) == (first.pixel, &first.dims, first.image) => {
+                chunks.push(&f.chunk[..])
+            }
+            other => anyhow::bail!(
+                "a batch mixes frames: {:?} {:?} and {:?}",
+                first.pixel,
+                first.dims,
+                other.as_ref().map(|f| (f.pixel, &f.dims))
+            ),
+        }
     }
+    Ok(Some(StoredFrames {
+        pixel: first.pixel,
+        dims: first.dims.iter().map(|&d| d as usize).collect(),
+        image: first.image,
+        chunks,
+    }))
 }
 
 /// Runs one writer until all its workers are done.
@@ -141,18 +142,24 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     }
     let mut ser = Serializer::default();
     let mut stats = WriterStats::default();
-    let mut pending: Vec<EventRecord> = Vec::new();
+    let mut pending: Vec<(EventRecord, Option<FrameMsg>)> = Vec::new();
     let mut seq = 0u64;
-    let mut flush = |events: Vec<EventRecord>, stats: &mut WriterStats| -> anyhow::Result<()> {
-        let n = events.len() as u64;
+    let mut flush = |records: Vec<(EventRecord, Option<FrameMsg>)>,
+                     stats: &mut WriterStats|
+     -> anyhow::Result<()> {
+        let n = records.len() as u64;
+        let t0 = Instant::now();
+        let (events, frames): (Vec<_>, Vec<_>) = records.into_iter().unzip();
         let batch = Batch {
             meta: meta.clone(),
             writer_rank: index,
             seq,
             events,
         };
-        let t0 = Instant::now();
-        let bytes = ser.serialize(&batch, h5layout, compression)?;
+        let bytes = match stored_frames(&frames)? {
+            Some(f) => ser.serialize_stored(&batch, &f, h5layout, compression)?,
+            None => ser.serialize(&batch, h5layout, compression)?,
+        };
         let t1 = Instant::now();
         let m = MessageMeta {
             run: meta.run,

@@ -69,6 +69,76 @@ impl FromStr for Layout {
     }
 }
 
+/// Pixel type of frames stored as chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PixelType {
+    F32,
+    U16,
+    F16,
+}
+
+impl PixelType {
+    /// Bytes per pixel.
+    pub fn size(self) -> usize {
+        match self {
+            PixelType::F32 => 4,
+            PixelType::U16 | PixelType::F16 => 2,
+        }
+    }
+
+    /// The element type name the layouts use.
+    pub fn kind(self) -> &'static str {
+        match self {
+            PixelType::F32 => "float32",
+            PixelType::U16 => "uint16",
+            PixelType::F16 => "float16",
+        }
+    }
+}
+
+/// A batch's frames already filtered into their HDF5 chunks (one per event, in event order,
+/// made with the batch's compression), as workers send them; stored without recompression.
+#[derive(Debug, Clone)]
+pub struct StoredFrames<'a> {
+    pub pixel: PixelType,
+    /// Axes of one frame: `(ss, fs)`, or an image's `(C, H, W)` / `(H, W)`.
+    pub dims: Vec<usize>,
+    pub image: bool,
+    pub chunks: Vec<&'a [u8]>,
+}
+
+impl StoredFrames<'_> {
+    /// Checks what can be checked cheaply: the chunk count, and the pixel count a chunk
+    /// declares (stored size without compression, the bitshuffle header's size otherwise).
+    fn check(&self, events: usize, compression: Compression) -> Result<(), OutputError> {
+        let bad = |m: String| Err(OutputError::InvalidBatch(m));
+        if self.chunks.len() != events {
+            return bad(format!(
+                "{} frame chunks for {events} events",
+                self.chunks.len()
+            ));
+        }
+        let frame_bytes = self.dims.iter().product::<usize>() * self.pixel.size();
+        for (i, c) in self.chunks.iter().enumerate() {
+            let declared = match compression {
+                Compression::None => Some(c.len()),
+                Compression::BitshuffleLz4 | Compression::BitshuffleZstd { .. } => c
+                    .get(..8)
+                    .map(|h| u64::from_be_bytes(h.try_into().expect("8 bytes")) as usize),
+                _ => continue,
+            };
+            if declared != Some(frame_bytes) {
+                return bad(format!(
+                    "event {i}: frame chunk holds {declared:?} bytes of pixels, a {:?} {} frame is {frame_bytes}",
+                    self.dims,
+                    self.pixel.kind()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Serialises `batch` into the bytes of an HDF5 file image.
 pub fn serialize(
     batch: &Batch,
@@ -195,17 +265,51 @@ impl Serializer {
                 .collect(),
             Some(_) => self.chunks[..n].iter().map(|(b, len)| &b[..*len]).collect(),
         };
-        let chunks = &chunks[..];
-        let image = h5image::MemFile::create(image_capacity(&checked, chunks), 1 << 20)?;
-        let file = image.file();
-        write_root_attrs(file, batch)?;
-        match layout {
-            Layout::Cxi => cxi::write(file, &checked, compression, chunks)?,
-            Layout::Lclstreamer => lclstreamer_layout::write(file, &checked, compression, chunks)?,
-        }
-        let bytes = image.finish()?;
-        Ok(bytes)
+        assemble(&checked, layout, compression, &chunks)
     }
+
+    /// Serialises `batch`, whose events carry no frames, with `frames` as its frames: the
+    /// chunks are written as they are (direct chunk writes), so nothing is recompressed.
+    pub fn serialize_stored(
+        &mut self,
+        batch: &Batch,
+        frames: &StoredFrames,
+        layout: Layout,
+        compression: Compression,
+    ) -> Result<Vec<u8>, OutputError> {
+        filters::register_filters().map_err(OutputError::Filter)?;
+        let mut checked = check(batch, self.min_peak_width)?;
+        if checked.frames.is_some() {
+            return Err(OutputError::InvalidBatch(
+                "events carry frames besides the stored chunks".into(),
+            ));
+        }
+        frames.check(batch.events.len(), compression)?;
+        checked.frames = Some(FrameSpec {
+            dims: &frames.dims,
+            elem_size: frames.pixel.size(),
+            kind: frames.pixel.kind(),
+            image: frames.image,
+        });
+        assemble(&checked, layout, compression, &frames.chunks)
+    }
+}
+
+/// Writes a checked batch and its frame chunks into a new file image.
+fn assemble(
+    checked: &Checked,
+    layout: Layout,
+    compression: Compression,
+    chunks: &[&[u8]],
+) -> Result<Vec<u8>, OutputError> {
+    let image = h5image::MemFile::create(image_capacity(checked, chunks), 1 << 20)?;
+    let file = image.file();
+    write_root_attrs(file, checked.batch)?;
+    match layout {
+        Layout::Cxi => cxi::write(file, checked, compression, chunks)?,
+        Layout::Lclstreamer => lclstreamer_layout::write(file, checked, compression, chunks)?,
+    }
+    image.finish()
 }
 
 /// Bytes reserved for a batch image up front: the frame chunks, the per-event arrays and room
@@ -351,4 +455,48 @@ pub(crate) fn peak_arrays(
         })
         .collect();
     (n, cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use batch::{ExampleKind, example_batch};
+
+    fn frames(chunks: Vec<&[u8]>) -> StoredFrames<'_> {
+        StoredFrames {
+            pixel: PixelType::F32,
+            dims: vec![10, 8],
+            image: false,
+            chunks,
+        }
+    }
+
+    #[test]
+    fn stored_chunks_that_do_not_fit_the_batch_are_refused_by_name() {
+        let mut b = example_batch(2, 10, 8, ExampleKind::NoFrame, 1);
+        b.events.iter_mut().for_each(|e| e.frame = None);
+        let mut ser = Serializer::default();
+        let px = vec![0u8; 10 * 8 * 4];
+        let mut chunk = Vec::new();
+        Compression::BitshuffleLz4
+            .encode_chunk(&px, 4, &mut chunk)
+            .unwrap();
+        let ok = frames(vec![&chunk, &chunk]);
+        assert!(
+            ser.serialize_stored(&b, &ok, Layout::Cxi, Compression::BitshuffleLz4)
+                .is_ok()
+        );
+        let short = frames(vec![&chunk]);
+        let e = ser.serialize_stored(&b, &short, Layout::Cxi, Compression::BitshuffleLz4);
+        assert!(format!("{}", e.unwrap_err()).contains("1 frame chunks for 2 events"));
+        let wrong = StoredFrames {
+            dims: vec![10, 9],
+            image: false,
+            ..ok.clone()
+        };
+        let e = ser.serialize_stored(&b, &wrong, Layout::Cxi, Compression::BitshuffleLz4);
+        assert!(format!("{}", e.unwrap_err()).contains("event 0: frame chunk holds Some(320)"));
+        let e = ser.serialize_stored(&b, &ok, Layout::Cxi, Compression::None);
+        assert!(format!("{}", e.unwrap_err()).contains("event 0"));
+    }
 }
