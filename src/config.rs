@@ -563,6 +563,7 @@ mod tests {
             "mfx-epix10k2m.yaml",
             "cxi-jungfrau4m.yaml",
             "mfx-jungfrau16m.yaml",
+            "peaknet-epix10k2m.yaml",
         ] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("configs")

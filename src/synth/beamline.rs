@@ -280,7 +280,7 @@ pub fn epics_values(u: u64, nominal_ev: f64) -> Vec<PvValue> {
         .map(|p| {
             let k = u / p.period;
             match p.alias {
-                "wavelength" => PvValue::F64(1239.841_984 / (nominal_ev + 25.0 * k as f64)),
+                "wavelength" => PvValue::F64(1_239.841_984 / (nominal_ev + 25.0 * k as f64)),
                 "det_distance" => PvValue::F64(100.0 + 0.5 * k as f64),
                 _ => PvValue::Str(format!("lysozyme-{k}")),
             }
