@@ -180,6 +180,10 @@ struct ReplayArgs {
     /// `{"timestamp":K,"written_ns":NS}`) here.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Write the datagrams before the first L1Accept, then wait until FILE exists before
+    /// starting the event clock (lets a reader start up first).
+    #[arg(long, value_name = "FILE")]
+    wait_for: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -343,6 +347,7 @@ fn main() -> anyhow::Result<()> {
                 to: a.to,
                 rate: a.rate,
                 late,
+                wait_for: a.wait_for,
             };
             let s = lclstreamer::xtc::replay::replay(&p)?;
             if let Some(log) = &a.log {

@@ -77,6 +77,10 @@ pub struct StreamIndexer {
 impl StreamIndexer {
     /// Indexes `files`, from its small data when `use_smd` and a small-data file exists.
     pub fn open(files: &StreamFiles, use_smd: bool) -> Result<Self, XtcError> {
+        Self::open_with(files, use_smd, false)
+    }
+
+    fn open_with(files: &StreamFiles, use_smd: bool, live: bool) -> Result<Self, XtcError> {
         let chunks: Vec<(u32, PathBuf)> = files
             .chunks
             .iter()
@@ -89,8 +93,13 @@ impl StreamIndexer {
             (Some(smd), true) => (smd.clone(), true),
             _ => (first.1.clone(), false),
         };
+        let reader = if live {
+            DgramReader::open_live(&path)?
+        } else {
+            DgramReader::open(&path)?
+        };
         Ok(Self {
-            reader: DgramReader::open(&path)?,
+            reader,
             from_smd,
             lookup: NamesLookup::new(),
             smd_id: None,
@@ -101,7 +110,7 @@ impl StreamIndexer {
             truncations: Vec::new(),
             chunk_len: Vec::new(),
             past_end: 0,
-            live: false,
+            live,
             end_run: false,
             ended: false,
         })
@@ -111,10 +120,7 @@ impl StreamIndexer {
     /// datagrams complete by then), or when its `.inprogress` file has been renamed and read to
     /// its end; until then a missing datagram is [`Poll::Pending`].
     pub fn open_live(files: &StreamFiles, use_smd: bool) -> Result<Self, XtcError> {
-        let mut ix = Self::open(files, use_smd)?;
-        ix.reader = DgramReader::open_live(ix.reader.path())?;
-        ix.live = true;
-        Ok(ix)
+        Self::open_with(files, use_smd, true)
     }
 
     /// True once the stream's EndRun was indexed.

@@ -59,10 +59,21 @@ impl DgramReader {
 
     /// Opens `path` to follow it while it grows: a missing or incomplete next datagram reads as
     /// `None` without marking a truncation, and the file's length is read again on each try.
+    /// Found under either name (`x.xtc2` or `x.xtc2.inprogress`); [`DgramReader::path`] is the
+    /// name it was opened under.
     pub fn open_live(path: &Path) -> Result<Self, XtcError> {
-        let mut r = Self::open(path)?;
-        r.live = true;
-        Ok(r)
+        let (file, path) = super::live::open_either(path).map_err(|e| XtcError::io(path, 0, e))?;
+        let len = file.metadata().map_err(|e| XtcError::io(&path, 0, e))?.len();
+        Ok(Self {
+            file: BufReader::with_capacity(READ_BUFFER, file),
+            path,
+            pos: 0,
+            len,
+            truncation: None,
+            peeked: None,
+            partial: None,
+            live: true,
+        })
     }
 
     /// True while following a growing file.

@@ -25,7 +25,13 @@ pub struct ReplayParams {
     pub rate: f64,
     /// Streams whose files appear only this long after the start.
     pub late: Vec<(u32, Duration)>,
+    /// Write the datagrams before the first L1Accept, then wait (up to `WAIT_FOR_LIMIT`) until
+    /// this file exists before starting the L1Accept clock (a reader signals it is ready).
+    pub wait_for: Option<PathBuf>,
 }
+
+/// The longest wait for [`ReplayParams::wait_for`].
+pub const WAIT_FOR_LIMIT: Duration = Duration::from_secs(300);
 
 /// What a replay wrote.
 #[derive(Debug, Clone, Default)]
@@ -285,6 +291,8 @@ pub fn replay(p: &ReplayParams) -> Result<ReplayStats, XtcError> {
         ..ReplayStats::default()
     };
     let mut last_l1: Option<u64> = None;
+    let mut clock0 = t0;
+    let mut go = p.wait_for.clone();
     loop {
         let now = Instant::now();
         for s in &mut streams {
@@ -313,8 +321,14 @@ pub fn replay(p: &ReplayParams) -> Result<ReplayStats, XtcError> {
             }
         };
         let is_l1 = header.service() == TransitionId::L1Accept;
+        if is_l1
+            && let Some(f) = go.take()
+        {
+            wait_for_file(&f)?;
+            clock0 = Instant::now();
+        }
         if is_l1 && last_l1.is_none_or(|k| header.timestamp > k) {
-            let due = t0 + period.mul_f64(stats.events as f64);
+            let due = clock0 + period.mul_f64(stats.events as f64);
             let wake = next_start.map_or(due, |t| t.min(due));
             let now = Instant::now();
             if wake > now {
@@ -336,4 +350,19 @@ pub fn replay(p: &ReplayParams) -> Result<ReplayStats, XtcError> {
     stats.chunks = streams.iter().map(|s| s.chunks).collect();
     stats.seconds = t0.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+fn wait_for_file(f: &Path) -> Result<(), XtcError> {
+    let start = Instant::now();
+    while !f.exists() {
+        if start.elapsed() > WAIT_FOR_LIMIT {
+            return Err(XtcError::Layout(format!(
+                "{}: did not appear within {} s",
+                f.display(),
+                WAIT_FOR_LIMIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
