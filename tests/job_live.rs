@@ -137,7 +137,7 @@ fn live_case(name: &str, c: Case) -> Outcome {
     let summary = live.join("summary.json");
     let written = live.join("written.jsonl");
     let mut job = mpirun(3, &cfg, &summary);
-    // The job's stderr, watched for the line rank 0 prints once the run's Configure was read.
+    // The job's stderr, watched for the line rank 0 prints once every worker asked for work.
     let (ready_tx, ready_rx) = mpsc::channel();
     let stderr = job.stderr.take().unwrap();
     let job_err = std::thread::spawn(move || {
@@ -145,7 +145,7 @@ fn live_case(name: &str, c: Case) -> Outcome {
         let mut text = String::new();
         for line in std::io::BufReader::new(stderr).lines() {
             let line = line.unwrap();
-            if line.starts_with("lclstreamer: detector") {
+            if line.starts_with("lclstreamer: live:") {
                 let _ = ready_tx.send(());
             }
             text += &line;
@@ -163,7 +163,7 @@ fn live_case(name: &str, c: Case) -> Outcome {
         let go = go.clone();
         std::thread::spawn(move || {
             if ready_rx.recv_timeout(Duration::from_secs(120)).is_ok() {
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_millis(200));
             }
             std::fs::write(go, b"").unwrap();
         });

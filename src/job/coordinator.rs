@@ -270,6 +270,7 @@ pub fn run(
     let mut delivery = Delivery::default();
     let mut held: VecDeque<RoleId> = VecDeque::new();
     let idle = cfg.source.idle_timeout();
+    let mut ready_workers: HashSet<RoleId> = HashSet::new();
     let mut latest: HashMap<RoleId, WorkerStats> = HashMap::new();
     let mut finals: HashMap<RoleId, WorkerStats> = HashMap::new();
     let mut writers: Vec<WriterStats> = Vec::new();
@@ -298,6 +299,17 @@ pub fn run(
         match msg {
             Msg::Ready { worker, stats } => {
                 latest.insert(worker, stats);
+                if cfg.source.live
+                    && ready_workers.insert(worker)
+                    && ready_workers.len() == layout.workers as usize
+                    && !progress.quiet
+                {
+                    eprintln!(
+                        "lclstreamer: live: {} workers ready, following {} streams",
+                        layout.workers,
+                        feed.stream_ids.len()
+                    );
+                }
                 if !held.is_empty() || !answer(&mb, &mut feed, k, &mut delivery, worker)? {
                     held.push_back(worker);
                 }
