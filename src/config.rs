@@ -81,7 +81,8 @@ impl Source {
             }
             return Ok(());
         }
-        if !self.files.is_empty() || self.exp.is_none() || self.run.is_none() || self.root.is_none() {
+        if !self.files.is_empty() || self.exp.is_none() || self.run.is_none() || self.root.is_none()
+        {
             anyhow::bail!("source.live: give `exp`, `run` and `root` (not `files`)");
         }
         for (k, v) in [

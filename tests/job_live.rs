@@ -72,7 +72,12 @@ fn now_ns() -> u64 {
 }
 
 /// Receives batches on `url` in a thread: event key → arrival times (ns since the epoch).
-fn consumer(url: &str) -> (mpsc::Receiver<BTreeMap<u64, Vec<u64>>>, std::thread::JoinHandle<()>) {
+fn consumer(
+    url: &str,
+) -> (
+    mpsc::Receiver<BTreeMap<u64, Vec<u64>>>,
+    std::thread::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel();
     let cfg = lclstreamer::transport::PullConfig {
         idle_timeout: Duration::from_secs(60),
@@ -228,7 +233,10 @@ fn live_case(name: &str, c: Case) -> Outcome {
         "{name}: events received differ from events written"
     );
     let twice: Vec<_> = got.iter().filter(|(_, t)| t.len() != 1).collect();
-    assert!(twice.is_empty(), "{name}: received more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "{name}: received more than once: {twice:?}"
+    );
     let mut lat: Vec<f64> = written
         .iter()
         .map(|(k, w)| (got[k][0] as f64 - *w as f64) * 1e-9)
@@ -238,7 +246,11 @@ fn live_case(name: &str, c: Case) -> Outcome {
         .step_by(lat.len() / 10 + 1)
         .map(|l| format!("{:.0}", l * 1e3))
         .collect();
-    println!("{name}: latency in ms every {}th event: {}", lat.len() / 10 + 1, trace.join(" "));
+    println!(
+        "{name}: latency in ms every {}th event: {}",
+        lat.len() / 10 + 1,
+        trace.join(" ")
+    );
     lat.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
     println!(
@@ -248,7 +260,10 @@ fn live_case(name: &str, c: Case) -> Outcome {
         p99 * 1e3,
         lat[lat.len() - 1] * 1e3
     );
-    assert!(lat[0] > 0.0, "{name}: an event arrived before it was written");
+    assert!(
+        lat[0] > 0.0,
+        "{name}: an event arrived before it was written"
+    );
     if c.late.is_none() {
         assert!(p50 < 1.0, "{name}: median latency {p50:.3} s");
     }
@@ -338,4 +353,89 @@ fn live_run_with_chunk_rotation_from_small_data_and_from_bigdata() {
         let chunks = chunk_files(&o.live_xtc);
         assert!(chunks >= 3, "{name}: {chunks} chunks; {}", o.replay_stderr);
     }
+}
+
+/// Copies the first `n` datagrams of `from` to `to` (bigdata and small data pair up one to one)
+/// and `extra` bytes of the next.
+fn copy_prefix(from: &Path, to: &Path, n: usize, extra: usize) {
+    use lclstreamer::xtc::DgramReader;
+    let mut r = DgramReader::open(from).unwrap();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.extend_from_slice(r.next_into(&mut buf).unwrap().unwrap().bytes);
+    }
+    let next = r.next_into(&mut buf).unwrap().unwrap();
+    out.extend_from_slice(&next.bytes[..extra]);
+    std::fs::write(to, out).unwrap();
+}
+
+#[test]
+fn live_run_that_stops_without_endrun_ends_after_the_idle_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let live = tmp.path().join("live");
+    synth(&src, 40, &[]);
+    let (sx, lx) = (xtc(&src), xtc(&live));
+    std::fs::create_dir_all(lx.join("smalldata")).unwrap();
+    // Configure, BeginRun, BeginStep, Enable and 20 events; the next datagram half written.
+    for s in 0..2 {
+        let big = format!("{EXP}-r0005-s{s:03}-c000.xtc2");
+        let smd = format!("{EXP}-r0005-s{s:03}-c000.smd.xtc2");
+        copy_prefix(
+            &sx.join(&big),
+            &lx.join(format!("{big}.inprogress")),
+            24,
+            100,
+        );
+        copy_prefix(
+            &sx.join("smalldata").join(&smd),
+            &lx.join("smalldata").join(format!("{smd}.inprogress")),
+            24,
+            30,
+        );
+    }
+    let out_dir = live.join("out");
+    let cfg = config(
+        &src,
+        &live,
+        "tcp://127.0.0.1:1",
+        "  live_idle_timeout: 1.5\n",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("  live_idle_timeout: 20\n", "")
+        .replace(
+            "    - kind: nng\n      urls: [tcp://127.0.0.1:1]\n",
+            &format!("    - kind: files\n      dir: {}\n", out_dir.display()),
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let summary = live.join("summary.json");
+    let t0 = Instant::now();
+    let out = Command::new(EXE)
+        .args(["run", "--live", "--quiet", "--config"])
+        .arg(&cfg)
+        .arg("--summary")
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert_eq!(s["live"]["ended"], "idle timeout", "{s}");
+    assert_eq!(s["live"]["waiting_streams"], serde_json::json!([0, 1]));
+    assert!(text.contains("live run ended: idle timeout"), "{text}");
+    assert_eq!(
+        (s["events_read"].as_u64(), s["processed"].as_u64()),
+        (Some(20), Some(20)),
+        "{s}"
+    );
+    assert!(s["truncated_files"].as_array().unwrap().is_empty(), "{s}");
+    assert!(secs >= 1.5, "ended after {secs:.1} s");
 }

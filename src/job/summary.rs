@@ -286,7 +286,7 @@ impl Summary {
             s += &format!("  live run ended: {}", l.ended);
             if !l.waiting_streams.is_empty() {
                 s += &format!(
-                    " ({:.0} s without data; streams {:?} still waiting, events read {})",
+                    " ({:.1} s without data; streams {:?} still waiting, events read {})",
                     l.idle_timeout_seconds, l.waiting_streams, self.events_read
                 );
             }

@@ -4,9 +4,9 @@
 //! answers "not yet" ([`Poll::Pending`]) where a finished file would end.
 
 use super::dgram::Dgram;
-use super::live::{existing_name, renamed};
 use super::error::{FormatError, XtcError};
 use super::header::{DgramHeader, NamesId, TransitionId, TypeKind};
+use super::live::{existing_name, renamed};
 use super::names::NamesLookup;
 use super::reader::{DgramReader, Truncation};
 use super::run::StreamFiles;

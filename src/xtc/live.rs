@@ -42,7 +42,9 @@ pub fn open_either(path: &Path) -> std::io::Result<(File, PathBuf)> {
 /// The name under which a DAQ file exists now, if any.
 pub fn existing_name(path: &Path) -> Option<PathBuf> {
     let other = other_name(path);
-    [path.to_path_buf(), other].into_iter().find(|p| p.is_file())
+    [path.to_path_buf(), other]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// True when `path` is an `.inprogress` name that has been renamed to its final name: the

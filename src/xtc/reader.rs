@@ -63,7 +63,10 @@ impl DgramReader {
     /// name it was opened under.
     pub fn open_live(path: &Path) -> Result<Self, XtcError> {
         let (file, path) = super::live::open_either(path).map_err(|e| XtcError::io(path, 0, e))?;
-        let len = file.metadata().map_err(|e| XtcError::io(&path, 0, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| XtcError::io(&path, 0, e))?
+            .len();
         Ok(Self {
             file: BufReader::with_capacity(READ_BUFFER, file),
             path,

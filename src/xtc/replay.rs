@@ -321,9 +321,7 @@ pub fn replay(p: &ReplayParams) -> Result<ReplayStats, XtcError> {
             }
         };
         let is_l1 = header.service() == TransitionId::L1Accept;
-        if is_l1
-            && let Some(f) = go.take()
-        {
+        if is_l1 && let Some(f) = go.take() {
             wait_for_file(&f)?;
             clock0 = Instant::now();
         }
