@@ -43,10 +43,66 @@ pub struct Source {
     /// Index from small data when present (default true).
     #[serde(default = "yes")]
     pub use_smalldata: bool,
+    /// Follow a run while the DAQ writes it (needs `exp`, `run` and `root`): the job waits for
+    /// data and ends at EndRun, or after `live_idle_timeout` seconds without new data.
+    #[serde(default)]
+    pub live: bool,
+    /// Live: streams to wait for before any event is built (default: those present once the
+    /// first stream's Configure is written).
+    pub live_streams: Option<usize>,
+    /// Live: seconds without a new datagram before the job ends (also the longest wait for the
+    /// run's files and for a payload being written; default 60, psana's `PS_R_MAX_RETRIES`).
+    #[serde(default = "live_idle")]
+    pub live_idle_timeout: f64,
+    /// Live: seconds after which a partial batch is sent (default 0.5).
+    #[serde(default = "live_flush")]
+    pub live_flush: f64,
 }
 
 fn yes() -> bool {
     true
+}
+fn live_idle() -> f64 {
+    60.0
+}
+fn live_flush() -> f64 {
+    0.5
+}
+
+impl Source {
+    /// The live idle timeout.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.live_idle_timeout)
+    }
+
+    /// Checks the live keys.
+    pub fn check_live(&self) -> anyhow::Result<()> {
+        let live_keys = self.live_streams.is_some()
+            || self.live_idle_timeout != live_idle()
+            || self.live_flush != live_flush();
+        if !self.live {
+            if live_keys {
+                anyhow::bail!("source: live_* keys need `live: true`");
+            }
+            return Ok(());
+        }
+        if !self.files.is_empty() || self.exp.is_none() || self.run.is_none() || self.root.is_none()
+        {
+            anyhow::bail!("source.live: give `exp`, `run` and `root` (not `files`)");
+        }
+        for (k, v) in [
+            ("live_idle_timeout", self.live_idle_timeout),
+            ("live_flush", self.live_flush),
+        ] {
+            if !(v > 0.0 && v.is_finite() && v < 1e6) {
+                anyhow::bail!("source.{k}: {v} is not a positive number of seconds");
+            }
+        }
+        if self.live_streams == Some(0) {
+            anyhow::bail!("source.live_streams: at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// The detector's calibration inputs.
@@ -473,6 +529,8 @@ pub struct Overrides {
     pub run: Option<u32>,
     pub root: Option<PathBuf>,
     pub max_events: Option<u64>,
+    /// Follow the run while it is written (sets source.live).
+    pub live: bool,
 }
 
 impl Config {
@@ -545,6 +603,7 @@ impl Config {
         if o.max_events.is_some() {
             self.source.max_events = o.max_events;
         }
+        self.source.live |= o.live;
     }
 }
 
@@ -602,7 +661,10 @@ mod tests {
             run: Some(9),
             root: None,
             max_events: Some(5),
+            live: true,
         });
+        assert!(c.source.live);
+        assert!(c.source.check_live().is_ok());
         assert_eq!(
             (c.source.exp.as_deref(), c.source.run, c.source.max_events),
             (Some("cxi1"), Some(9), Some(5))

@@ -379,7 +379,10 @@ fn missing_truncated_and_damaged_events_are_counted_and_the_rest_delivered() {
     // Small data indexes past the cut: the file is reported truncated once, its event damaged.
     let t = s["truncated_files"].as_array().unwrap();
     assert_eq!(t.len(), 1, "{s}");
-    assert!(t[0].as_str().unwrap().contains(&s0.display().to_string()), "{s}");
+    assert!(
+        t[0].as_str().unwrap().contains(&s0.display().to_string()),
+        "{s}"
+    );
     let sc = score(root, &out);
     assert_eq!(sc["false_hits"], 0);
     assert!(sc["missed_hits"].as_u64().unwrap() <= 3);

@@ -60,6 +60,18 @@ impl Wire for MpiWire<'_> {
 /// Finds the run's files from the configuration.
 pub fn run_files(cfg: &Config) -> anyhow::Result<RunFiles> {
     let s = &cfg.source;
+    s.check_live()?;
+    if s.live
+        && let (Some(exp), Some(run), Some(root)) = (&s.exp, s.run, &s.root)
+    {
+        let want = crate::xtc::live::WaitFor {
+            streams: s.live_streams,
+            use_smd: s.use_smalldata,
+            timeout: s.idle_timeout(),
+        };
+        let dir = crate::xtc::run::xtc_dir(root, exp);
+        return Ok(crate::xtc::live::wait_for_run(&dir, exp, run, &want)?);
+    }
     if !s.files.is_empty() {
         return Ok(from_files(&s.files)?);
     }
@@ -160,6 +172,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     if threading < Threading::Funneled {
         eprintln!("lclstreamer: the MPI library does not provide MPI_THREAD_FUNNELED");
         return 2;
+    }
+    if cfg.source.live {
+        crate::xtc::reader::set_short_read_patience(cfg.source.idle_timeout());
     }
     let world = universe.world();
     let rank = world.rank() as u32;

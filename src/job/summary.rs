@@ -110,6 +110,17 @@ pub struct StageTimes {
     pub send: f64,
 }
 
+/// How a live run ended.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveSummary {
+    /// `EndRun` (every stream's EndRun read), `files complete` (renamed without an EndRun) or
+    /// `idle timeout`.
+    pub ended: String,
+    /// Streams still waiting for data when the idle timeout ended the run.
+    pub waiting_streams: Vec<u32>,
+    pub idle_timeout_seconds: f64,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -137,6 +148,8 @@ pub struct Summary {
     pub wall_seconds: f64,
     pub events_per_second: f64,
     pub stage_seconds: StageTimes,
+    /// Set for a live run.
+    pub live: Option<LiveSummary>,
 }
 
 /// The eLog counters shown while the job runs.
@@ -266,6 +279,7 @@ impl Summary {
                 serialize: secs(writers.iter().map(|w| w.ns_serialize).sum()),
                 send: secs(writers.iter().map(|w| w.ns_send).sum()),
             },
+            live: None,
         }
     }
 
@@ -310,6 +324,16 @@ impl Summary {
                 "  transitions missing from some stream: {}\n",
                 self.incomplete_transitions
             );
+        }
+        if let Some(l) = &self.live {
+            s += &format!("  live run ended: {}", l.ended);
+            if !l.waiting_streams.is_empty() {
+                s += &format!(
+                    " ({:.1} s without data; streams {:?} still waiting, events read {})",
+                    l.idle_timeout_seconds, l.waiting_streams, self.events_read
+                );
+            }
+            s += "\n";
         }
         let st = &self.stage_seconds;
         s += &format!(

@@ -96,7 +96,8 @@ pub fn run(mb: Mailbox, layout: &Layout, st: &Static) -> anyhow::Result<()> {
                 outstanding -= 1;
                 state.apply(st, &transitions)?;
                 for (stream, chunk, path) in files {
-                    let f = File::open(&path)
+                    // Either name: a file being written may be renamed from `.inprogress`.
+                    let (f, _) = crate::xtc::live::open_either(&path)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     state.files.insert((stream, chunk), (path, f));
                 }

@@ -15,6 +15,40 @@ use crate::transport::{
 };
 use std::time::{Duration, Instant};
 
+/// When a partial batch must go out: `after` the oldest pending record arrived (live runs),
+/// or never.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushDeadline {
+    after: Option<Duration>,
+    since: Option<Instant>,
+}
+
+impl FlushDeadline {
+    pub fn new(after: Option<Duration>) -> Self {
+        Self { after, since: None }
+    }
+
+    /// Tells how many records are pending now (starts the clock when the first arrives).
+    pub fn pending(&mut self, n: usize) {
+        if n == 0 {
+            self.since = None;
+        } else if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// How long to wait for the next message; `None`: without limit.
+    pub fn wait(&self) -> Option<Duration> {
+        let (after, since) = (self.after?, self.since?);
+        Some(after.saturating_sub(since.elapsed()))
+    }
+
+    /// True when the pending records are due.
+    pub fn due(&self) -> bool {
+        self.wait().is_some_and(|w| w.is_zero())
+    }
+}
+
 /// Builds the configured sinks for writer `rank` (its index among writers).
 pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Vec<(String, Box<dyn Sink>)>> {
     let mut out: Vec<(String, Box<dyn Sink>)> = Vec::new();
@@ -182,9 +216,19 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
         Ok(())
     };
     let mut done = 0;
+    let mut deadline = FlushDeadline::new(
+        cfg.source
+            .live
+            .then(|| Duration::from_secs_f64(cfg.source.live_flush)),
+    );
     while done < workers.len() {
-        match mb.recv()? {
-            Msg::Records { worker, records } => {
+        let msg = match deadline.wait() {
+            Some(w) => mb.recv_timeout(w)?,
+            None => Some(mb.recv()?),
+        };
+        match msg {
+            None => {}
+            Some(Msg::Records { worker, records }) => {
                 super::summary::count_missing(&mut stats.missing, &records);
                 pending.extend(records.into_iter().map(to_record));
                 mb.send(worker, Msg::Credit { n: 1 })?;
@@ -193,9 +237,13 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
                     flush(std::mem::replace(&mut pending, rest), &mut stats)?;
                 }
             }
-            Msg::WorkerDone { .. } => done += 1,
-            other => anyhow::bail!("writer {me}: unexpected message {other:?}"),
+            Some(Msg::WorkerDone { .. }) => done += 1,
+            Some(other) => anyhow::bail!("writer {me}: unexpected message {other:?}"),
         }
+        if deadline.due() && !pending.is_empty() {
+            flush(std::mem::take(&mut pending), &mut stats)?;
+        }
+        deadline.pending(pending.len());
     }
     if !pending.is_empty() {
         flush(std::mem::take(&mut pending), &mut stats)?;
@@ -213,4 +261,29 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     }
     mb.send(Layout::COORDINATOR, Msg::WriterDone { writer: me, stats })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlushDeadline;
+    use std::time::Duration;
+
+    #[test]
+    fn flush_deadline_runs_from_the_oldest_pending_record() {
+        let mut never = FlushDeadline::new(None);
+        never.pending(3);
+        assert_eq!((never.wait(), never.due()), (None, false));
+        let mut d = FlushDeadline::new(Some(Duration::from_millis(30)));
+        assert_eq!(d.wait(), None);
+        d.pending(1);
+        let first = d.wait().unwrap();
+        assert!(first <= Duration::from_millis(30) && !d.due());
+        std::thread::sleep(Duration::from_millis(15));
+        d.pending(2);
+        assert!(d.wait().unwrap() <= Duration::from_millis(15));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(d.due());
+        d.pending(0);
+        assert_eq!((d.wait(), d.due()), (None, false));
+    }
 }
