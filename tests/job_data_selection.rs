@@ -15,7 +15,9 @@ use std::process::Command;
 const EXE: &str = env!("CARGO_BIN_EXE_lclstreamer");
 
 fn sample(dir: &str) -> Vec<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/xtc2").join(dir);
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/xtc2")
+        .join(dir);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&d)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -118,7 +120,8 @@ fn expected(streams: &[Vec<PathBuf>], sels: &[Sel]) -> BTreeMap<u64, Vec<Option<
                     for (k, sel) in sels.iter().enumerate() {
                         let hit = match sel {
                             Sel::Pv(pv) if s.det_name == "epics" => b.vars.iter().find(|v| {
-                                v.desc.name == *pv || alias.get(&v.desc.name).is_some_and(|a| a == pv)
+                                v.desc.name == *pv
+                                    || alias.get(&v.desc.name).is_some_and(|a| a == pv)
                             }),
                             Sel::Det { det, alg, var, seg }
                                 if s.det_name == *det
@@ -185,7 +188,14 @@ fn expected(streams: &[Vec<PathBuf>], sels: &[Sel]) -> BTreeMap<u64, Vec<Option<
     out
 }
 
-fn run_job(dir: &Path, files: &[PathBuf], extra: &str, data: &str, ranks: u32, layout: &str) -> serde_json::Value {
+fn run_job(
+    dir: &Path,
+    files: &[PathBuf],
+    extra: &str,
+    data: &str,
+    ranks: u32,
+    layout: &str,
+) -> serde_json::Value {
     let out = dir.join(format!("out-{layout}"));
     let cfg = dir.join(format!("job-{layout}.yaml"));
     let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
@@ -225,14 +235,23 @@ fn run_job(dir: &Path, files: &[PathBuf], extra: &str, data: &str, ranks: u32, l
 }
 
 /// Every delivered event's fields, by key; checks each event arrives once.
-fn delivered(dir: &Path, layout: &str) -> (BTreeMap<u64, Vec<lclstreamer::output::Field>>, Vec<(String, Value)>) {
+fn delivered(
+    dir: &Path,
+    layout: &str,
+) -> (
+    BTreeMap<u64, Vec<lclstreamer::output::Field>>,
+    Vec<(String, Value)>,
+) {
     let mut got = BTreeMap::new();
     let mut run_values = Vec::new();
     for e in std::fs::read_dir(dir.join(format!("out-{layout}"))).unwrap() {
         let (b, _) = read_batch(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
         run_values = b.meta.values.clone();
         for ev in b.events {
-            assert!(got.insert(ev.timestamp, ev.fields).is_none(), "event delivered twice");
+            assert!(
+                got.insert(ev.timestamp, ev.fields).is_none(),
+                "event delivered twice"
+            );
         }
     }
     (got, run_values)
@@ -273,9 +292,20 @@ fn check_run(
                     assert_eq!(&g[k].value, v, "{name} at {ts:#x}");
                 }
                 None => {
-                    assert_eq!(g[k].presence, Presence::Missing, "{name} at {ts:#x} should be missing");
-                    if let Value::Num { dtype: Dtype::F32 | Dtype::F64, .. } = g[k].value {
-                        assert!(g[k].value.to_f64s().iter().all(|x| x.is_nan()), "{name} fill");
+                    assert_eq!(
+                        g[k].presence,
+                        Presence::Missing,
+                        "{name} at {ts:#x} should be missing"
+                    );
+                    if let Value::Num {
+                        dtype: Dtype::F32 | Dtype::F64,
+                        ..
+                    } = g[k].value
+                    {
+                        assert!(
+                            g[k].value.to_f64s().iter().all(|x| x.is_nan()),
+                            "{name} fill"
+                        );
                     }
                 }
             }
@@ -307,15 +337,24 @@ fn mixed_rate_pvs_strings_enums_arrays_and_held_scan_values() {
         ("gpi", Sel::Pv("HX2:DVD:GPI:01:PMON")),
         ("array1", det("xpphsd", Some("raw"), "array1Pgp", Some(2))),
         ("int_pgp", det("xpphsd", Some("raw"), "intPgp", Some(0))),
-        ("float_fex3", det("xpphsd", Some("fex"), "floatFex", Some(3))),
+        (
+            "float_fex3",
+            det("xpphsd", Some("fex"), "floatFex", Some(3)),
+        ),
         ("fex_str", det("xpphsd", Some("fex"), "charStrFex", Some(1))),
-        ("enum1", det("xpphsd", Some("fex"), "enumFex1:MyEnumName", Some(0))),
+        (
+            "enum1",
+            det("xpphsd", Some("fex"), "enumFex1:MyEnumName", Some(0)),
+        ),
         ("cspad", det("xppcspad", None, "arrayRaw", Some(3))),
         ("motor1", det("scan", None, "motor1", None)),
     ];
     // The reference walk agrees with the README: the PV from the first SlowUpdate (key 29)
     // on, s001 values in 10 events.
-    assert_eq!(count_present(&streams, Sel::Pv("HX2:DVD:GCC:01:PMON")), (75, 100));
+    assert_eq!(
+        count_present(&streams, Sel::Pv("HX2:DVD:GCC:01:PMON")),
+        (75, 100)
+    );
     assert_eq!(count_present(&streams, sels[2].1.clone()), (10, 100));
     let prescale = "  - {name: prescale, detector: xpphsd, alg: config, var: raw_prescale, segment: 0, scope: run}\n  - {name: prescale3, detector: xpphsd, alg: config, var: raw_prescale, segment: 3, scope: run}\n";
     let (_tmp, run_values) = check_run(&streams, &sels, "", prescale, 3);
@@ -371,12 +410,21 @@ fn a_selection_naming_nothing_in_the_run_is_one_start_up_error() {
     let files = sample("fakesteps");
     let cfg = tmp.path().join("j.yaml");
     for (data, want) in [
-        ("[{name: m, detector: scan, var: motor1}]", "segments [0, 1]"),
-        ("[{name: m, detector: scan, var: motor9, segment: 0}]", "motor9"),
+        (
+            "[{name: m, detector: scan, var: motor1}]",
+            "segments [0, 1]",
+        ),
+        (
+            "[{name: m, detector: scan, var: motor9, segment: 0}]",
+            "motor9",
+        ),
         ("[{name: m, pv: NOPE}]", "NOPE"),
         ("[{name: hit, pv: x}]", "hit"),
         ("[{name: m, pv: x, var: y}]", "pv"),
-        ("[{name: m, detector: scan, var: motor1, segmnt: 0}]", "segmnt"),
+        (
+            "[{name: m, detector: scan, var: motor1, segmnt: 0}]",
+            "segmnt",
+        ),
     ] {
         std::fs::write(
             &cfg,
@@ -388,10 +436,17 @@ fn a_selection_naming_nothing_in_the_run_is_one_start_up_error() {
             ),
         )
         .unwrap();
-        let o = Command::new(EXE).args(["run", "--config"]).arg(&cfg).output().unwrap();
+        let o = Command::new(EXE)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{data}: should fail");
-        assert!(err.contains(want) && err.matches("lclstreamer:").count() == 1, "{data}: {err}");
+        assert!(
+            err.contains(want) && err.matches("lclstreamer:").count() == 1,
+            "{data}: {err}"
+        );
     }
 }
 
@@ -415,7 +470,11 @@ fn write_synthetic(dir: &Path) -> PathBuf {
         segment: 0,
         vars,
     };
-    let epics = schema("epics", Alg::new("raw", 2, 0, 0), vec![VarDesc::new("gmd_alias", DataType::DOUBLE, 0)]);
+    let epics = schema(
+        "epics",
+        Alg::new("raw", 2, 0, 0),
+        vec![VarDesc::new("gmd_alias", DataType::DOUBLE, 0)],
+    );
     let info = schema(
         "epicsinfo",
         Alg::new("epicsinfo", 1, 0, 0),
@@ -433,7 +492,11 @@ fn write_synthetic(dir: &Path) -> PathBuf {
             VarDesc::new("label", DataType::CHARSTR, 1),
         ],
     );
-    let (id_e, id_i, id_w) = (NamesId::new(node, 1), NamesId::new(node, 2), NamesId::new(node, 3));
+    let (id_e, id_i, id_w) = (
+        NamesId::new(node, 1),
+        NamesId::new(node, 2),
+        NamesId::new(node, 3),
+    );
     let mut w = StreamWriter::create(dir, "tstx00118", 1, 0, false).unwrap();
     let mut clock = Clock::for_run(1);
     let mut t = |w: &mut StreamWriter, id: TransitionId, f: &dyn Fn(&mut DgramBuilder)| {
@@ -442,20 +505,28 @@ fn write_synthetic(dir: &Path) -> PathBuf {
         w.write(b.bytes()).unwrap();
     };
     t(&mut w, TransitionId::Configure, &|b| {
-        b.add_names(runinfo_names_id(node), &runinfo_schema(0)).unwrap();
+        b.add_names(runinfo_names_id(node), &runinfo_schema(0))
+            .unwrap();
         b.add_names(id_e, &epics).unwrap();
         b.add_names(id_i, &info).unwrap();
         b.add_names(id_w, &wave).unwrap();
         b.add_data(
             id_i,
             &info,
-            &[VarData::string("epicsname,pvname"), VarData::string("SXR:GMD:ENRC,xyz")],
+            &[
+                VarData::string("epicsname,pvname"),
+                VarData::string("SXR:GMD:ENRC,xyz"),
+            ],
         )
         .unwrap();
     });
     t(&mut w, TransitionId::BeginRun, &|b| {
-        b.add_data(runinfo_names_id(node), &runinfo_schema(0), &[VarData::string("tstx00118"), VarData::scalar(1u32)])
-            .unwrap();
+        b.add_data(
+            runinfo_names_id(node),
+            &runinfo_schema(0),
+            &[VarData::string("tstx00118"), VarData::scalar(1u32)],
+        )
+        .unwrap();
     });
     t(&mut w, TransitionId::BeginStep, &|_| {});
     t(&mut w, TransitionId::Enable, &|_| {});
@@ -484,7 +555,11 @@ fn write_synthetic(dir: &Path) -> PathBuf {
             .unwrap();
         });
     }
-    for id in [TransitionId::Disable, TransitionId::EndStep, TransitionId::EndRun] {
+    for id in [
+        TransitionId::Disable,
+        TransitionId::EndStep,
+        TransitionId::EndRun,
+    ] {
         t(&mut w, id, &|_| {});
     }
     let files = w.finish().unwrap();
@@ -514,18 +589,34 @@ fn synth_jungfrau_frames_with_per_module_scalars_from_every_stream() {
     let out = Command::new(EXE)
         .args(["synth", "--out"])
         .arg(&root)
-        .args(["--exp", "mfxp12345", "--run", "5", "--detector", "jungfrau4M", "--seed", "3"])
+        .args([
+            "--exp",
+            "mfxp12345",
+            "--run",
+            "5",
+            "--detector",
+            "jungfrau4M",
+            "--seed",
+            "3",
+        ])
         .args(["--streams", "4", "--events", "6"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let xtc = root.join("mfx/mfxp12345/xtc");
     let mut by_stream: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for e in std::fs::read_dir(&xtc).unwrap() {
         let p = e.unwrap().path();
         let n = p.file_name().unwrap().to_string_lossy().into_owned();
         if n.ends_with(".xtc2") && !n.ends_with(".smd.xtc2") {
-            by_stream.entry(n[..n.len() - 10].to_string()).or_default().push(p);
+            by_stream
+                .entry(n[..n.len() - 10].to_string())
+                .or_default()
+                .push(p);
         }
     }
     let streams: Vec<Vec<PathBuf>> = by_stream
@@ -537,9 +628,18 @@ fn synth_jungfrau_frames_with_per_module_scalars_from_every_stream() {
         .collect();
     assert_eq!(streams.len(), 4);
     let sels = [
-        ("frame_cnt0", det("jungfrau4M", Some("raw"), "frame_cnt", Some(0))),
-        ("frame_cnt5", det("jungfrau4M", Some("raw"), "frame_cnt", Some(5))),
-        ("hot7", det("jungfrau4M", Some("raw"), "numHotPixels", Some(7))),
+        (
+            "frame_cnt0",
+            det("jungfrau4M", Some("raw"), "frame_cnt", Some(0)),
+        ),
+        (
+            "frame_cnt5",
+            det("jungfrau4M", Some("raw"), "frame_cnt", Some(5)),
+        ),
+        (
+            "hot7",
+            det("jungfrau4M", Some("raw"), "numHotPixels", Some(7)),
+        ),
     ];
     let extra = "  detector: jungfrau4M\nprocessing: {steps: none}\n";
     let (tmp2, _) = check_run(&streams, &sels, extra, "", 3);
@@ -548,7 +648,11 @@ fn synth_jungfrau_frames_with_per_module_scalars_from_every_stream() {
     assert_eq!(got.len(), 6);
     for e in std::fs::read_dir(tmp2.path().join("out-cxi")).unwrap() {
         let (b, _) = read_batch(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
-        assert!(b.events.iter().all(|e| matches!(e.frame, Some(lclstreamer::output::Frame::U16(_)))));
+        assert!(
+            b.events
+                .iter()
+                .all(|e| matches!(e.frame, Some(lclstreamer::output::Frame::U16(_))))
+        );
         assert!(b.events.iter().all(|e| e.scalar("hit").is_none()));
     }
 }
@@ -613,8 +717,15 @@ fn as_f64(v: &serde_json::Value) -> serde_json::Value {
 fn h5py_reads_every_field_of_both_layouts() {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     if !py.exists() {
-        assert!(std::env::var_os("CI").is_none(), "{} missing under CI", py.display());
-        eprintln!("SKIPPED: {} missing; run scripts/setup-python", py.display());
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} missing under CI",
+            py.display()
+        );
+        eprintln!(
+            "SKIPPED: {} missing; run scripts/setup-python",
+            py.display()
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -628,7 +739,11 @@ fn h5py_reads_every_field_of_both_layouts() {
     let only: Vec<Sel> = sels.iter().map(|(_, s)| s.clone()).collect();
     let want = expected(&[vec![f.clone()]], &only);
     let mut data: String = sels.iter().map(|(n, s)| s.yaml(n)).collect();
-    data = data.replacen("pv: \"SXR:GMD:ENRC\"", "pv: \"SXR:GMD:ENRC\", role: photon_energy_eV", 1);
+    data = data.replacen(
+        "pv: \"SXR:GMD:ENRC\"",
+        "pv: \"SXR:GMD:ENRC\", role: photon_energy_eV",
+        1,
+    );
     data += "  - {name: distance, pv: \"SXR:GMD:ENRC\", role: detector_distance, fill: -1}\n";
     for layout in ["cxi", "lclstreamer"] {
         run_job(tmp.path(), std::slice::from_ref(&f), "", &data, 1, layout);

@@ -54,10 +54,7 @@ impl Feed {
                 };
                 let d = Dgram::parse(bytes, 0)?;
                 let l = NamesLookup::from_configure(&d.root())?;
-                expected[p.stream] = l
-                    .entries()
-                    .iter()
-                    .any(|(_, s)| is_raw_segment(s, det));
+                expected[p.stream] = l.entries().iter().any(|(_, s)| is_raw_segment(s, det));
             }
             if !expected.iter().any(|&e| e) {
                 anyhow::bail!("no stream of this run declares detector {det:?} (alg raw)");

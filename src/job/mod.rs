@@ -244,9 +244,12 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
         ]
         .into_iter()
         .chain(
-            [("constants", &cfg.detector.constants), ("geometry", &cfg.detector.geometry)]
-                .into_iter()
-                .filter_map(|(k, p)| p.as_ref().map(|p| (k.into(), p.display().to_string()))),
+            [
+                ("constants", &cfg.detector.constants),
+                ("geometry", &cfg.detector.geometry),
+            ]
+            .into_iter()
+            .filter_map(|(k, p)| p.as_ref().map(|p| (k.into(), p.display().to_string()))),
         )
         .collect(),
         values: run_values,

@@ -8,7 +8,6 @@ use super::select::Selection;
 use crate::algo::hit::HitCriteria;
 use crate::algo::peakfinder8::{PeakFinder8, PeakList, Pf8Params};
 use crate::config::{Config, DataEntry, Send, Step};
-use crate::output::{Field, Value};
 use crate::detector::common_mode::CommonModeParams;
 use crate::detector::constants::{ConstantFiles, GainConstants, read_checked};
 use crate::detector::frame::{
@@ -17,6 +16,7 @@ use crate::detector::frame::{
 use crate::detector::geometry::Geometry;
 use crate::detector::model::{DetectorModel, Family};
 use crate::detector::psana_geometry::{CrystfelOptions, PsanaGeometry, is_psana_text};
+use crate::output::{Field, Value};
 use crate::xtc::run::RunFiles;
 use crate::xtc::{Dgram, DgramReader, NamesLookup, TransitionId, read_dgram_at};
 use std::collections::HashMap;
@@ -389,7 +389,11 @@ impl Processor {
             return Ok((None, hit, n));
         }
         let (h, w) = rc.det.as_ref().map_or((0, 0), |c| c.model.slab_shape());
-        let send = if rc.det.is_some() { st.send } else { Send::None };
+        let send = if rc.det.is_some() {
+            st.send
+        } else {
+            Send::None
+        };
         let frame = match send {
             Send::Calibrated if self.calib.is_some() => Some(FrameMsg::F32 {
                 ss: h as u32,

@@ -89,7 +89,10 @@ fn epics_aliases(d: &Dgram<'_>, lookup: &NamesLookup) -> anyhow::Result<HashMap<
             if v.desc.name == "keys" {
                 continue;
             }
-            if let Some(pv) = v.string().and_then(|s| s.split(',').nth(at).map(str::to_owned)) {
+            if let Some(pv) = v
+                .string()
+                .and_then(|s| s.split(',').nth(at).map(str::to_owned))
+            {
                 out.insert(v.desc.name.clone(), pv);
             }
         }
@@ -134,11 +137,9 @@ impl Resolved {
             for (stream, lookup, aliases) in &parsed {
                 for (id, s) in lookup.entries() {
                     let var = match (&e.pv, &e.detector, &e.var) {
-                        (Some(pv), ..) if s.det_name == EPICS_DET => {
-                            s.vars.iter().position(|v| {
-                                &v.name == pv || aliases.get(&v.name).is_some_and(|p| p == pv)
-                            })
-                        }
+                        (Some(pv), ..) if s.det_name == EPICS_DET => s.vars.iter().position(|v| {
+                            &v.name == pv || aliases.get(&v.name).is_some_and(|p| p == pv)
+                        }),
                         (None, Some(det), Some(var))
                             if &s.det_name == det
                                 && e.alg.as_ref().is_none_or(|a| &s.alg.name == a)
@@ -247,7 +248,10 @@ impl Resolved {
     }
 }
 
-fn describe_missing(e: &DataEntry, parsed: &[(u32, NamesLookup, HashMap<String, String>)]) -> String {
+fn describe_missing(
+    e: &DataEntry,
+    parsed: &[(u32, NamesLookup, HashMap<String, String>)],
+) -> String {
     let mut known: Vec<String> = Vec::new();
     for (_, lookup, aliases) in parsed {
         for (_, s) in lookup.entries() {
@@ -263,7 +267,10 @@ fn describe_missing(e: &DataEntry, parsed: &[(u32, NamesLookup, HashMap<String, 
                 let k = match (&e.pv, aliases.get(&v.name)) {
                     (Some(_), Some(pv)) => pv.clone(),
                     (Some(_), None) => v.name.clone(),
-                    _ => format!("{}/{} segment {}: {}", s.det_name, s.alg.name, s.segment, v.name),
+                    _ => format!(
+                        "{}/{} segment {}: {}",
+                        s.det_name, s.alg.name, s.segment, v.name
+                    ),
                 };
                 if !known.contains(&k) {
                     known.push(k);
@@ -275,7 +282,9 @@ fn describe_missing(e: &DataEntry, parsed: &[(u32, NamesLookup, HashMap<String, 
         (Some(pv), ..) => format!("no stream's Configure declares EPICS PV {pv:?}"),
         (None, Some(det), Some(var)) => format!(
             "no stream's Configure declares detector {det:?}{}{} variable {var:?}",
-            e.alg.as_ref().map_or(String::new(), |a| format!(" alg {a:?}")),
+            e.alg
+                .as_ref()
+                .map_or(String::new(), |a| format!(" alg {a:?}")),
             e.segment.map_or(String::new(), |s| format!(" segment {s}"))
         ),
         _ => "nothing to select".into(),
@@ -311,7 +320,12 @@ impl Selection {
     }
 
     /// Holds the values a (non-Configure) transition datagram of `stream` carries.
-    pub fn transition(&mut self, stream: u32, d: &Dgram<'_>, lookup: &NamesLookup) -> anyhow::Result<()> {
+    pub fn transition(
+        &mut self,
+        stream: u32,
+        d: &Dgram<'_>,
+        lookup: &NamesLookup,
+    ) -> anyhow::Result<()> {
         let mut own = vec![None; self.resolved.len()];
         self.resolved.extract(stream, d, lookup, &mut own)?;
         for (h, v) in self.held.iter_mut().zip(own) {
@@ -365,7 +379,9 @@ pub fn check_and_run_values(
     let resolved = Resolved::new(entries, Scope::Run, &configures, true)?;
     let mut values = vec![None; resolved.len()];
     for (stream, dgrams) in &leading {
-        let Some(first) = dgrams.first() else { continue };
+        let Some(first) = dgrams.first() else {
+            continue;
+        };
         let lookup = NamesLookup::from_configure(&Dgram::parse(first, 0)?.root())?;
         for bytes in dgrams {
             resolved.extract(*stream, &Dgram::parse(bytes, 0)?, &lookup, &mut values)?;

@@ -2,8 +2,8 @@
 
 use super::layout::Layout;
 use super::messages::{RecordMsg, RoleId, WorkerStats, WriterStats};
-use crate::output::Presence;
 use crate::config::Config;
+use crate::output::Presence;
 use crate::xtc::run::RunFiles;
 use serde::Serialize;
 use std::collections::HashMap;

@@ -254,9 +254,10 @@ impl Value {
     /// The elements of a numeric value as f64, row-major.
     pub fn to_f64s(&self) -> Vec<f64> {
         match self {
-            Value::Num { dtype, data, .. } => {
-                data.chunks_exact(dtype.size()).map(|b| dtype.decode(b)).collect()
-            }
+            Value::Num { dtype, data, .. } => data
+                .chunks_exact(dtype.size())
+                .map(|b| dtype.decode(b))
+                .collect(),
             Value::Str(_) => Vec::new(),
         }
     }

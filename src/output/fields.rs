@@ -149,15 +149,15 @@ pub(crate) fn write(
         let col: Vec<&Field> = events.iter().map(|e| &e.fields[k]).collect();
         let ds = match &f0.value {
             Value::Str(_) => {
-                let v: Vec<VarLenUnicode> = col
-                    .iter()
-                    .map(|f| match &f.value {
-                        Value::Str(s) => s.replace('\0', "").parse().map_err(|e| {
-                            OutputError::InvalidBatch(format!("field {name}: {e}"))
-                        }),
-                        Value::Num { .. } => unreachable!("kinds checked"),
-                    })
-                    .collect::<Result<_, _>>()?;
+                let v: Vec<VarLenUnicode> =
+                    col.iter()
+                        .map(|f| match &f.value {
+                            Value::Str(s) => s.replace('\0', "").parse().map_err(|e| {
+                                OutputError::InvalidBatch(format!("field {name}: {e}"))
+                            }),
+                            Value::Num { .. } => unreachable!("kinds checked"),
+                        })
+                        .collect::<Result<_, _>>()?;
                 let ds = group
                     .new_dataset_builder()
                     .with_data(&ndarray::Array1::from_vec(v))
@@ -170,7 +170,8 @@ pub(crate) fn write(
         str_attr(&ds, "kind", f0.value.kind())?;
         if col.iter().any(|f| f.presence != Presence::Always) {
             let p = ndarray::Array1::from_iter(
-                col.iter().map(|f| u8::from(f.presence != Presence::Missing)),
+                col.iter()
+                    .map(|f| u8::from(f.presence != Presence::Missing)),
             );
             group
                 .new_dataset_builder()
@@ -320,11 +321,9 @@ pub(crate) fn read(
             .link_exists(&format!("{name}_present"))
             .then(|| group.dataset(&format!("{name}_present"))?.read_raw::<u8>())
             .transpose()?;
-        let layout = ds
-            .attr("layout")
-            .and_then(|a| a.read_scalar::<VarLenUnicode>())
-            .map(|s| s.as_str().to_owned())
-            .map_err(|e| malformed(format!("{name}: layout attribute: {e}")))?;
+        // The `_offsets` dataset, not the `layout` attribute, tells the layouts apart, so
+        // copies that drop dataset attributes still read.
+        let is_ragged = group.link_exists(&format!("{name}_offsets"));
         let presence = |i: usize| match &present {
             None => Presence::Always,
             Some(p) if p.get(i) == Some(&0) => Presence::Missing,
@@ -336,7 +335,7 @@ pub(crate) fn read(
             for s in ds.read_raw::<VarLenUnicode>()? {
                 values.push(Value::Str(s.as_str().to_owned()));
             }
-        } else if layout == "fixed" {
+        } else if !is_ragged {
             let (dtype, bytes) = read_numeric(&ds, name)?;
             let shape: Vec<u32> = ds.shape()[1..].iter().map(|&d| d as u32).collect();
             let per = bytes.len() / b.max(1);
@@ -351,10 +350,14 @@ pub(crate) fn read(
         } else {
             ragged = true;
             let (dtype, bytes) = read_numeric(&ds, name)?;
-            let offsets = group.dataset(&format!("{name}_offsets"))?.read_raw::<u64>()?;
+            let offsets = group
+                .dataset(&format!("{name}_offsets"))?
+                .read_raw::<u64>()?;
             let shapes = group.dataset(&format!("{name}_shape"))?.read_2d::<u32>()?;
             if offsets.len() != b + 1 || shapes.nrows() != b {
-                return Err(malformed(format!("{name}: offsets/shape do not hold {b} events")));
+                return Err(malformed(format!(
+                    "{name}: offsets/shape do not hold {b} events"
+                )));
             }
             for i in 0..b {
                 let (s, e) = (offsets[i] as usize, offsets[i + 1] as usize);
@@ -370,7 +373,10 @@ pub(crate) fn read(
             }
         }
         if values.len() != b {
-            return Err(malformed(format!("{name} has {} values, expected {b}", values.len())));
+            return Err(malformed(format!(
+                "{name} has {} values, expected {b}",
+                values.len()
+            )));
         }
         for (i, value) in values.into_iter().enumerate() {
             out[i].push(Field {
