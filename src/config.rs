@@ -623,6 +623,7 @@ mod tests {
             "cxi-jungfrau4m.yaml",
             "mfx-jungfrau16m.yaml",
             "peaknet-epix10k2m.yaml",
+            "tmo-hsd-waveforms.yaml",
         ] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("configs")
@@ -670,5 +671,66 @@ mod tests {
             (Some("cxi1"), Some(9), Some(5))
         );
         assert_eq!(c.source.root.as_deref(), Some(Path::new("/base/data")));
+    }
+
+    #[test]
+    fn steps_default_from_the_older_keys_and_are_checked() {
+        let base =
+            "source: {detector: d}\ndetector: {constants: c, geometry: g}\noutput: {sinks: []}\n";
+        let c = parse(base).unwrap();
+        assert_eq!(
+            c.steps().unwrap(),
+            [Step::Calibrate, Step::Peakfinder8, Step::HitFilter]
+        );
+        assert_eq!(c.send(), Send::Calibrated);
+        let c = parse(&format!("{base}processing: {{steps: none}}\n")).unwrap();
+        assert!(c.steps().unwrap().is_empty());
+        assert_eq!(c.send(), Send::Raw);
+        for (p, want) in [
+            ("{steps: [peakfinder8]}", "peakfinder8 needs calibrate"),
+            (
+                "{steps: [calibrate, hit_filter]}",
+                "hit_filter needs peakfinder8",
+            ),
+            ("{steps: [calibrate], keep: all}", "processing.keep"),
+            ("{steps: none, send: calibrated}", "calibrated needs"),
+            ("{steps: [calibrat]}", "processing.steps"),
+        ] {
+            let e = parse(&format!("{base}processing: {p}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{p}: {e}");
+        }
+        let e = parse("source: {detector: d}\ndetector: {constants: c}\noutput: {sinks: []}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keep: hits needs peak finding"), "{e}");
+    }
+
+    #[test]
+    fn data_entries_are_checked_and_the_detector_may_be_absent() {
+        let c = parse("source: {files: [f]}\ndata: [{name: e, pv: X, role: photon_energy_eV}]\noutput: {sinks: []}\n").unwrap();
+        assert_eq!(c.source.detector, None);
+        assert!(c.steps().unwrap().is_empty());
+        assert_eq!(c.send(), Send::None);
+        assert_eq!(c.data[0].role.map(Role::cxi_path), Some("photon_energy_eV"));
+        for (d, want) in [
+            ("[]", "source.detector"),
+            ("[{name: a, pv: X}, {name: a, pv: Y}]", "used twice"),
+            ("[{name: a, detector: d}]", "give `detector` and `var`"),
+            ("[{name: a_present, pv: X}]", "_present"),
+            (
+                "[{name: a, pv: X, scope: run, role: detector_distance}]",
+                "role",
+            ),
+            ("[{name: a, pv: X, colour: red}]", "colour"),
+        ] {
+            let e = parse(&format!(
+                "source: {{files: [f]}}\ndata: {d}\noutput: {{sinks: []}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(want), "{d}: {e}");
+        }
     }
 }

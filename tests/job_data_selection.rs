@@ -234,14 +234,11 @@ fn run_job(
     serde_json::from_slice(&std::fs::read(summary).unwrap()).unwrap()
 }
 
+/// Delivered events' fields by key.
+type Delivered = BTreeMap<u64, Vec<lclstreamer::output::Field>>;
+
 /// Every delivered event's fields, by key; checks each event arrives once.
-fn delivered(
-    dir: &Path,
-    layout: &str,
-) -> (
-    BTreeMap<u64, Vec<lclstreamer::output::Field>>,
-    Vec<(String, Value)>,
-) {
+fn delivered(dir: &Path, layout: &str) -> (Delivered, Vec<(String, Value)>) {
     let mut got = BTreeMap::new();
     let mut run_values = Vec::new();
     for e in std::fs::read_dir(dir.join(format!("out-{layout}"))).unwrap() {

@@ -321,11 +321,9 @@ pub(crate) fn read(
             .link_exists(&format!("{name}_present"))
             .then(|| group.dataset(&format!("{name}_present"))?.read_raw::<u8>())
             .transpose()?;
-        let layout = ds
-            .attr("layout")
-            .and_then(|a| a.read_scalar::<VarLenUnicode>())
-            .map(|s| s.as_str().to_owned())
-            .map_err(|e| malformed(format!("{name}: layout attribute: {e}")))?;
+        // The `_offsets` dataset, not the `layout` attribute, tells the layouts apart, so
+        // copies that drop dataset attributes still read.
+        let is_ragged = group.link_exists(&format!("{name}_offsets"));
         let presence = |i: usize| match &present {
             None => Presence::Always,
             Some(p) if p.get(i) == Some(&0) => Presence::Missing,
@@ -337,7 +335,7 @@ pub(crate) fn read(
             for s in ds.read_raw::<VarLenUnicode>()? {
                 values.push(Value::Str(s.as_str().to_owned()));
             }
-        } else if layout == "fixed" {
+        } else if !is_ragged {
             let (dtype, bytes) = read_numeric(&ds, name)?;
             let shape: Vec<u32> = ds.shape()[1..].iter().map(|&d| d as u32).collect();
             let per = bytes.len() / b.max(1);
