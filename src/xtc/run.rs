@@ -96,8 +96,8 @@ pub struct RunFiles {
 }
 
 impl RunFiles {
-    /// Opens every listed bigdata chunk and small-data file for reading: the first that is not a
-    /// readable regular file is the error, naming it.
+    /// Opens every listed bigdata chunk and small-data file for reading (under either name of a
+    /// file being written): the first that is not a readable regular file is the error, naming it.
     pub fn check_readable(&self) -> Result<(), XtcError> {
         let paths = self.streams.iter().flat_map(|s| {
             s.chunks
@@ -106,14 +106,15 @@ impl RunFiles {
                 .chain(s.smd.as_deref())
         });
         for p in paths {
-            let meta = std::fs::metadata(p).map_err(|e| XtcError::io(p, 0, e))?;
+            // A file being written may be renamed from `.inprogress` meanwhile.
+            let (file, found) = super::live::open_either(p).map_err(|e| XtcError::io(p, 0, e))?;
+            let meta = file.metadata().map_err(|e| XtcError::io(&found, 0, e))?;
             if !meta.is_file() {
                 return Err(XtcError::Layout(format!(
                     "{}: not a regular file, cannot be read as XTC2",
-                    p.display()
+                    found.display()
                 )));
             }
-            std::fs::File::open(p).map_err(|e| XtcError::io(p, 0, e))?;
         }
         Ok(())
     }
