@@ -167,6 +167,11 @@ impl Static {
     /// name the offending file.
     pub fn load(cfg: &Config, model: Option<DetectorModel>) -> anyhow::Result<Static> {
         let steps = cfg.steps()?;
+        let compression = cfg
+            .output
+            .compression
+            .parse()
+            .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?;
         let Some(model) = model else {
             if cfg.processing.image.is_some() {
                 anyhow::bail!(
@@ -188,11 +193,7 @@ impl Static {
                 send: cfg.send(),
                 data: cfg.data.clone(),
                 image: None,
-                compression: cfg
-                    .output
-                    .compression
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?,
+                compression,
             });
         };
         if let Some(kind) = cfg.detector.kind {
@@ -280,11 +281,7 @@ impl Static {
             steps,
             send: cfg.send(),
             data: cfg.data.clone(),
-            compression: cfg
-                .output
-                .compression
-                .parse()
-                .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?,
+            compression,
         })
     }
 
