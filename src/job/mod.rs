@@ -101,7 +101,10 @@ struct Checked {
 
 fn check(cfg: &Config) -> anyhow::Result<Checked> {
     let run = run_files(cfg)?;
-    run.check_readable()?;
+    // A live run's files were opened while waiting for them, and may be renamed any time.
+    if !cfg.source.live {
+        run.check_readable()?;
+    }
     let stat = load_static(cfg, &run)?;
     let run_values = select::check_and_run_values(&cfg.data, &run)?;
     cfg.output

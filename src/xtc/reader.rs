@@ -41,27 +41,10 @@ pub struct DgramReader {
 }
 
 impl DgramReader {
-    /// Opens `path` for sequential reading from the start.
+    /// Opens `path` for sequential reading from the start; a DAQ file is found under either of
+    /// its names (`x.xtc2`, `x.xtc2.inprogress`: the writer may rename it at any moment), and
+    /// [`DgramReader::path`] is the name it was opened under.
     pub fn open(path: &Path) -> Result<Self, XtcError> {
-        let file = File::open(path).map_err(|e| XtcError::io(path, 0, e))?;
-        let len = file.metadata().map_err(|e| XtcError::io(path, 0, e))?.len();
-        Ok(Self {
-            file: BufReader::with_capacity(READ_BUFFER, file),
-            path: path.to_path_buf(),
-            pos: 0,
-            len,
-            truncation: None,
-            peeked: None,
-            partial: None,
-            live: false,
-        })
-    }
-
-    /// Opens `path` to follow it while it grows: a missing or incomplete next datagram reads as
-    /// `None` without marking a truncation, and the file's length is read again on each try.
-    /// Found under either name (`x.xtc2` or `x.xtc2.inprogress`); [`DgramReader::path`] is the
-    /// name it was opened under.
-    pub fn open_live(path: &Path) -> Result<Self, XtcError> {
         let (file, path) = super::live::open_either(path).map_err(|e| XtcError::io(path, 0, e))?;
         let len = file
             .metadata()
@@ -75,8 +58,16 @@ impl DgramReader {
             truncation: None,
             peeked: None,
             partial: None,
-            live: true,
+            live: false,
         })
+    }
+
+    /// Opens `path` to follow it while it grows: a missing or incomplete next datagram reads as
+    /// `None` without marking a truncation, and the file's length is read again on each try.
+    pub fn open_live(path: &Path) -> Result<Self, XtcError> {
+        let mut r = Self::open(path)?;
+        r.live = true;
+        Ok(r)
     }
 
     /// True while following a growing file.
