@@ -4,7 +4,7 @@
 Receives over ZeroMQ (pyzmq) until the end message: stream2 and simplon from a PUSH sink
 (PULL, connect), msgpack from a REP sink as CrystFEL's indexamajig does (REQ sending "next",
 reading exactly the keys libcrystfel/src/image-msgpack.c reads: data{type,shape,data},
-peak_list{fs,ss,intensity}). Stream V2 is decoded with cbor2 tag hooks (40, 69/85, 56500) and
+peak_list{fs,ss,intensity}). Stream V2 is decoded with cbor2 tag hooks (40, 69/84/85, 56500) and
 dectris-compression's bslz4; Simplon with cbor2 and bitshuffle.decompress_lz4 (block 4096).
 Prints one JSON line per image (writer, seq, shape, dtype, pixel sum, first pixels, peaks,
 photon energy) and a final summary line.
@@ -18,6 +18,9 @@ import numpy as np
 import zmq
 
 
+TYPED = {69: "<u2", 84: "<f2", 85: "<f4"}  # RFC 8746 little-endian typed arrays
+
+
 def cbor_hook(a, b):
     tag = a if isinstance(a, cbor2.CBORTag) else b  # cbor2 6 passes (tag, immutable)
     if tag.tag == 56500:
@@ -25,8 +28,8 @@ def cbor_hook(a, b):
         assert algo == "bslz4", algo
         from dectris.compression import decompress
         return decompress(data, "bslz4", elem_size=elem)
-    if tag.tag in (69, 85):
-        return np.frombuffer(tag.value, dtype="<u2" if tag.tag == 69 else "<f4")
+    if tag.tag in TYPED:
+        return np.frombuffer(tag.value, dtype=TYPED[tag.tag])
     if tag.tag == 40:
         dims, arr = tag.value
         return arr.reshape(dims)
@@ -84,7 +87,7 @@ def main():
                 eos = m["lclstreamer_eos"]
                 break
             h, w = (int(x) for x in m["shape"].split("x"))
-            dt = np.dtype({"float32": "<f4", "uint16": "<u2"}[m["image_dtype"]])
+            dt = np.dtype({"float32": "<f4", "uint16": "<u2", "float16": "<f2"}[m["image_dtype"]])
             img = bitshuffle.decompress_lz4(
                 np.frombuffer(m["compressed_data"], dtype=np.uint8), (h, w), dt, 4096)
             assert abs(float(img.astype(np.float64).sum()) - m["sum"]) <= 1e-6 * max(1.0, abs(m["sum"]))

@@ -91,11 +91,7 @@ pub fn score_dir(
                     ev.timestamp
                 );
             };
-            let is_hit = ev
-                .scalars
-                .iter()
-                .find(|(k, _)| k == "hit")
-                .is_none_or(|(_, v)| *v != 0.0);
+            let is_hit = ev.scalar("hit").is_none_or(|v| v != 0.0);
             if !is_hit {
                 continue;
             }

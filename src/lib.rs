@@ -13,6 +13,7 @@ pub mod eval;
 pub mod huge_pages;
 pub mod inspect;
 pub mod job;
+pub mod monitor;
 pub mod output;
 pub mod serialize;
 pub mod synth;

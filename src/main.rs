@@ -52,6 +52,9 @@ enum Command {
         /// No progress output.
         #[arg(long)]
         quiet: bool,
+        /// Follow the run while it is being written (sets source.live).
+        #[arg(long)]
+        live: bool,
     },
     /// Score received batch files against a synthetic run's ground truth (truth.jsonl).
     Score {
@@ -94,6 +97,10 @@ enum Command {
         /// Write each message as a .h5/.cbor/.msgpack file here (default: discard, print rates).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// zmq-req: seconds without a reply before asking again on a new socket (doubling up
+        /// to 30 s while none comes).
+        #[arg(long, default_value_t = 2.0)]
+        req_retry: f64,
     },
     /// Resend spilled .h5 batch files from DIR to URL, then an end-of-stream message.
     Push {
@@ -109,6 +116,9 @@ enum Command {
         #[arg(long)]
         delete: bool,
     },
+    /// Copy a finished run into another xtc directory in real time, as the DAQ writes it
+    /// (.inprogress names, bigdata before small data, chunk rotation), for live tests and demos.
+    Replay(ReplayArgs),
     /// Write a synthetic S3DF-style run with calibration constants, geometry and ground truth.
     Synth(SynthArgs),
     /// Convert psana geometry text (calibration type `geometry`) to a CrystFEL .geom.
@@ -158,6 +168,38 @@ struct SynthArgs {
     /// text constants are about 2.3 GB).
     #[arg(long)]
     npy_only: bool,
+    /// Beamline sources, each in its own stream: any of ebeam,gmd,epics,hsd, or `beamline`
+    /// for all four (ebeam photon energy per shot, GMD pulse energy, EPICS PVs in
+    /// SlowUpdates, an hsd-like digitizer on some events).
+    #[arg(long, value_name = "LIST", default_value = "none")]
+    extras: String,
+    /// L1Accepts between SlowUpdates (the first comes after half as many).
+    #[arg(long, default_value_t = 120)]
+    events_per_slow_update: u64,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The source run's xtc directory (holding one run).
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+    /// The xtc directory to write (small data goes to DIR/smalldata).
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+    /// L1Accepts per second.
+    #[arg(long, default_value_t = 120.0)]
+    rate: f64,
+    /// Stream S's files appear only SECONDS after the start, e.g. 1:2.5 (repeatable).
+    #[arg(long, value_name = "S:SECONDS")]
+    late_stream: Vec<String>,
+    /// Write each event's key and the wall time its last datagram was written (JSON lines,
+    /// `{"timestamp":K,"written_ns":NS}`) here.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Write the datagrams before the first L1Accept, then wait until FILE exists before
+    /// starting the event clock (lets a reader start up first).
+    #[arg(long, value_name = "FILE")]
+    wait_for: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -209,6 +251,7 @@ fn main() -> anyhow::Result<()> {
             max_events,
             summary,
             quiet,
+            live,
         } => {
             let mut cfg = match lclstreamer::config::Config::load(&config) {
                 Ok(c) => c,
@@ -222,6 +265,7 @@ fn main() -> anyhow::Result<()> {
                 run,
                 root,
                 max_events,
+                live,
             });
             let code = lclstreamer::job::run(cfg, lclstreamer::job::RunOptions { quiet, summary });
             std::process::exit(code);
@@ -248,6 +292,7 @@ fn main() -> anyhow::Result<()> {
             timeout,
             recv_max_size,
             out,
+            req_retry,
         } => {
             let cfg = PullConfig {
                 socket: socket
@@ -258,6 +303,8 @@ fn main() -> anyhow::Result<()> {
                 idle_timeout: Duration::from_secs_f64(timeout),
                 recv_max_size,
                 out_dir: out,
+                req_retry: Duration::try_from_secs_f64(req_retry)
+                    .map_err(|e| anyhow::anyhow!("--req-retry {req_retry}: {e}"))?,
                 ..PullConfig::new(url)
             };
             let summary = transport::pull(&cfg, |_, _| Ok(()))?;
@@ -298,6 +345,8 @@ fn main() -> anyhow::Result<()> {
             params.chunk_bytes = a.chunk_bytes;
             params.events_per_enable = a.events_per_enable;
             params.text_constants = !a.npy_only;
+            params.extras = synth::Extras::parse(&a.extras).map_err(anyhow::Error::msg)?;
+            params.events_per_slow_update = a.events_per_slow_update;
             let t0 = std::time::Instant::now();
             let s = synth::generate(&params)?;
             eprintln!(
@@ -310,6 +359,35 @@ fn main() -> anyhow::Result<()> {
                 s.xtc_files.len(),
                 t0.elapsed().as_secs_f64(),
                 s.side_dir.display()
+            );
+        }
+        Command::Replay(a) => {
+            let late = a
+                .late_stream
+                .iter()
+                .map(|t| parse_late(t))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let p = lclstreamer::xtc::replay::ReplayParams {
+                from: a.from,
+                to: a.to,
+                rate: a.rate,
+                late,
+                wait_for: a.wait_for,
+            };
+            let s = lclstreamer::xtc::replay::replay(&p)?;
+            if let Some(log) = &a.log {
+                lclstreamer::atomic_file::write(log, s.written_jsonl().as_bytes())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", log.display()))?;
+            }
+            eprintln!(
+                "replay: {} events, {} datagrams, {} streams, chunks {:?}, in {:.2} s ({:.1} events/s) to {}",
+                s.events,
+                s.datagrams,
+                s.streams,
+                s.chunks,
+                s.seconds,
+                s.events as f64 / s.seconds.max(1e-9),
+                p.to.display()
             );
         }
         Command::Geometry(a) => {
@@ -346,4 +424,16 @@ fn segment_list(arg: Option<&str>) -> anyhow::Result<Option<Vec<u32>>> {
     arg.map(lclstreamer::detector::model::parse_segment_list)
         .transpose()
         .map_err(anyhow::Error::msg)
+}
+
+/// A `--late-stream S:SECONDS` value.
+fn parse_late(t: &str) -> anyhow::Result<(u32, Duration)> {
+    let bad = || anyhow::anyhow!("--late-stream {t:?}: expected S:SECONDS, e.g. 1:2.5");
+    let (s, secs) = t.split_once(':').ok_or_else(bad)?;
+    let s: u32 = s.parse().map_err(|_| bad())?;
+    let secs: f64 = secs.parse().map_err(|_| bad())?;
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err(bad());
+    }
+    Ok((s, Duration::from_secs_f64(secs)))
 }

@@ -183,11 +183,7 @@ fn psana_geometry_text_drives_peak_finding_on_the_real_epixquad() {
     for e in std::fs::read_dir(tmp.path().join("out")).unwrap() {
         let (b, _) = read_batch(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
         events += b.events.len();
-        let names: Vec<&str> = b.events[0]
-            .scalars
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let names: Vec<&str> = b.events[0].fields.iter().map(|f| f.name.as_str()).collect();
         assert!(names.contains(&"n_peaks"), "{names:?}");
     }
     assert_eq!(events, 2);

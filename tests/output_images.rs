@@ -224,12 +224,12 @@ fn inconsistent_batches_are_refused() {
     );
 
     let mut batch = example_batch(2, 16, 16, ExampleKind::Raw, 1);
-    batch.events[1].scalars.pop();
+    batch.events[1].fields.pop();
     assert!(
         serialize(&batch, Layout::Cxi, Compression::None)
             .unwrap_err()
             .to_string()
-            .contains("scalar")
+            .contains("fields")
     );
 
     let mut batch = example_batch(2, 16, 16, ExampleKind::Raw, 1);

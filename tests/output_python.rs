@@ -151,3 +151,91 @@ fn our_filters_decode_what_hdf5plugin_writes() {
     }
     assert_eq!(checked, 20);
 }
+
+/// The job's path: each frame compressed on its own (as a worker does), sent through the
+/// inter-rank encoding, and stored by the writer as it is; h5py + hdf5plugin must decode the
+/// batch to exactly the original frames, for every filter, both layouts and both pixel types.
+#[test]
+fn batches_of_worker_compressed_chunks_decode_to_the_frames_in_hdf5plugin() {
+    use lclstreamer::job::messages::{FrameMsg, Msg, PixelType, RecordMsg, decode, encode};
+    use lclstreamer::output::{Frame, Serializer, StoredFrames};
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    let compressions = [
+        Compression::None,
+        Compression::Gzip { level: 4 },
+        Compression::Zstd { level: 3 },
+        Compression::BitshuffleLz4,
+        Compression::BitshuffleZstd { level: 3 },
+    ];
+    let mut ser = Serializer::default();
+    let mut batches = Vec::new();
+    for layout in [Layout::Cxi, Layout::Lclstreamer] {
+        for c in compressions {
+            for kind in [ExampleKind::Raw, ExampleKind::Calib { quantum: None }] {
+                let k = batches.len();
+                let batch = example_batch(3, 300, 41, kind, 100 + k as u64);
+                let records = batch
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let (pixel, bytes) = match e.frame.as_ref().unwrap() {
+                            Frame::F32(a) => (
+                                PixelType::F32,
+                                bytemuck::cast_slice::<f32, u8>(a.as_slice().unwrap()),
+                            ),
+                            Frame::U16(a) => (
+                                PixelType::U16,
+                                bytemuck::cast_slice::<u16, u8>(a.as_slice().unwrap()),
+                            ),
+                            other => panic!("example batches carry slabs, not {other:?}"),
+                        };
+                        RecordMsg {
+                            timestamp: e.timestamp,
+                            index: e.event_index,
+                            frame: Some(
+                                FrameMsg::compress(pixel, &[300, 41], false, bytes, c).unwrap(),
+                            ),
+                            peaks: Default::default(),
+                            fields: Vec::new(),
+                        }
+                    })
+                    .collect();
+                let wire = encode(9, &Msg::Records { worker: 1, records }).unwrap();
+                let Ok((9, Msg::Records { records, .. })) = decode(&wire) else {
+                    panic!("the Records message did not survive its encoding");
+                };
+                let frames: Vec<&FrameMsg> =
+                    records.iter().map(|r| r.frame.as_ref().unwrap()).collect();
+                let stored = StoredFrames {
+                    pixel: frames[0].pixel,
+                    dims: vec![300, 41],
+                    image: false,
+                    chunks: frames.iter().map(|f| &f.chunk[..]).collect(),
+                };
+                let mut frameless = batch.clone();
+                for e in &mut frameless.events {
+                    e.frame = None;
+                }
+                let image = ser
+                    .serialize_stored(&frameless, &stored, layout, c)
+                    .unwrap();
+                let name = format!("{k:03}.h5");
+                std::fs::write(src.join(&name), image).unwrap();
+                batches.push((name, batch, layout, c));
+            }
+        }
+    }
+    run_python(&py, DECODE, &[&src, &dst]);
+    for (name, batch, layout, c) in batches {
+        let plain = std::fs::read(dst.join(&name)).unwrap();
+        let (back, _) = read_batch(&plain).unwrap();
+        assert_eq!(
+            back, batch,
+            "{layout:?} {c}: h5py+hdf5plugin decoded other frames from worker-compressed chunks"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lclstreamer::output::batch::{ExampleKind, example_batch};
-use lclstreamer::output::{Batch, Frame};
+use lclstreamer::output::{Batch, Compression, Frame, PixelType, StoredFrames};
 use lclstreamer::serialize::{EventEncoder, Format, FormatOptions};
 use lclstreamer::transport::{Pattern, Role, Sink, ZmqSink, ZmqSinkConfig};
 
@@ -29,7 +29,27 @@ fn python() -> Option<std::path::PathBuf> {
     None
 }
 
-fn check(format: Format, kind: ExampleKind) {
+/// How the events reach the encoder.
+#[derive(Clone, Copy, Debug)]
+enum Frames {
+    /// In the events (tools, tests).
+    Own,
+    /// As worker-compressed chunks, as in the job.
+    Stored(Compression),
+    /// As float16 `(1, H, W)` images (AI batches), stored with bitshuffle-LZ4.
+    ImageF16,
+}
+
+fn pixels_f64(f: &Frame) -> Vec<f64> {
+    match f {
+        Frame::F32(a) => a.iter().map(|&v| v as f64).collect(),
+        Frame::U16(a) => a.iter().map(|&v| v as f64).collect(),
+        Frame::ImageF32(a) => a.iter().map(|&v| v as f64).collect(),
+        Frame::ImageF16(a) => a.iter().map(|&v| v.to_f64()).collect(),
+    }
+}
+
+fn check(format: Format, kind: ExampleKind, frames: Frames) {
     let Some(py) = python() else { return };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -70,7 +90,50 @@ fn check(format: Format, kind: ExampleKind) {
         let mut b: Batch = example_batch(3, 40, 36, kind, seq + 7);
         b.writer_rank = 2;
         b.seq = seq;
-        for m in enc.encode(&b).unwrap() {
+        if let Frames::ImageF16 = frames {
+            for ev in &mut b.events {
+                let Some(Frame::F32(a)) = ev.frame.take() else {
+                    panic!("calibrated frames")
+                };
+                let img = a.mapv(half::f16::from_f32).into_dyn();
+                ev.frame = Some(Frame::ImageF16(img.insert_axis(ndarray::Axis(0))));
+            }
+        }
+        let msgs = match frames {
+            Frames::Own => enc.encode(&b, None, Compression::None).unwrap(),
+            Frames::Stored(_) | Frames::ImageF16 => {
+                let c = if let Frames::Stored(c) = frames {
+                    c
+                } else {
+                    Compression::BitshuffleLz4
+                };
+                let mut stripped = b.clone();
+                let chunks: Vec<Vec<u8>> = stripped
+                    .events
+                    .iter_mut()
+                    .map(|ev| {
+                        let f = ev.frame.take().unwrap();
+                        let mut out = Vec::new();
+                        c.encode_chunk(f.as_bytes().unwrap(), f.elem_size(), &mut out)
+                            .unwrap();
+                        out
+                    })
+                    .collect();
+                let f = b.events[0].frame.as_ref().unwrap();
+                let stored = StoredFrames {
+                    pixel: match f {
+                        Frame::U16(_) => PixelType::U16,
+                        Frame::ImageF16(_) => PixelType::F16,
+                        _ => PixelType::F32,
+                    },
+                    dims: f.dims().to_vec(),
+                    image: f.is_image(),
+                    chunks: chunks.iter().map(|c| &c[..]).collect(),
+                };
+                enc.encode(&stripped, Some(&stored), c).unwrap()
+            }
+        };
+        for m in msgs {
             match m.meta {
                 None => sink.send_control(&m.bytes).unwrap(),
                 Some(meta) => sink.send(m.bytes, &meta).unwrap(),
@@ -100,11 +163,7 @@ fn check(format: Format, kind: ExampleKind) {
     );
     for (img, ev) in images.iter().zip(&events) {
         assert_eq!(img["writer"], 2);
-        let frame = ev.frame.as_ref().unwrap();
-        let pixels: Vec<f64> = match frame {
-            Frame::F32(a) => a.iter().map(|&v| v as f64).collect(),
-            Frame::U16(a) => a.iter().map(|&v| v as f64).collect(),
-        };
+        let pixels = pixels_f64(ev.frame.as_ref().unwrap());
         assert_eq!(img["shape"], serde_json::json!([40, 36]), "{fmt}");
         let want_sum: f64 = pixels.iter().sum();
         let sum = img["sum"].as_f64().unwrap();
@@ -123,7 +182,7 @@ fn check(format: Format, kind: ExampleKind) {
             (&fs, &ss, &it),
             (&ev.peaks.fs, &ev.peaks.ss, &ev.peaks.total_intensity)
         );
-        let e = lclstreamer::serialize::scalar(ev, "photon_energy_eV").unwrap();
+        let e = ev.scalar("photon_energy_eV").unwrap();
         let got = img["photon_energy"].as_f64().unwrap();
         assert!(
             (got - e).abs() <= 1e-9 * e,
@@ -134,15 +193,51 @@ fn check(format: Format, kind: ExampleKind) {
 
 #[test]
 fn stream2_decodes_with_cbor2_and_dectris_compression() {
-    check(Format::Stream2, ExampleKind::Calib { quantum: None });
+    let calib = ExampleKind::Calib { quantum: None };
+    check(Format::Stream2, calib, Frames::Own);
+    // The worker's bitshuffle-LZ4 chunks go out as they are.
+    check(
+        Format::Stream2,
+        calib,
+        Frames::Stored(Compression::BitshuffleLz4),
+    );
+    check(
+        Format::Stream2,
+        ExampleKind::Raw,
+        Frames::Stored(Compression::Zstd { level: 3 }),
+    );
+    check(Format::Stream2, calib, Frames::ImageF16);
 }
 
 #[test]
 fn simplon_decodes_with_cbor2_and_bitshuffle() {
-    check(Format::Simplon, ExampleKind::Raw);
+    check(Format::Simplon, ExampleKind::Raw, Frames::Own);
+    check(
+        Format::Simplon,
+        ExampleKind::Raw,
+        Frames::Stored(Compression::BitshuffleLz4),
+    );
+    let calib = ExampleKind::Calib { quantum: None };
+    check(
+        Format::Simplon,
+        calib,
+        Frames::Stored(Compression::BitshuffleLz4),
+    );
+    check(
+        Format::Simplon,
+        calib,
+        Frames::Stored(Compression::Gzip { level: 1 }),
+    );
 }
 
 #[test]
 fn msgpack_over_rep_decodes_as_crystfel_reads_it() {
-    check(Format::Msgpack, ExampleKind::Raw);
+    check(Format::Msgpack, ExampleKind::Raw, Frames::Own);
+    let calib = ExampleKind::Calib { quantum: None };
+    check(
+        Format::Msgpack,
+        calib,
+        Frames::Stored(Compression::BitshuffleLz4),
+    );
+    check(Format::Msgpack, calib, Frames::ImageF16);
 }

@@ -187,3 +187,147 @@ proptest! {
         check_never_panics(&b);
     }
 }
+
+/// A copy of the fakesteps run (two streams with small data) in a temporary directory.
+fn fakesteps_copy(dir: &Path) -> PathBuf {
+    let src = sample("fakesteps");
+    std::fs::create_dir_all(dir.join("smalldata")).unwrap();
+    for s in ["s000", "s001"] {
+        let big = format!("xpptut15-r0014-{s}-c000.xtc2");
+        std::fs::copy(src.join(&big), dir.join(&big)).unwrap();
+        let smd = format!("smalldata/xpptut15-r0014-{s}-c000.smd.xtc2");
+        std::fs::copy(src.join(&smd), dir.join(&smd)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// Indexes stream s000 of the run in `dir` to its end, then asks three more times.
+fn index_s000(dir: &Path) -> lclstreamer::xtc::index::StreamIndexer {
+    let run = lclstreamer::xtc::run::discover_in_dir(dir, "xpptut15", 14).unwrap();
+    let files = run.streams.iter().find(|s| s.stream == 0).unwrap();
+    let mut ix = lclstreamer::xtc::index::StreamIndexer::open(files, true).unwrap();
+    while ix.next_entry().unwrap().is_some() {}
+    for _ in 0..3 {
+        assert!(ix.next_entry().unwrap().is_none());
+    }
+    ix
+}
+
+#[test]
+fn small_data_with_a_bad_extent_is_one_truncation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fakesteps_copy(tmp.path());
+    let smd = dir.join("smalldata/xpptut15-r0014-s000-c000.smd.xtc2");
+    let mut b = std::fs::read(&smd).unwrap();
+    let l1 = read_all(&smd)
+        .into_iter()
+        .find(|d| d.service() == lclstreamer::xtc::TransitionId::L1Accept)
+        .unwrap()
+        .offset as usize;
+    b[l1 + 20..l1 + 24].copy_from_slice(&0x00ff_0000u32.to_le_bytes());
+    std::fs::write(&smd, &b).unwrap();
+    let ix = index_s000(&dir);
+    let t = ix.truncations();
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].0, smd);
+    assert_eq!(t[0].1.offset, l1 as u64);
+}
+
+#[test]
+fn bigdata_cut_inside_a_datagram_is_a_truncation_with_its_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fakesteps_copy(tmp.path());
+    let big = dir.join("xpptut15-r0014-s000-c000.xtc2");
+    let l1s: Vec<Owned> = read_all(&big)
+        .into_iter()
+        .filter(|d| d.service() == lclstreamer::xtc::TransitionId::L1Accept)
+        .collect();
+    assert!(l1s.len() >= 4);
+    let cut = l1s[2].offset + 10;
+    let b = std::fs::read(&big).unwrap();
+    std::fs::write(&big, &b[..cut as usize]).unwrap();
+    let ix = index_s000(&dir);
+    let t = ix.truncations();
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].0, big);
+    assert_eq!(t[0].1.offset, l1s[2].offset);
+    assert_eq!(t[0].1.available, 10);
+    assert_eq!(ix.events_past_end(), l1s.len() as u64 - 2);
+}
+
+#[test]
+fn an_unreadable_chunk_is_named_by_the_readability_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let xtc = tmp.path().join("mfx/mfxtest01/xtc");
+    std::fs::create_dir_all(&xtc).unwrap();
+    std::fs::copy(
+        sample("detector/test_epix_calib.xtc2"),
+        xtc.join("mfxtest01-r0001-s000-c000.xtc2"),
+    )
+    .unwrap();
+    let run = lclstreamer::xtc::run::discover_in_dir(&xtc, "mfxtest01", 1).unwrap();
+    run.check_readable().unwrap();
+    let bad = xtc.join("mfxtest01-r0001-s000-c001.xtc2");
+    std::fs::create_dir(&bad).unwrap();
+    let run = lclstreamer::xtc::run::discover_in_dir(&xtc, "mfxtest01", 1).unwrap();
+    let err = run.check_readable().unwrap_err().to_string();
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+}
+
+#[test]
+fn an_unreadable_chunk_is_one_startup_error_naming_it() {
+    let exe = env!("CARGO_BIN_EXE_lclstreamer");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let st = Command::new(exe)
+        .args([
+            "synth",
+            "--exp",
+            "mfxsyn01",
+            "--run",
+            "1",
+            "--detector",
+            "epix100",
+        ])
+        .args([
+            "--events",
+            "30",
+            "--chunk-bytes",
+            "200000",
+            "--events-per-enable",
+            "10",
+        ])
+        .arg("--out")
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // A later chunk, read only by workers through the small data, replaced by a directory.
+    let bad = root.join("mfx/mfxsyn01/xtc/mfxsyn01-r0001-s000-c001.xtc2");
+    std::fs::remove_file(&bad).unwrap();
+    std::fs::create_dir(&bad).unwrap();
+    let cfg = root.join("job.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  exp: mfxsyn01\n  run: 1\n  root: {r}\n  detector: epix100\n\
+             detector:\n  constants: {r}/mfx/mfxsyn01/synth/r0001\nprocessing:\n  keep: all\n\
+             output:\n  sinks:\n    - {{kind: files, dir: {r}/out}}\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(exe)
+        .args(["run", "--quiet", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+    assert_eq!(err.matches("lclstreamer:").count(), 1, "{err}");
+}

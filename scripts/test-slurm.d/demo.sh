@@ -34,6 +34,14 @@ payload_start_job() { # TAG DIR
   pids+=("$demo_pull_pid")
 }
 
+payload_start_live() { # DIR LIVE_ROOT: a consumer, then the run written at 20 Hz from now on
+  payload_start_job live "$1"
+  local src="$P_ROOT/${P_EXP:0:3}/$P_EXP/xtc" to="$2/${P_EXP:0:3}/$P_EXP/xtc"
+  sleep 1
+  "$real_bin" replay --from "$src" --to "$to" --rate 20 > "$1/replay.txt" 2>&1 &
+  pids+=("$!")
+}
+
 payload_check() { # TAG DIR SUMMARY
   local dir="$2" summary="$3"
   wait "$demo_pull_pid" || { echo "pull did not receive a complete stream:" >&2; cat "$dir/pull.txt" >&2; return 1; }

@@ -1,6 +1,7 @@
 //! Detectors: the model table (`model`), a run's frames (`frame`), raw decoding (ePix10ka,
 //! Jungfrau), calibration constants, common mode, masks, geometry.
 
+pub mod assemble;
 pub mod calib;
 pub mod calib_passes;
 pub mod common_mode;

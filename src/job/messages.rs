@@ -1,6 +1,7 @@
 //! Messages between the roles of the job, and their binary encoding for MPI (postcard).
 //! Roles on the same rank pass them by value; nothing here knows about MPI.
 
+pub use crate::output::PixelType;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -32,19 +33,44 @@ pub struct TransitionMsg {
     pub per_stream: Vec<(u32, serde_bytes::ByteBuf)>,
 }
 
-/// A frame as carried between ranks.
+/// A frame as carried between ranks: the HDF5 chunk the writer stores as it is, i.e. the
+/// pixels after the job's compression filter (the pixels themselves with `none`). The worker
+/// that made the frame compresses it, so uncompressed pixels never cross MPI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum FrameMsg {
-    F32 {
-        ss: u32,
-        fs: u32,
-        data: serde_bytes::ByteBuf,
-    },
-    U16 {
-        ss: u32,
-        fs: u32,
-        data: serde_bytes::ByteBuf,
-    },
+pub struct FrameMsg {
+    pub pixel: PixelType,
+    /// Axes of one frame: a slab's `(ss, fs)`, or an image's `(C, H, W)` / `(H, W)`.
+    pub dims: Vec<u32>,
+    /// An assembled image rather than the detector slab.
+    pub image: bool,
+    pub chunk: serde_bytes::ByteBuf,
+}
+
+impl FrameMsg {
+    /// Compresses `pixels` (row-major over `dims`) into a frame message.
+    pub fn compress(
+        pixel: PixelType,
+        dims: &[usize],
+        image: bool,
+        pixels: &[u8],
+        compression: crate::output::Compression,
+    ) -> std::io::Result<FrameMsg> {
+        // The encoder's worst-case buffer is reused; the message gets only the chunk's bytes.
+        let chunk = SCRATCH.with_borrow_mut(|buf| {
+            let n = compression.encode_chunk_reusing(pixels, pixel.size(), buf)?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        })?;
+        Ok(FrameMsg {
+            pixel,
+            dims: dims.iter().map(|&d| d as u32).collect(),
+            image,
+            chunk: serde_bytes::ByteBuf::from(chunk),
+        })
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One processed event on its way to a writer.
@@ -55,7 +81,8 @@ pub struct RecordMsg {
     pub frame: Option<FrameMsg>,
     /// fs, ss, total intensity, max pixel, npix, snr, sigma per peak.
     pub peaks: [Vec<f32>; 7],
-    pub scalars: Vec<(String, f64)>,
+    /// `hit`, `n_peaks` (when peak finding runs) and the selected data.
+    pub fields: Vec<crate::output::Field>,
 }
 
 /// Counts a worker keeps.
@@ -67,10 +94,11 @@ pub struct WorkerStats {
     pub peaks: u64,
     pub sent: u64,
     pub units: u64,
-    /// Nanoseconds spent per stage: read, calibrate, peak find.
+    /// Nanoseconds spent per stage: read, calibrate, peak find, compress.
     pub ns_read: u64,
     pub ns_calib: u64,
     pub ns_peaks: u64,
+    pub ns_compress: u64,
 }
 
 /// Counts a writer keeps, per sink.
@@ -82,6 +110,8 @@ pub struct WriterStats {
     pub ns_send: u64,
     /// (sink name, batches, events, bytes, spilled, dropped)
     pub sinks: Vec<(String, u64, u64, u64, u64, u64)>,
+    /// (selected field, events sent without it)
+    pub missing: Vec<(String, u64)>,
 }
 
 /// Everything the roles say to each other.
@@ -112,11 +142,50 @@ pub enum Msg {
     WriterDone { writer: RoleId, stats: WriterStats },
 }
 
-/// Encodes a message addressed to `to` for another rank.
+impl Msg {
+    /// Bytes of frame chunks the message carries (to size its encoding in one allocation).
+    pub fn frame_bytes(&self) -> usize {
+        match self {
+            Msg::Records { records, .. } => records
+                .iter()
+                .map(|r| {
+                    r.frame.as_ref().map_or(0, |f| f.chunk.len())
+                        + r.peaks.iter().map(|c| 5 + 4 * c.len()).sum::<usize>()
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// Encodes a message addressed to `to` for another rank, into one buffer sized up front so
+/// frame chunks are copied once.
 pub fn encode(to: RoleId, msg: &Msg) -> Result<Vec<u8>, postcard::Error> {
-    let mut out = to.to_le_bytes().to_vec();
-    out.extend(postcard::to_stdvec(msg)?);
-    Ok(out)
+    let mut out = Vec::with_capacity(4096 + msg.frame_bytes());
+    out.extend_from_slice(&to.to_le_bytes());
+    postcard::serialize_with_flavor(msg, VecFlavor(out))
+}
+
+/// A postcard output appending to a `Vec` with `extend_from_slice` (one `memcpy` per byte
+/// string, where `postcard::to_extend` goes byte by byte).
+struct VecFlavor(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Decodes a message received from another rank: (addressee, message).

@@ -4,10 +4,12 @@
 //! own threads and rayon.
 
 pub mod coordinator;
+pub mod interrupt;
 pub mod layout;
 pub mod messages;
 pub mod pipeline;
 pub mod router;
+pub mod select;
 pub mod summary;
 pub mod worker;
 pub mod writer;
@@ -58,6 +60,18 @@ impl Wire for MpiWire<'_> {
 /// Finds the run's files from the configuration.
 pub fn run_files(cfg: &Config) -> anyhow::Result<RunFiles> {
     let s = &cfg.source;
+    s.check_live()?;
+    if s.live
+        && let (Some(exp), Some(run), Some(root)) = (&s.exp, s.run, &s.root)
+    {
+        let want = crate::xtc::live::WaitFor {
+            streams: s.live_streams,
+            use_smd: s.use_smalldata,
+            timeout: s.idle_timeout(),
+        };
+        let dir = crate::xtc::run::xtc_dir(root, exp);
+        return Ok(crate::xtc::live::wait_for_run(&dir, exp, run, &want)?);
+    }
     if !s.files.is_empty() {
         return Ok(from_files(&s.files)?);
     }
@@ -71,19 +85,28 @@ pub fn run_files(cfg: &Config) -> anyhow::Result<RunFiles> {
 
 /// The run's detector model and everything workers need for it.
 fn load_static(cfg: &Config, run: &RunFiles) -> anyhow::Result<pipeline::Static> {
-    let conf = pipeline::first_configure(&cfg.source.detector, run)?;
-    pipeline::Static::load(cfg, conf.model)
+    let model = match &cfg.source.detector {
+        Some(det) => Some(pipeline::first_configure(det, run)?.model),
+        None => None,
+    };
+    pipeline::Static::load(cfg, model)
 }
 
 /// Everything checked before any data moves.
 struct Checked {
     run: RunFiles,
     stat: pipeline::Static,
+    run_values: Vec<(String, crate::output::Value)>,
 }
 
 fn check(cfg: &Config) -> anyhow::Result<Checked> {
     let run = run_files(cfg)?;
+    // A live run's files were opened while waiting for them, and may be renamed any time.
+    if !cfg.source.live {
+        run.check_readable()?;
+    }
     let stat = load_static(cfg, &run)?;
+    let run_values = select::check_and_run_values(&cfg.data, &run)?;
     cfg.output
         .layout
         .parse::<crate::output::Layout>()
@@ -122,7 +145,29 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
             }
         }
     }
-    Ok(Checked { run, stat })
+    Ok(Checked {
+        run,
+        stat,
+        run_values,
+    })
+}
+
+/// Sizes this rank's rayon pool so the ranks sharing a node do not oversubscribe its cores.
+fn size_rayon_pool(world: &SimpleCommunicator, hosts_worker: bool) {
+    use mpi::collective::{CommunicatorCollectives, SystemOperation};
+    let node = world.split_shared(world.rank());
+    let mut local_workers = 0i32;
+    node.all_reduce_into(
+        &i32::from(hosts_worker),
+        &mut local_workers,
+        SystemOperation::sum(),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = worker::pool_threads(cores, local_workers as usize, hosts_worker);
+    // Fails only when a pool already exists (a second job in one process); it is kept then.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
 }
 
 /// Runs the job on this rank; returns the process exit code (rank 0 prints the summary).
@@ -135,6 +180,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
         eprintln!("lclstreamer: the MPI library does not provide MPI_THREAD_FUNNELED");
         return 2;
     }
+    if cfg.source.live {
+        crate::xtc::reader::set_short_read_patience(cfg.source.idle_timeout());
+    }
     let world = universe.world();
     let rank = world.rank() as u32;
     let size = world.size() as u32;
@@ -146,8 +194,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     if rank == 0 {
         match check(&cfg) {
             Ok(c) => {
-                if !opts.quiet {
-                    eprintln!("lclstreamer: detector {}", c.stat.model.describe());
+                if !opts.quiet
+                    && let Some(m) = &c.stat.model
+                {
+                    eprintln!("lclstreamer: detector {}", m.describe());
                 }
                 checked = Some(c);
             }
@@ -165,9 +215,26 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     let needs_static = local
         .iter()
         .any(|&id| matches!(layout.kind(id), RoleKind::Worker(_)));
-    let (run, stat) = match checked {
-        Some(c) => (Some(c.run), Some(c.stat)),
-        None => (None, None),
+    size_rayon_pool(&world, needs_static);
+    let (run, stat, run_values) = match checked {
+        Some(c) => (Some(c.run), Some(c.stat), Some(c.run_values)),
+        None => (None, None, None),
+    };
+    let needs_values = local
+        .iter()
+        .any(|&id| matches!(layout.kind(id), RoleKind::Writer(_)));
+    let run_values = match run_values {
+        Some(v) => v,
+        None if needs_values => {
+            match run_files(&cfg).and_then(|r| select::check_and_run_values(&cfg.data, &r)) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("lclstreamer: rank {rank}: {e:#}");
+                    world.abort(1);
+                }
+            }
+        }
+        None => Vec::new(),
     };
     let stat = match (stat, needs_static) {
         (Some(s), _) => Some(Arc::new(s)),
@@ -192,10 +259,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
             .run
             .or_else(|| run.as_ref().and_then(|r| r.run))
             .unwrap_or(0),
-        source: cfg.source.detector.clone(),
+        source: cfg.source.detector.clone().unwrap_or_default(),
         segments: stat
             .as_ref()
-            .map(|s| s.model.segments.clone())
+            .and_then(|s| s.model.as_ref())
+            .map(|m| m.segments.clone())
             .unwrap_or_default(),
         software_version: format!("lclstreamer {}", env!("CARGO_PKG_VERSION")),
         parameters: vec![
@@ -211,9 +279,33 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
                 "max_num_peaks_for_hit".into(),
                 cfg.processing.max_num_peaks_for_hit.to_string(),
             ),
-            ("keep".into(), format!("{:?}", cfg.processing.keep)),
-            ("send".into(), format!("{:?}", cfg.processing.send)),
-        ],
+            (
+                "steps".into(),
+                serde_json::to_string(&cfg.steps().unwrap_or_default()).unwrap_or_default(),
+            ),
+            ("send".into(), format!("{:?}", cfg.send())),
+        ]
+        .into_iter()
+        .chain(
+            [
+                ("constants", &cfg.detector.constants),
+                ("geometry", &cfg.detector.geometry),
+            ]
+            .into_iter()
+            .filter_map(|(k, p)| p.as_ref().map(|p| (k.into(), p.display().to_string()))),
+        )
+        .chain(
+            cfg.processing
+                .image
+                .map(|i| ("image".to_string(), format!("{i:?}"))),
+        )
+        .collect(),
+        values: run_values,
+        cxi_aliases: cfg
+            .data
+            .iter()
+            .filter_map(|e| e.role.map(|r| (e.name.clone(), r.cxi_path().to_string())))
+            .collect(),
     };
     let cfg = Arc::new(cfg);
     let (switch, boxes) = Switch::new(&local);

@@ -1,11 +1,14 @@
-//! A worker's per-event pipeline: read the event's datagrams, assemble the detector slab,
-//! calibrate, run peakfinder8 and decide the hit. What a detector's frames are (its model, its
-//! segments, its calibration) lives in `crate::detector`; this module only applies it.
+//! A worker's per-event pipeline: read the event's datagrams, take the selected data, assemble
+//! the detector slab, and run the configured steps (calibrate, peakfinder8, hit filter). What a
+//! detector's frames are (its model, its segments, its calibration) lives in
+//! `crate::detector`; this module only applies it.
 
-use super::messages::{EventDesc, FrameMsg, RecordMsg};
+use super::messages::{EventDesc, FrameMsg, PixelType, RecordMsg, TransitionMsg};
+use super::select::Selection;
 use crate::algo::hit::HitCriteria;
 use crate::algo::peakfinder8::{PeakFinder8, PeakList, Pf8Params};
-use crate::config::{Config, Keep, Send};
+use crate::config::{Config, DataEntry, ImageConfig, ImageDtype, Send, Step};
+use crate::detector::assemble::Assembly;
 use crate::detector::common_mode::CommonModeParams;
 use crate::detector::constants::{ConstantFiles, GainConstants, read_checked};
 use crate::detector::frame::{
@@ -14,15 +17,18 @@ use crate::detector::frame::{
 use crate::detector::geometry::Geometry;
 use crate::detector::model::{DetectorModel, Family};
 use crate::detector::psana_geometry::{CrystfelOptions, PsanaGeometry, is_psana_text};
+use crate::output::{Field, Value};
 use crate::xtc::run::RunFiles;
-use crate::xtc::{DgramReader, TransitionId, read_dgram_at};
+use crate::xtc::{Dgram, DgramReader, NamesLookup, TransitionId, read_dgram_at};
+use half::slice::HalfFloatSliceExt;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 
 /// What does not change during a run: the detector model, constants, geometry, parameters.
 pub struct Static {
-    pub model: DetectorModel,
+    /// The detector whose frames are processed, if any.
+    pub model: Option<DetectorModel>,
     pub constants: Option<GainConstants>,
     /// Geometry and its radius map, when peak finding runs.
     pub geometry: Option<(Geometry, Vec<f32>)>,
@@ -30,8 +36,81 @@ pub struct Static {
     pub cm: Option<CommonModeParams>,
     pub pf8: Pf8Params,
     pub hit: HitCriteria,
-    pub keep: Keep,
+    pub steps: Vec<Step>,
     pub send: Send,
+    pub data: Vec<DataEntry>,
+    /// Assembled images instead of the calibrated slab (`processing.image`).
+    pub image: Option<ImageStep>,
+    /// The filter frames are compressed with, on the worker that made them.
+    pub compression: crate::output::Compression,
+}
+
+/// The image step: where slab pixels go, the channel axis and the element type.
+pub struct ImageStep {
+    pub assembly: Assembly,
+    /// Copies along the channel axis; `None` = no channel axis.
+    pub channels: Option<usize>,
+    pub f16: bool,
+}
+
+impl ImageStep {
+    /// The step `ic` asks for over `geometry` (read from `source`).
+    pub fn new(ic: &ImageConfig, geometry: &Geometry, source: &str) -> anyhow::Result<ImageStep> {
+        let target = match (ic.height, ic.width) {
+            (Some(h), Some(w)) => Some((h, w, ic.pad_style)),
+            (None, None) => None,
+            _ => anyhow::bail!("processing.image: give both height and width, or neither"),
+        };
+        if ic.num_channels == 0 || (!ic.add_channel_dim && ic.num_channels != 1) {
+            anyhow::bail!(
+                "processing.image: num_channels {} needs add_channel_dim and must be at least 1",
+                ic.num_channels
+            );
+        }
+        let assembly = Assembly::new(geometry, target)
+            .map_err(|e| anyhow::anyhow!("{source}: assembling images: {e}"))?;
+        Ok(ImageStep {
+            assembly,
+            channels: ic.add_channel_dim.then_some(ic.num_channels),
+            f16: ic.dtype == ImageDtype::Float16,
+        })
+    }
+
+    /// The image of calibrated slab `cal`, assembled through `buf` and compressed.
+    pub fn frame(
+        &self,
+        cal: &[f32],
+        buf: &mut Vec<f32>,
+        compression: crate::output::Compression,
+    ) -> std::io::Result<FrameMsg> {
+        let a = &self.assembly;
+        let c = self.channels.unwrap_or(1);
+        buf.resize(c * a.height * a.width, 0.0);
+        a.assemble_channels(cal, c, buf);
+        let mut dims = vec![a.height, a.width];
+        if let Some(c) = self.channels {
+            dims.insert(0, c);
+        }
+        if self.f16 {
+            let mut h = vec![half::f16::ZERO; buf.len()];
+            h.convert_from_f32_slice(buf);
+            FrameMsg::compress(
+                PixelType::F16,
+                &dims,
+                true,
+                bytemuck::cast_slice(&h),
+                compression,
+            )
+        } else {
+            FrameMsg::compress(
+                PixelType::F32,
+                &dims,
+                true,
+                bytemuck::cast_slice(buf),
+                compression,
+            )
+        }
+    }
 }
 
 /// The detector as the run's first Configure declares it (each stream's first datagram); for a
@@ -84,9 +163,39 @@ fn load_geometry(path: &std::path::Path, model: &DetectorModel) -> anyhow::Resul
 }
 
 impl Static {
-    /// Loads and checks everything a worker needs for the run's detector; errors name the
-    /// offending file.
-    pub fn load(cfg: &Config, model: DetectorModel) -> anyhow::Result<Static> {
+    /// Loads and checks everything a worker needs for the run's detector (if any); errors
+    /// name the offending file.
+    pub fn load(cfg: &Config, model: Option<DetectorModel>) -> anyhow::Result<Static> {
+        let steps = cfg.steps()?;
+        let compression = cfg
+            .output
+            .compression
+            .parse()
+            .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?;
+        let Some(model) = model else {
+            if cfg.processing.image.is_some() {
+                anyhow::bail!(
+                    "processing.image assembles a detector's frames: set source.detector"
+                );
+            }
+            return Ok(Static {
+                model: None,
+                constants: None,
+                geometry: None,
+                user_mask: None,
+                cm: None,
+                pf8: cfg.processing.peakfinder8,
+                hit: HitCriteria {
+                    min_num_peaks_for_hit: cfg.processing.min_num_peaks_for_hit,
+                    max_num_peaks_for_hit: cfg.processing.max_num_peaks_for_hit,
+                },
+                steps,
+                send: cfg.send(),
+                data: cfg.data.clone(),
+                image: None,
+                compression,
+            });
+        };
         if let Some(kind) = cfg.detector.kind {
             model.check_kind(kind)?;
         }
@@ -104,7 +213,7 @@ impl Static {
                     pcols,
                 )?)
             }
-            None if model.family == Family::Raw => None,
+            None if model.family == Family::Raw || !steps.contains(&Step::Calibrate) => None,
             None => anyhow::bail!(
                 "detector.constants: detector {:?} ({} family) needs calibration constants",
                 model.det_name,
@@ -112,7 +221,7 @@ impl Static {
             ),
         };
         let geometry = match &cfg.detector.geometry {
-            Some(path) if constants.is_some() => {
+            Some(path) if steps.contains(&Step::Peakfinder8) || cfg.processing.image.is_some() => {
                 let geometry = load_geometry(path, &model)?;
                 let (h, w) = geometry.slab_shape();
                 if (h, w) != model.slab_shape() {
@@ -130,17 +239,6 @@ impl Static {
             }
             _ => None,
         };
-        if geometry.is_none() && cfg.processing.keep == Keep::Hits {
-            anyhow::bail!(
-                "processing.keep: hits needs peak finding, which needs detector.geometry{}; \
-                 or set keep: all",
-                if constants.is_none() {
-                    " and pedestals"
-                } else {
-                    ""
-                }
-            );
-        }
         let user_mask = match &cfg.detector.mask {
             Some(p) => Some(
                 read_checked(p, "mask", &[nsegs, rows, cols])?
@@ -156,8 +254,21 @@ impl Static {
             })?),
             None => None,
         };
+        let image = match (&cfg.processing.image, &geometry, &cfg.detector.geometry) {
+            (None, _, _) => None,
+            (Some(_), _, _) if cfg.send() != Send::Calibrated => anyhow::bail!(
+                "processing.image assembles the calibrated frame: set processing.send: calibrated"
+            ),
+            (Some(ic), Some((g, _)), Some(path)) => {
+                Some(ImageStep::new(ic, g, &path.display().to_string())?)
+            }
+            (Some(_), _, _) => {
+                anyhow::bail!("processing.image needs detector.geometry and detector.constants")
+            }
+        };
         Ok(Static {
-            model,
+            image,
+            model: Some(model),
             constants,
             geometry,
             user_mask,
@@ -167,27 +278,70 @@ impl Static {
                 min_num_peaks_for_hit: cfg.processing.min_num_peaks_for_hit,
                 max_num_peaks_for_hit: cfg.processing.max_num_peaks_for_hit,
             },
-            keep: cfg.processing.keep,
-            send: cfg.processing.send,
+            steps,
+            send: cfg.send(),
+            data: cfg.data.clone(),
+            compression,
         })
     }
 
     /// Reads a Configure the coordinator forwarded; it must declare the detector the job was
     /// set up for.
-    pub fn configure(&self, per_stream: &[(u32, &[u8])]) -> anyhow::Result<Configured> {
-        let conf = Configured::from_configure(
-            &self.model.det_name,
-            per_stream,
-            Some(self.model.segment_shape),
-        )?;
-        if conf.model != self.model {
-            anyhow::bail!(
-                "the detector changed within the run: {} at the start, {} now",
-                self.model.describe(),
-                conf.model.describe()
-            );
+    pub fn configure(&self, per_stream: &[(u32, &[u8])]) -> anyhow::Result<RunConf> {
+        let det = match &self.model {
+            None => None,
+            Some(model) => {
+                let conf = Configured::from_configure(
+                    &model.det_name,
+                    per_stream,
+                    Some(model.segment_shape),
+                )?;
+                if &conf.model != model {
+                    anyhow::bail!(
+                        "the detector changed within the run: {} at the start, {} now",
+                        model.describe(),
+                        conf.model.describe()
+                    );
+                }
+                Some(conf)
+            }
+        };
+        let mut lookups = HashMap::new();
+        for &(stream, bytes) in per_stream {
+            let d = Dgram::parse(bytes, 0)?;
+            lookups.insert(stream, NamesLookup::from_configure(&d.root())?);
         }
-        Ok(conf)
+        Ok(RunConf {
+            det,
+            lookups,
+            select: Selection::configure(&self.data, per_stream, false)?,
+        })
+    }
+}
+
+/// What the Configure in force defines: the detector (if any), every stream's schemas and the
+/// data selection with its held values.
+#[derive(Debug, Clone)]
+pub struct RunConf {
+    pub det: Option<Configured>,
+    pub lookups: HashMap<u32, NamesLookup>,
+    pub select: Selection,
+}
+
+impl RunConf {
+    /// Holds the selected values a transition other than Configure carries.
+    pub fn transition(&mut self, t: &TransitionMsg) -> anyhow::Result<()> {
+        if self.select.resolved.is_empty() {
+            return Ok(());
+        }
+        for (stream, bytes) in &t.per_stream {
+            let Some(lookup) = self.lookups.get(stream) else {
+                continue;
+            };
+            let d = Dgram::parse(bytes, 0)?;
+            self.select.transition(*stream, &d, lookup)?;
+        }
+        Ok(())
     }
 }
 
@@ -204,23 +358,39 @@ pub struct Processor {
     peaks: PeakList,
     buf: Vec<u8>,
     slab: SlabAssembler,
+    own: Vec<Option<Value>>,
+    img: Vec<f32>,
 }
 
-/// Per-event timings in nanoseconds: read, calibrate, peak find.
-pub type Timings = (u64, u64, u64);
+/// Per-event timings in nanoseconds: read, calibrate, peak find, compress.
+pub type Timings = (u64, u64, u64, u64);
 
 impl Processor {
     /// Builds the calibrator and peak finder for the configuration in force.
-    pub fn new(st: &Static, conf: &Configured) -> anyhow::Result<Processor> {
-        let calib =
-            FrameCalibrator::new(conf, st.constants.as_ref(), st.user_mask.as_deref(), st.cm)?;
+    pub fn new(st: &Static, rc: &RunConf) -> anyhow::Result<Processor> {
+        let own = vec![None; rc.select.resolved.len()];
+        let Some(conf) = &rc.det else {
+            return Ok(Processor {
+                calib: None,
+                pf8: None,
+                raw: Vec::new(),
+                cal: Vec::new(),
+                peaks: PeakList::with_capacity(0),
+                buf: Vec::new(),
+                slab: SlabAssembler::default(),
+                own,
+                img: Vec::new(),
+            });
+        };
+        let calib = if st.steps.contains(&Step::Calibrate) {
+            FrameCalibrator::new(conf, st.constants.as_ref(), st.user_mask.as_deref(), st.cm)?
+        } else {
+            None
+        };
         let pf8 = match (&st.geometry, &calib) {
-            (Some((geometry, radius)), Some(c)) => Some(PeakFinder8::new(
-                st.pf8,
-                geometry.layout("geometry")?,
-                radius,
-                Some(c.mask()),
-            )?),
+            (Some((geometry, radius)), Some(c)) if st.steps.contains(&Step::Peakfinder8) => Some(
+                PeakFinder8::new(st.pf8, geometry.layout("geometry")?, radius, Some(c.mask()))?,
+            ),
             _ => None,
         };
         let n = conf.model.frame_len();
@@ -236,6 +406,8 @@ impl Processor {
             peaks: PeakList::with_capacity(st.pf8.max_num_peaks),
             buf: Vec::new(),
             slab: SlabAssembler::default(),
+            own,
+            img: Vec::new(),
         })
     }
 
@@ -243,13 +415,16 @@ impl Processor {
     pub fn process(
         &mut self,
         st: &Static,
-        conf: &Configured,
+        rc: &RunConf,
         files: &HashMap<(u32, u32), (PathBuf, File)>,
         ev: &EventDesc,
         timings: &mut Timings,
     ) -> Result<(Option<RecordMsg>, bool, usize), Damaged> {
         let t0 = std::time::Instant::now();
-        self.slab.begin(conf);
+        if let Some(conf) = &rc.det {
+            self.slab.begin(conf);
+        }
+        self.own.iter_mut().for_each(|v| *v = None);
         for part in &ev.parts {
             let (path, file) = files.get(&(part.stream, part.chunk)).ok_or_else(|| {
                 Damaged(format!(
@@ -275,13 +450,28 @@ impl Processor {
                     d.header.root.damage.0
                 )));
             }
-            self.slab
-                .add(conf, part.stream, &d, &mut self.raw)
-                .map_err(|e| Damaged(format!("{} byte {}: {e}", path.display(), part.offset)))?;
+            let at = |e: String| Damaged(format!("{} byte {}: {e}", path.display(), part.offset));
+            if let Some(conf) = &rc.det {
+                self.slab
+                    .add(conf, part.stream, &d, &mut self.raw)
+                    .map_err(|e| at(e.to_string()))?;
+            }
+            if let Some(lookup) = rc.lookups.get(&part.stream) {
+                rc.select
+                    .resolved
+                    .extract(part.stream, &d, lookup, &mut self.own)
+                    .map_err(|e| at(e.to_string()))?;
+            }
         }
-        self.slab.finish(conf).map_err(|e| Damaged(e.to_string()))?;
+        if let Some(conf) = &rc.det {
+            self.slab.finish(conf).map_err(|e| Damaged(e.to_string()))?;
+        }
         let t1 = std::time::Instant::now();
-        if let Some(c) = &mut self.calib {
+        // Calibrated pixels nobody reads (no peak finding, raw frames sent) are not computed.
+        let needed = self.pf8.is_some() || st.send == Send::Calibrated;
+        if let Some(c) = &mut self.calib
+            && needed
+        {
             c.calibrate_slab(&self.raw, &mut self.cal)
                 .map_err(|e| Damaged(e.to_string()))?;
         }
@@ -299,28 +489,41 @@ impl Processor {
         timings.1 += (t2 - t1).as_nanos() as u64;
         timings.2 += (t3 - t2).as_nanos() as u64;
         let hit = self.pf8.is_some() && st.hit.is_hit(n);
-        if !hit && st.keep == Keep::Hits {
+        if !hit && st.steps.contains(&Step::HitFilter) {
             return Ok((None, hit, n));
         }
-        let (h, w) = conf.model.slab_shape();
-        let frame = match st.send {
-            Send::Calibrated if self.calib.is_some() => Some(FrameMsg::F32 {
-                ss: h as u32,
-                fs: w as u32,
-                data: serde_bytes::ByteBuf::from(
-                    bytemuck::cast_slice::<f32, u8>(&self.cal).to_vec(),
-                ),
-            }),
-            // A raw pass-through detector without constants has only raw frames to send.
-            Send::Calibrated | Send::Raw => Some(FrameMsg::U16 {
-                ss: h as u32,
-                fs: w as u32,
-                data: serde_bytes::ByteBuf::from(
-                    bytemuck::cast_slice::<u16, u8>(&self.raw).to_vec(),
-                ),
-            }),
-            Send::None => None,
+        let (h, w) = rc.det.as_ref().map_or((0, 0), |c| c.model.slab_shape());
+        let send = if rc.det.is_some() {
+            st.send
+        } else {
+            Send::None
         };
+        let t4 = std::time::Instant::now();
+        let frame = match send {
+            Send::Calibrated if st.image.is_some() && self.calib.is_some() => st
+                .image
+                .as_ref()
+                .map(|im| im.frame(&self.cal, &mut self.img, st.compression)),
+            Send::Calibrated if self.calib.is_some() => Some(FrameMsg::compress(
+                PixelType::F32,
+                &[h, w],
+                false,
+                bytemuck::cast_slice(&self.cal),
+                st.compression,
+            )),
+            // A raw pass-through detector without constants has only raw frames to send.
+            Send::Calibrated | Send::Raw => Some(FrameMsg::compress(
+                PixelType::U16,
+                &[h, w],
+                false,
+                bytemuck::cast_slice(&self.raw),
+                st.compression,
+            )),
+            Send::None => None,
+        }
+        .transpose()
+        .map_err(|e| Damaged(format!("compressing the frame: {e}")))?;
+        timings.3 += t4.elapsed().as_nanos() as u64;
         let mut cols: [Vec<f32>; 7] = Default::default();
         if self.pf8.is_some() {
             for p in &self.peaks.peaks {
@@ -333,16 +536,19 @@ impl Processor {
                 cols[6].push(p.sigma);
             }
         }
+        let mut fields = Vec::new();
+        if self.pf8.is_some() {
+            fields.push(Field::always("hit", f64::from(u8::from(hit))));
+            fields.push(Field::always("n_peaks", n as f64));
+        }
+        fields.extend(rc.select.resolved.fields(&mut self.own, &rc.select.held));
         Ok((
             Some(RecordMsg {
                 timestamp: ev.timestamp,
                 index: ev.index,
                 frame,
                 peaks: cols,
-                scalars: vec![
-                    ("hit".into(), f64::from(u8::from(hit))),
-                    ("n_peaks".into(), n as f64),
-                ],
+                fields,
             }),
             hit,
             n,

@@ -133,9 +133,18 @@ impl Switch {
             if busy {
                 idle_spins = 0;
             } else {
+                // Waits on the local outbox, so a local role's message wakes the router at once;
+                // the wire is polled after the nap, which lengthens while nothing moves.
                 idle_spins = idle_spins.saturating_add(1);
-                let nap = if idle_spins < 100 { 20 } else { 200 };
-                std::thread::sleep(Duration::from_micros(nap));
+                let nap = match idle_spins {
+                    0..100 => 20,
+                    100..1000 => 200,
+                    _ => 1000,
+                };
+                if let Ok(m) = self.out_rx.recv_timeout(Duration::from_micros(nap)) {
+                    idle_spins = 0;
+                    self.forward(m, rank, &rank_of, &mut wire);
+                }
             }
         }
         results

@@ -1,8 +1,9 @@
 //! Progress reporting on rank 0 and the end-of-run summary (printed, optionally JSON).
 
 use super::layout::Layout;
-use super::messages::{RoleId, WorkerStats, WriterStats};
+use super::messages::{RecordMsg, RoleId, WorkerStats, WriterStats};
 use crate::config::Config;
+use crate::output::Presence;
 use crate::xtc::run::RunFiles;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -77,14 +78,47 @@ pub struct SinkSummary {
     pub dropped: u64,
 }
 
+/// Events sent without one selected field's value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MissingSummary {
+    pub name: String,
+    pub events: u64,
+}
+
+/// Adds the fields `records` lack to the per-field counts (every selected field is listed,
+/// with 0 when never missing).
+pub fn count_missing(counts: &mut Vec<(String, u64)>, records: &[RecordMsg]) {
+    for r in records {
+        for f in r.fields.iter().filter(|f| f.presence != Presence::Always) {
+            let n = u64::from(f.presence == Presence::Missing);
+            match counts.iter_mut().find(|(name, _)| *name == f.name) {
+                Some((_, c)) => *c += n,
+                None => counts.push((f.name.clone(), n)),
+            }
+        }
+    }
+}
+
 /// Share of the work time per stage (summed over ranks), in seconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StageTimes {
     pub read: f64,
     pub calibrate: f64,
     pub peakfind: f64,
+    pub compress: f64,
     pub serialize: f64,
     pub send: f64,
+}
+
+/// How a live run ended.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveSummary {
+    /// `EndRun` (every stream's EndRun read), `files complete` (renamed without an EndRun) or
+    /// `idle timeout`.
+    pub ended: String,
+    /// Streams still waiting for data when the idle timeout ended the run.
+    pub waiting_streams: Vec<u32>,
+    pub idle_timeout_seconds: f64,
 }
 
 /// What a run did.
@@ -108,10 +142,14 @@ pub struct Summary {
     pub events_sent: u64,
     pub batches: u64,
     pub sinks: Vec<SinkSummary>,
+    /// Per selected field: events sent without its value (fill value, `<name>_present` 0).
+    pub missing: Vec<MissingSummary>,
     pub truncated_files: Vec<String>,
     pub wall_seconds: f64,
     pub events_per_second: f64,
     pub stage_seconds: StageTimes,
+    /// Set for a live run.
+    pub live: Option<LiveSummary>,
 }
 
 /// The eLog counters shown while the job runs.
@@ -195,11 +233,21 @@ impl Summary {
                 s.dropped += dr;
             }
         }
+        let mut missing: Vec<MissingSummary> = Vec::new();
+        for (name, n) in writers.iter().flat_map(|w| &w.missing) {
+            match missing.iter_mut().find(|m| &m.name == name) {
+                Some(m) => m.events += n,
+                None => missing.push(MissingSummary {
+                    name: name.clone(),
+                    events: *n,
+                }),
+            }
+        }
         let secs = |ns: u64| ns as f64 * 1e-9;
         Summary {
             experiment: cfg.source.exp.clone().or_else(|| run.exp.clone()),
             run: cfg.source.run.or(run.run),
-            detector: cfg.source.detector.clone(),
+            detector: cfg.source.detector.clone().unwrap_or_default(),
             ranks: layout.size,
             workers: layout.workers,
             writers: layout.writers,
@@ -219,6 +267,7 @@ impl Summary {
             events_sent: sum(|s| s.sent),
             batches: writers.iter().map(|w| w.batches).sum(),
             sinks,
+            missing,
             truncated_files,
             wall_seconds: wall.as_secs_f64(),
             events_per_second: events_read as f64 / wall.as_secs_f64().max(1e-9),
@@ -226,9 +275,11 @@ impl Summary {
                 read: secs(sum(|s| s.ns_read)),
                 calibrate: secs(sum(|s| s.ns_calib)),
                 peakfind: secs(sum(|s| s.ns_peaks)),
+                compress: secs(sum(|s| s.ns_compress)),
                 serialize: secs(writers.iter().map(|w| w.ns_serialize).sum()),
                 send: secs(writers.iter().map(|w| w.ns_send).sum()),
             },
+            live: None,
         }
     }
 
@@ -259,6 +310,12 @@ impl Summary {
                 k.name, k.batches, k.events, k.bytes, k.spilled, k.dropped
             );
         }
+        for m in &self.missing {
+            s += &format!(
+                "  data {}: missing in {} of {} events sent\n",
+                m.name, m.events, self.events_sent
+            );
+        }
         for t in &self.truncated_files {
             s += &format!("  truncated: {t}\n");
         }
@@ -268,14 +325,25 @@ impl Summary {
                 self.incomplete_transitions
             );
         }
+        if let Some(l) = &self.live {
+            s += &format!("  live run ended: {}", l.ended);
+            if !l.waiting_streams.is_empty() {
+                s += &format!(
+                    " ({:.1} s without data; streams {:?} still waiting, events read {})",
+                    l.idle_timeout_seconds, l.waiting_streams, self.events_read
+                );
+            }
+            s += "\n";
+        }
         let st = &self.stage_seconds;
         s += &format!(
-            "  wall {:.2} s, {:.1} events/s; stage seconds: read {:.2}, calibrate {:.2}, peakfind {:.2}, serialize {:.2}, send {:.2}\n",
+            "  wall {:.2} s, {:.1} events/s; stage seconds: read {:.2}, calibrate {:.2}, peakfind {:.2}, compress {:.2}, serialize {:.2}, send {:.2}\n",
             self.wall_seconds,
             self.events_per_second,
             st.read,
             st.calibrate,
             st.peakfind,
+            st.compress,
             st.serialize,
             st.send
         );

@@ -4,9 +4,8 @@
 
 use super::layout::Layout;
 use super::messages::{Msg, RecordMsg, TransitionMsg, WorkerStats};
-use super::pipeline::{Processor, Static, Timings};
+use super::pipeline::{Processor, RunConf, Static, Timings};
 use super::router::Mailbox;
-use crate::detector::frame::Configured;
 use crate::xtc::TransitionId;
 use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -20,7 +19,7 @@ pub const CREDITS: u32 = 2;
 const PREFETCH: u32 = 2;
 
 struct State {
-    conf: Option<Configured>,
+    conf: Option<RunConf>,
     pool: Vec<Processor>,
     files: HashMap<(u32, u32), (PathBuf, File)>,
     damaged_reports: u32,
@@ -38,9 +37,29 @@ impl State {
                     .map(|_| Processor::new(st, &conf))
                     .collect::<anyhow::Result<_>>()?;
                 self.conf = Some(conf);
+            } else if let Some(c) = &mut self.conf {
+                c.transition(tr)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Threads of a rank's rayon pool: the node's `cores` shared by the `local_workers` ranks on
+/// the node that host a worker, one thread on a rank without one (the coordinator and writers
+/// do not compute in parallel); `RAYON_NUM_THREADS` overrides.
+pub fn pool_threads(cores: usize, local_workers: usize, hosts_worker: bool) -> usize {
+    if let Some(n) = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    if hosts_worker {
+        (cores / local_workers.max(1)).max(1)
+    } else {
+        1
     }
 }
 
@@ -77,7 +96,8 @@ pub fn run(mb: Mailbox, layout: &Layout, st: &Static) -> anyhow::Result<()> {
                 outstanding -= 1;
                 state.apply(st, &transitions)?;
                 for (stream, chunk, path) in files {
-                    let f = File::open(&path)
+                    // Either name: a file being written may be renamed from `.inprogress`.
+                    let (f, _) = crate::xtc::live::open_either(&path)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     state.files.insert((stream, chunk), (path, f));
                 }
@@ -148,7 +168,7 @@ fn process(
                 Some(p) => p,
                 None => Processor::new(st, conf).map_err(|e| e.to_string())?,
             };
-            let mut t: Timings = (0, 0, 0);
+            let mut t: Timings = (0, 0, 0, 0);
             let r = p.process(st, conf, files, ev, &mut t);
             if let Ok(mut g) = pool.lock() {
                 g.push(p);
@@ -163,6 +183,7 @@ fn process(
         stats.ns_read += t.0;
         stats.ns_calib += t.1;
         stats.ns_peaks += t.2;
+        stats.ns_compress += t.3;
         match r {
             Ok((rec, hit, n)) => {
                 stats.processed += 1;

@@ -8,14 +8,13 @@ use super::router::Mailbox;
 use super::worker::CREDITS;
 use crate::config::{Config, SinkConfig};
 use crate::output::{
-    Batch, Compression, EventRecord, Frame, Layout as H5Layout, Peaks, RunMeta, Serializer,
+    Batch, Compression, EventRecord, Layout as H5Layout, Peaks, RunMeta, Serializer, StoredFrames,
 };
 use crate::serialize::{Fanout, Format, FormatOptions};
 use crate::transport::{
     Distribute, FileSink, MessageMeta, NngSink, NngSinkConfig, Pattern, Policy, Role, ZmqSink,
     ZmqSinkConfig,
 };
-use ndarray::Array2;
 use std::time::{Duration, Instant};
 
 fn parse_policy(
@@ -100,9 +99,48 @@ pub fn zmq_sink_config(s: &SinkConfig) -> anyhow::Result<(ZmqSinkConfig, FormatO
     Ok((c, opts))
 }
 
+/// When a partial batch must go out: `after` the oldest pending record arrived (live runs),
+/// or never.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushDeadline {
+    after: Option<Duration>,
+    since: Option<Instant>,
+}
+
+impl FlushDeadline {
+    pub fn new(after: Option<Duration>) -> Self {
+        Self { after, since: None }
+    }
+
+    /// Tells how many records are pending now (starts the clock when the first arrives).
+    pub fn pending(&mut self, n: usize) {
+        if n == 0 {
+            self.since = None;
+        } else if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// How long to wait for the next message; `None`: without limit.
+    pub fn wait(&self) -> Option<Duration> {
+        let (after, since) = (self.after?, self.since?);
+        Some(after.saturating_sub(since.elapsed()))
+    }
+
+    /// True when the pending records are due.
+    pub fn due(&self) -> bool {
+        self.wait().is_some_and(|w| w.is_zero())
+    }
+}
+
 /// Builds the configured sinks for writer `rank` (its index among writers).
 pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Fanout> {
-    let mut out = Fanout::default();
+    let compression: Compression = cfg
+        .output
+        .compression
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("output.compression: {e}"))?;
+    let mut out = Fanout::new(compression);
     for s in &cfg.output.sinks {
         match s {
             SinkConfig::Files { dir } => {
@@ -148,28 +186,13 @@ pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Fanout> {
     Ok(out)
 }
 
-fn to_record(r: RecordMsg) -> EventRecord {
-    let frame = r.frame.map(|f| match f {
-        FrameMsg::F32 { ss, fs, data } => Frame::F32(
-            Array2::from_shape_vec(
-                (ss as usize, fs as usize),
-                bytemuck::pod_collect_to_vec(&data),
-            )
-            .expect("frame size checked by the worker"),
-        ),
-        FrameMsg::U16 { ss, fs, data } => Frame::U16(
-            Array2::from_shape_vec(
-                (ss as usize, fs as usize),
-                bytemuck::pod_collect_to_vec(&data),
-            )
-            .expect("frame size checked by the worker"),
-        ),
-    });
+/// The record's event without its frame, and the frame (its stored chunk).
+fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>) {
     let [fs, ss, total_intensity, max_value, npix, snr, sigma] = r.peaks;
-    EventRecord {
+    let event = EventRecord {
         timestamp: r.timestamp,
         event_index: r.index,
-        frame,
+        frame: None,
         peaks: Peaks {
             fs,
             ss,
@@ -179,8 +202,39 @@ fn to_record(r: RecordMsg) -> EventRecord {
             snr,
             sigma,
         },
-        scalars: r.scalars,
+        fields: r.fields,
+    };
+    (event, r.frame)
+}
+
+/// The frames of a batch as stored chunks; `None` when its events carry none.
+fn stored_frames(frames: &[Option<FrameMsg>]) -> anyhow::Result<Option<StoredFrames<'_>>> {
+    let Some(Some(first)) = frames.first() else {
+        if frames.iter().any(Option::is_some) {
+            anyhow::bail!("a batch mixes events with and without frames");
+        }
+        return Ok(None);
+    };
+    let mut chunks = Vec::with_capacity(frames.len());
+    for f in frames {
+        match f {
+            Some(f) if (f.pixel, &f.dims, f.image) == (first.pixel, &first.dims, first.image) => {
+                chunks.push(&f.chunk[..])
+            }
+            other => anyhow::bail!(
+                "a batch mixes frames: {:?} {:?} and {:?}",
+                first.pixel,
+                first.dims,
+                other.as_ref().map(|f| (f.pixel, &f.dims))
+            ),
+        }
     }
+    Ok(Some(StoredFrames {
+        pixel: first.pixel,
+        dims: first.dims.iter().map(|&d| d as usize).collect(),
+        image: first.image,
+        chunks,
+    }))
 }
 
 /// Runs one writer until all its workers are done.
@@ -204,22 +258,29 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     }
     let mut ser = Serializer::default();
     let mut stats = WriterStats::default();
-    let mut pending: Vec<EventRecord> = Vec::new();
+    let mut pending: Vec<(EventRecord, Option<FrameMsg>)> = Vec::new();
     let mut seq = 0u64;
-    let mut flush = |events: Vec<EventRecord>, stats: &mut WriterStats| -> anyhow::Result<()> {
-        let n = events.len() as u64;
+    let mut flush = |records: Vec<(EventRecord, Option<FrameMsg>)>,
+                     stats: &mut WriterStats|
+     -> anyhow::Result<()> {
+        let n = records.len() as u64;
+        let t0 = Instant::now();
+        let (events, frames): (Vec<_>, Vec<_>) = records.into_iter().unzip();
         let batch = Batch {
             meta: meta.clone(),
             writer_rank: index,
             seq,
             events,
         };
-        let t0 = Instant::now();
-        let bytes = if sinks.needs_hdf5() {
-            Some(ser.serialize(&batch, h5layout, compression)?)
-        } else {
+        let stored = stored_frames(&frames)?;
+        let bytes = if !sinks.needs_hdf5() {
             None
+        } else if let Some(f) = &stored {
+            Some(ser.serialize_stored(&batch, f, h5layout, compression)?)
+        } else {
+            Some(ser.serialize(&batch, h5layout, compression)?)
         };
+        let encoded = sinks.encode(&batch, stored.as_ref())?;
         let t1 = Instant::now();
         let m = MessageMeta {
             run: meta.run,
@@ -227,7 +288,7 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             seq,
             events: n,
         };
-        sinks.send(&batch, bytes, &m)?;
+        sinks.send(bytes, encoded, &m)?;
         stats.ns_serialize += (t1 - t0).as_nanos() as u64;
         stats.ns_send += t1.elapsed().as_nanos() as u64;
         stats.batches += 1;
@@ -236,9 +297,20 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
         Ok(())
     };
     let mut done = 0;
+    let mut deadline = FlushDeadline::new(
+        cfg.source
+            .live
+            .then(|| Duration::from_secs_f64(cfg.source.live_flush)),
+    );
     while done < workers.len() {
-        match mb.recv()? {
-            Msg::Records { worker, records } => {
+        let msg = match deadline.wait() {
+            Some(w) => mb.recv_timeout(w)?,
+            None => Some(mb.recv()?),
+        };
+        match msg {
+            None => {}
+            Some(Msg::Records { worker, records }) => {
+                super::summary::count_missing(&mut stats.missing, &records);
                 pending.extend(records.into_iter().map(to_record));
                 mb.send(worker, Msg::Credit { n: 1 })?;
                 while pending.len() >= cfg.output.batch_size {
@@ -246,9 +318,13 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
                     flush(std::mem::replace(&mut pending, rest), &mut stats)?;
                 }
             }
-            Msg::WorkerDone { .. } => done += 1,
-            other => anyhow::bail!("writer {me}: unexpected message {other:?}"),
+            Some(Msg::WorkerDone { .. }) => done += 1,
+            Some(other) => anyhow::bail!("writer {me}: unexpected message {other:?}"),
         }
+        if deadline.due() && !pending.is_empty() {
+            flush(std::mem::take(&mut pending), &mut stats)?;
+        }
+        deadline.pending(pending.len());
     }
     if !pending.is_empty() {
         flush(std::mem::take(&mut pending), &mut stats)?;
@@ -260,4 +336,29 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     }
     mb.send(Layout::COORDINATOR, Msg::WriterDone { writer: me, stats })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlushDeadline;
+    use std::time::Duration;
+
+    #[test]
+    fn flush_deadline_runs_from_the_oldest_pending_record() {
+        let mut never = FlushDeadline::new(None);
+        never.pending(3);
+        assert_eq!((never.wait(), never.due()), (None, false));
+        let mut d = FlushDeadline::new(Some(Duration::from_millis(30)));
+        assert_eq!(d.wait(), None);
+        d.pending(1);
+        let first = d.wait().unwrap();
+        assert!(first <= Duration::from_millis(30) && !d.due());
+        std::thread::sleep(Duration::from_millis(15));
+        d.pending(2);
+        assert!(d.wait().unwrap() <= Duration::from_millis(15));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(d.due());
+        d.pending(0);
+        assert_eq!((d.wait(), d.due()), (None, false));
+    }
 }

@@ -1,16 +1,22 @@
 //! CXI layout (CrystFEL / Cheetah conventions).
 //!
-//! `/cxi_version` = 140; `/entry_1/data_1/data` `(B, ss, fs)` frames; `/entry_1/result_1/nPeaks`
+//! `/cxi_version` = 140; `/entry_1/data_1/data` `(B, ss, fs)` frames, or assembled images as
+//! `/entry_1/image_1/data` `(B, C, H, W)` / `(B, H, W)`; `/entry_1/result_1/nPeaks`
 //! int32 `(B,)` and `peakXPosRaw` (fs), `peakYPosRaw` (ss), `peakTotalIntensity`,
 //! `peakMaximumValue`, `peakNPixels`, `peakSNR`, `peakSigma` float32 `(B, W)` with `W >= nPeaks`,
 //! unused slots 0; `/LCLS/timestamp` u64, `/LCLS/event_index` u64, `/LCLS/run` u32,
-//! `/LCLS/experiment` string and one float64 `/LCLS/<name>` per scalar, all `(B,)`;
-//! `/LCLS/detector_1/segments` u32 the detector's segment ids in slab order.
+//! `/LCLS/experiment` string, all `(B,)`; every field (`hit`, `n_peaks`, selected data) as
+//! `/LCLS/<name>` (see `fields` for types, presence flags and the ragged layout), with the
+//! run's CXI aliases (e.g. `/LCLS/photon_energy_eV`, `/LCLS/detector_1/EncoderValue`) as hard
+//! links to the same dataset; `/LCLS/detector_1/segments` u32 the detector's segment ids in
+//! slab order.
 
 use hdf5::types::VarLenUnicode;
 use ndarray::Array1;
 
-use super::{Checked, Compression, OutputError, peak_arrays, write_event_ids, write_frames};
+use super::{
+    Checked, Compression, OutputError, fields, peak_arrays, write_event_ids, write_frames,
+};
 
 pub(crate) fn write(
     file: &hdf5::File,
@@ -24,7 +30,8 @@ pub(crate) fn write(
         .create("cxi_version")?;
     let entry = file.create_group("entry_1")?;
     if let Some(frames) = c.frames {
-        let data = entry.create_group("data_1")?;
+        // Assembled images go where CXI keeps them, apart from the slab frames.
+        let data = entry.create_group(if frames.image { "image_1" } else { "data_1" })?;
         write_frames(&data, "data", frames, compression, chunks)?;
     }
     let result = entry.create_group("result_1")?;
@@ -51,9 +58,13 @@ pub(crate) fn write(
     lcls.new_dataset_builder()
         .with_data(&Array1::from_elem(events.len(), exp))
         .create("experiment")?;
-    for (k, name) in c.scalar_names.iter().enumerate() {
-        let v = Array1::from_iter(events.iter().map(|e| e.scalars[k].1));
-        lcls.new_dataset_builder().with_data(&v).create(*name)?;
-    }
+    let aliases = &c.batch.meta.cxi_aliases;
+    fields::write(&lcls, events, &|name| {
+        aliases
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, path)| path.clone())
+            .collect()
+    })?;
     Ok(())
 }

@@ -5,11 +5,13 @@
 //! chunk; the chunks are compressed in parallel (rayon) by our own encoders and stored with
 //! `H5Dwrite_chunk`, while the dataset's filter pipeline names the filter so any reader decodes
 //! them. Every image carries root attributes `writer_rank`, `seq`, `n_events`, `experiment`,
-//! `run`, `source`, `software_version`, `scalar_names` (JSON list) and one `param.<name>` string per parameter.
+//! `run`, `source`, `software_version`, `field_names` (JSON list), one `param.<name>` string per
+//! parameter and one `data.<name>` per run-level selected value.
 
 pub mod batch;
 pub mod bitshuffle;
 mod cxi;
+mod fields;
 pub mod filters;
 pub mod h5image;
 mod lclstreamer_layout;
@@ -21,7 +23,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use batch::{Batch, EventRecord, Frame, Peaks, RunMeta};
+pub use batch::{Batch, Dtype, EventRecord, Field, Frame, Peaks, Presence, RunMeta, Value};
+pub use fields::SUFFIXES as FIELD_SUFFIXES;
 pub use filters::Compression;
 pub use read::read_batch;
 
@@ -66,6 +69,76 @@ impl FromStr for Layout {
     }
 }
 
+/// Pixel type of frames stored as chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PixelType {
+    F32,
+    U16,
+    F16,
+}
+
+impl PixelType {
+    /// Bytes per pixel.
+    pub fn size(self) -> usize {
+        match self {
+            PixelType::F32 => 4,
+            PixelType::U16 | PixelType::F16 => 2,
+        }
+    }
+
+    /// The element type name the layouts use.
+    pub fn kind(self) -> &'static str {
+        match self {
+            PixelType::F32 => "float32",
+            PixelType::U16 => "uint16",
+            PixelType::F16 => "float16",
+        }
+    }
+}
+
+/// A batch's frames already filtered into their HDF5 chunks (one per event, in event order,
+/// made with the batch's compression), as workers send them; stored without recompression.
+#[derive(Debug, Clone)]
+pub struct StoredFrames<'a> {
+    pub pixel: PixelType,
+    /// Axes of one frame: `(ss, fs)`, or an image's `(C, H, W)` / `(H, W)`.
+    pub dims: Vec<usize>,
+    pub image: bool,
+    pub chunks: Vec<&'a [u8]>,
+}
+
+impl StoredFrames<'_> {
+    /// Checks what can be checked cheaply: the chunk count, and the pixel count a chunk
+    /// declares (stored size without compression, the bitshuffle header's size otherwise).
+    fn check(&self, events: usize, compression: Compression) -> Result<(), OutputError> {
+        let bad = |m: String| Err(OutputError::InvalidBatch(m));
+        if self.chunks.len() != events {
+            return bad(format!(
+                "{} frame chunks for {events} events",
+                self.chunks.len()
+            ));
+        }
+        let frame_bytes = self.dims.iter().product::<usize>() * self.pixel.size();
+        for (i, c) in self.chunks.iter().enumerate() {
+            let declared = match compression {
+                Compression::None => Some(c.len()),
+                Compression::BitshuffleLz4 | Compression::BitshuffleZstd { .. } => c
+                    .get(..8)
+                    .map(|h| u64::from_be_bytes(h.try_into().expect("8 bytes")) as usize),
+                _ => continue,
+            };
+            if declared != Some(frame_bytes) {
+                return bad(format!(
+                    "event {i}: frame chunk holds {declared:?} bytes of pixels, a {:?} {} frame is {frame_bytes}",
+                    self.dims,
+                    self.pixel.kind()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Serialises `batch` into the bytes of an HDF5 file image.
 pub fn serialize(
     batch: &Batch,
@@ -84,12 +157,34 @@ pub struct Serializer {
     pub min_peak_width: usize,
 }
 
+/// One event's frame as the batch's frame dataset stores it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FrameSpec<'a> {
+    /// Axes after the event axis: `(ss, fs)`, or an image's `(C, H, W)` / `(H, W)`.
+    pub dims: &'a [usize],
+    pub elem_size: usize,
+    /// `float32`, `uint16` or `float16`.
+    pub kind: &'static str,
+    pub image: bool,
+}
+
+impl<'a> FrameSpec<'a> {
+    fn of(f: &'a Frame) -> Self {
+        FrameSpec {
+            dims: f.dims(),
+            elem_size: f.elem_size(),
+            kind: f.kind(),
+            image: f.is_image(),
+        }
+    }
+}
+
 /// What the layouts need after validation.
 pub(crate) struct Checked<'a> {
     pub batch: &'a Batch,
-    /// `(ss, fs, elem_size, kind)` when the batch carries frames.
-    pub frames: Option<(usize, usize, usize, &'static str)>,
-    pub scalar_names: Vec<&'a str>,
+    /// The frames' shape and type when the batch carries frames.
+    pub frames: Option<FrameSpec<'a>>,
+    pub field_names: Vec<&'a str>,
     pub peak_width: usize,
 }
 
@@ -98,17 +193,12 @@ fn check(batch: &Batch, min_peak_width: usize) -> Result<Checked<'_>, OutputErro
     let Some(first) = batch.events.first() else {
         return bad("batch has no events".into());
     };
-    let frames = first
-        .frame
-        .as_ref()
-        .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
-    let scalar_names: Vec<&str> = first.scalars.iter().map(|(n, _)| n.as_str()).collect();
+    let frames = first.frame.as_ref().map(FrameSpec::of);
+    let field_names: Vec<&str> = first.fields.iter().map(|f| f.name.as_str()).collect();
+    fields::check(&batch.events)?;
     let mut peak_width = min_peak_width.max(1);
     for (i, ev) in batch.events.iter().enumerate() {
-        let this = ev
-            .frame
-            .as_ref()
-            .map(|f| (f.shape().0, f.shape().1, f.elem_size(), f.kind()));
+        let this = ev.frame.as_ref().map(FrameSpec::of);
         if this != frames {
             return bad(format!(
                 "event {i} (index {}) has frame {this:?}, event 0 has {frames:?}: all events of a batch \
@@ -126,22 +216,11 @@ fn check(batch: &Batch, min_peak_width: usize) -> Result<Checked<'_>, OutputErro
             return bad(format!("event {i}: peak columns have different lengths"));
         }
         peak_width = peak_width.max(p.len());
-        if ev.scalars.len() != scalar_names.len()
-            || ev
-                .scalars
-                .iter()
-                .zip(&scalar_names)
-                .any(|((a, _), b)| a != b)
-        {
-            return bad(format!(
-                "event {i}: scalar names differ from event 0's {scalar_names:?}"
-            ));
-        }
     }
     Ok(Checked {
         batch,
         frames,
-        scalar_names,
+        field_names,
         peak_width,
     })
 }
@@ -157,7 +236,7 @@ impl Serializer {
         filters::register_filters().map_err(OutputError::Filter)?;
         let checked = check(batch, self.min_peak_width)?;
         let n = batch.events.len();
-        if let Some((_, _, es, _)) = checked.frames
+        if let Some(FrameSpec { elem_size: es, .. }) = checked.frames
             && compression != Compression::None
         {
             if self.chunks.len() < n {
@@ -186,17 +265,51 @@ impl Serializer {
                 .collect(),
             Some(_) => self.chunks[..n].iter().map(|(b, len)| &b[..*len]).collect(),
         };
-        let chunks = &chunks[..];
-        let image = h5image::MemFile::create(image_capacity(&checked, chunks), 1 << 20)?;
-        let file = image.file();
-        write_root_attrs(file, batch)?;
-        match layout {
-            Layout::Cxi => cxi::write(file, &checked, compression, chunks)?,
-            Layout::Lclstreamer => lclstreamer_layout::write(file, &checked, compression, chunks)?,
-        }
-        let bytes = image.finish()?;
-        Ok(bytes)
+        assemble(&checked, layout, compression, &chunks)
     }
+
+    /// Serialises `batch`, whose events carry no frames, with `frames` as its frames: the
+    /// chunks are written as they are (direct chunk writes), so nothing is recompressed.
+    pub fn serialize_stored(
+        &mut self,
+        batch: &Batch,
+        frames: &StoredFrames,
+        layout: Layout,
+        compression: Compression,
+    ) -> Result<Vec<u8>, OutputError> {
+        filters::register_filters().map_err(OutputError::Filter)?;
+        let mut checked = check(batch, self.min_peak_width)?;
+        if checked.frames.is_some() {
+            return Err(OutputError::InvalidBatch(
+                "events carry frames besides the stored chunks".into(),
+            ));
+        }
+        frames.check(batch.events.len(), compression)?;
+        checked.frames = Some(FrameSpec {
+            dims: &frames.dims,
+            elem_size: frames.pixel.size(),
+            kind: frames.pixel.kind(),
+            image: frames.image,
+        });
+        assemble(&checked, layout, compression, &frames.chunks)
+    }
+}
+
+/// Writes a checked batch and its frame chunks into a new file image.
+fn assemble(
+    checked: &Checked,
+    layout: Layout,
+    compression: Compression,
+    chunks: &[&[u8]],
+) -> Result<Vec<u8>, OutputError> {
+    let image = h5image::MemFile::create(image_capacity(checked, chunks), 1 << 20)?;
+    let file = image.file();
+    write_root_attrs(file, checked.batch)?;
+    match layout {
+        Layout::Cxi => cxi::write(file, checked, compression, chunks)?,
+        Layout::Lclstreamer => lclstreamer_layout::write(file, checked, compression, chunks)?,
+    }
+    image.finish()
 }
 
 /// Bytes reserved for a batch image up front: the frame chunks, the per-event arrays and room
@@ -204,7 +317,15 @@ impl Serializer {
 fn image_capacity(c: &Checked, chunks: &[&[u8]]) -> usize {
     let b = c.batch.events.len();
     let frames: usize = chunks.iter().map(|c| c.len()).sum();
-    let per_event = 8 * c.peak_width * 4 + (c.scalar_names.len() + 8) * 8;
+    let values: usize = c.batch.events[0]
+        .fields
+        .iter()
+        .map(|f| match &f.value {
+            Value::Num { data, .. } => data.len() + 8,
+            Value::Str(s) => s.len() + 16,
+        })
+        .sum();
+    let per_event = 8 * c.peak_width * 4 + values + (c.field_names.len() + 8) * 8;
     frames + b * (per_event + 64) + (2 << 20)
 }
 
@@ -226,10 +347,10 @@ fn write_root_attrs(file: &hdf5::File, batch: &Batch) -> Result<(), OutputError>
     let names: Vec<&str> = batch
         .events
         .first()
-        .map(|e| e.scalars.iter().map(|(n, _)| n.as_str()).collect())
+        .map(|e| e.fields.iter().map(|f| f.name.as_str()).collect())
         .unwrap_or_default();
     let names = serde_json::to_string(&names).expect("strings serialise");
-    strs.push(("scalar_names".to_string(), names.as_str()));
+    strs.push(("field_names".to_string(), names.as_str()));
     strs.extend(
         m.parameters
             .iter()
@@ -241,6 +362,7 @@ fn write_root_attrs(file: &hdf5::File, batch: &Batch) -> Result<(), OutputError>
             .map_err(|e| OutputError::InvalidBatch(format!("attribute {name}: {e}")))?;
         scalar_attr(file, &name, v)?;
     }
+    fields::write_run_values(file, &m.values)?;
     Ok(())
 }
 
@@ -255,7 +377,6 @@ pub(crate) fn scalar_attr<T: hdf5::H5Type>(
     Ok(())
 }
 
-/// Creates the frame dataset `(B, ss, fs)` with one frame per chunk and stores the compressed chunks.
 /// Per-event `timestamp`, `event_index` and `run` datasets in `group`.
 pub(crate) fn write_event_ids(group: &hdf5::Group, c: &Checked<'_>) -> Result<(), OutputError> {
     let events = &c.batch.events;
@@ -274,29 +395,37 @@ pub(crate) fn write_event_ids(group: &hdf5::Group, c: &Checked<'_>) -> Result<()
     Ok(())
 }
 
+/// Creates the frame dataset `(B, ...)` with one frame per chunk and stores the compressed chunks.
 pub(crate) fn write_frames(
     group: &hdf5::Group,
     name: &str,
-    frames: (usize, usize, usize, &'static str),
+    frames: FrameSpec<'_>,
     compression: Compression,
     chunks: &[&[u8]],
 ) -> Result<hdf5::Dataset, OutputError> {
-    let (ss, fs, es, kind) = frames;
     let b = chunks.len();
+    let shape: Vec<usize> = std::iter::once(b)
+        .chain(frames.dims.iter().copied())
+        .collect();
+    let chunk: Vec<usize> = std::iter::once(1)
+        .chain(frames.dims.iter().copied())
+        .collect();
     let builder = group.new_dataset_builder();
-    let mut builder = if kind == "float32" {
-        builder.empty::<f32>()
-    } else {
-        builder.empty::<u16>()
+    let mut builder = match frames.kind {
+        "float32" => builder.empty::<f32>(),
+        "float16" => builder.empty::<half::f16>(),
+        _ => builder.empty::<u16>(),
     }
-    .shape([b, ss, fs])
-    .chunk([1, ss, fs]);
-    if let Some((id, cd)) = compression.pipeline(es) {
+    .shape(shape)
+    .chunk(chunk);
+    if let Some((id, cd)) = compression.pipeline(frames.elem_size) {
         builder = builder.add_filter(id, &cd);
     }
     let ds = builder.create(name)?;
+    let mut at = vec![0u64; frames.dims.len() + 1];
     for (i, c) in chunks.iter().enumerate() {
-        h5image::write_chunk(&ds, &[i as u64, 0, 0], c)?;
+        at[0] = i as u64;
+        h5image::write_chunk(&ds, &at, c)?;
     }
     Ok(ds)
 }
@@ -326,4 +455,48 @@ pub(crate) fn peak_arrays(
         })
         .collect();
     (n, cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use batch::{ExampleKind, example_batch};
+
+    fn frames(chunks: Vec<&[u8]>) -> StoredFrames<'_> {
+        StoredFrames {
+            pixel: PixelType::F32,
+            dims: vec![10, 8],
+            image: false,
+            chunks,
+        }
+    }
+
+    #[test]
+    fn stored_chunks_that_do_not_fit_the_batch_are_refused_by_name() {
+        let mut b = example_batch(2, 10, 8, ExampleKind::NoFrame, 1);
+        b.events.iter_mut().for_each(|e| e.frame = None);
+        let mut ser = Serializer::default();
+        let px = vec![0u8; 10 * 8 * 4];
+        let mut chunk = Vec::new();
+        Compression::BitshuffleLz4
+            .encode_chunk(&px, 4, &mut chunk)
+            .unwrap();
+        let ok = frames(vec![&chunk, &chunk]);
+        assert!(
+            ser.serialize_stored(&b, &ok, Layout::Cxi, Compression::BitshuffleLz4)
+                .is_ok()
+        );
+        let short = frames(vec![&chunk]);
+        let e = ser.serialize_stored(&b, &short, Layout::Cxi, Compression::BitshuffleLz4);
+        assert!(format!("{}", e.unwrap_err()).contains("1 frame chunks for 2 events"));
+        let wrong = StoredFrames {
+            dims: vec![10, 9],
+            image: false,
+            ..ok.clone()
+        };
+        let e = ser.serialize_stored(&b, &wrong, Layout::Cxi, Compression::BitshuffleLz4);
+        assert!(format!("{}", e.unwrap_err()).contains("event 0: frame chunk holds Some(320)"));
+        let e = ser.serialize_stored(&b, &ok, Layout::Cxi, Compression::None);
+        assert!(format!("{}", e.unwrap_err()).contains("event 0"));
+    }
 }

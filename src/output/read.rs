@@ -5,7 +5,7 @@ use hdf5::{Dataset, File, Group};
 use ndarray::Array2;
 
 use super::batch::{Batch, EventRecord, Frame, Peaks, RunMeta};
-use super::{Layout, OutputError, h5image, lclstreamer_layout::frame_key};
+use super::{Layout, OutputError, fields, h5image, lclstreamer_layout::frame_key};
 
 /// Stream identity of a batch image (root attributes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +73,11 @@ pub fn read_batch(bytes: &[u8]) -> Result<(Batch, Layout), OutputError> {
             .and_then(|a| a.read_raw::<u32>())
             .map_err(|e| OutputError::Malformed(format!("root attribute segments: {e}")))?,
         parameters,
+        values: fields::read_run_values(&file)?,
+        cxi_aliases: Vec::new(),
     };
-    let scalar_names: Vec<String> = serde_json::from_str(&str_attr(&file, "scalar_names")?)
-        .map_err(|e| OutputError::Malformed(format!("scalar_names: {e}")))?;
+    let field_names: Vec<String> = serde_json::from_str(&str_attr(&file, "field_names")?)
+        .map_err(|e| OutputError::Malformed(format!("field_names: {e}")))?;
     let layout = if file.link_exists("entry_1") {
         Layout::Cxi
     } else {
@@ -151,10 +153,7 @@ pub fn read_batch(bytes: &[u8]) -> Result<(Batch, Layout), OutputError> {
     }
     let ts = read_vec::<u64>(&per_event, "timestamp", n)?;
     let idx = read_vec::<u64>(&per_event, "event_index", n)?;
-    let scalars: Vec<Vec<f64>> = scalar_names
-        .iter()
-        .map(|s| read_vec::<f64>(&per_event, s, n))
-        .collect::<Result<_, _>>()?;
+    let mut fields = fields::read(&per_event, &field_names, n)?.into_iter();
     let events = frames
         .into_iter()
         .enumerate()
@@ -174,11 +173,7 @@ pub fn read_batch(bytes: &[u8]) -> Result<(Batch, Layout), OutputError> {
                     snr: col(5),
                     sigma: col(6),
                 },
-                scalars: scalar_names
-                    .iter()
-                    .zip(&scalars)
-                    .map(|(s, v)| (s.clone(), v[i]))
-                    .collect(),
+                fields: fields.next().unwrap_or_default(),
             }
         })
         .collect();

@@ -5,7 +5,7 @@
 use minicbor::data::{Tag, Type};
 use minicbor::{Decoder, Encoder};
 
-use crate::output::Peaks;
+use crate::output::{Peaks, PixelType};
 use crate::transport::EndOfStream;
 
 /// Tag of an RFC 8746 row-major multi-dimensional array.
@@ -13,12 +13,12 @@ pub const TAG_MULTI_DIM: u64 = 40;
 /// Tag of DECTRIS compressed bytes `[algorithm, modifier, bytes]`.
 pub const TAG_DECTRIS_COMPRESSION: u64 = 56500;
 
-/// RFC 8746 typed-array tag of little-endian `float32` (85) or `uint16` (69).
-pub fn typed_array_tag(dtype: &str) -> u64 {
-    match dtype {
-        "float32" => 85,
-        "uint16" => 69,
-        other => unreachable!("no typed array tag for {other}"),
+/// RFC 8746 typed-array tag of little-endian pixels: `float32` 85, `uint16` 69, `float16` 84.
+pub fn typed_array_tag(pixel: PixelType) -> u64 {
+    match pixel {
+        PixelType::F32 => 85,
+        PixelType::U16 => 69,
+        PixelType::F16 => 84,
     }
 }
 

@@ -1,33 +1,48 @@
 //! A writer's sinks with their formats: each batch is encoded once per format in use and the
-//! messages handed to every sink of that format.
+//! messages handed to every sink of that format (moved to the last one, copied for the others).
 
-use std::collections::HashMap;
-
-use super::{EventEncoder, Format, FormatOptions};
-use crate::output::Batch;
+use super::{EventEncoder, Format, FormatOptions, Message};
+use crate::output::{Batch, Compression, StoredFrames};
 use crate::transport::{MessageMeta, Sink, SinkStats, TransportError};
 
 /// Sinks and the encoders of the event formats they use.
 #[derive(Default)]
 pub struct Fanout {
-    sinks: Vec<(String, FormatOptions, Box<dyn Sink>)>,
+    /// Name, options, index of its encoder (`None`: HDF5), sink.
+    sinks: Vec<(String, FormatOptions, Option<usize>, Box<dyn Sink>)>,
     /// One encoder per distinct options (format, prefix, photon energy).
     encoders: Vec<(FormatOptions, EventEncoder)>,
+    /// The compression of the stored frame chunks handed to [`Self::send`].
+    compression: Compression,
 }
 
 impl Fanout {
+    /// Sinks for frames stored with `compression` (the job's `output.compression`).
+    pub fn new(compression: Compression) -> Self {
+        Fanout {
+            compression,
+            ..Default::default()
+        }
+    }
+
     /// Adds a sink named `name` that takes messages of `opts.format`.
     pub fn push(&mut self, name: String, opts: FormatOptions, sink: Box<dyn Sink>) {
-        if opts.format != Format::Hdf5 && !self.encoders.iter().any(|(o, _)| *o == opts) {
+        let enc = (opts.format != Format::Hdf5).then(|| {
             self.encoders
-                .push((opts.clone(), EventEncoder::new(opts.clone())));
-        }
-        self.sinks.push((name, opts, sink));
+                .iter()
+                .position(|(o, _)| *o == opts)
+                .unwrap_or_else(|| {
+                    self.encoders
+                        .push((opts.clone(), EventEncoder::new(opts.clone())));
+                    self.encoders.len() - 1
+                })
+        });
+        self.sinks.push((name, opts, enc, sink));
     }
 
     /// Whether any sink takes HDF5 batch images.
     pub fn needs_hdf5(&self) -> bool {
-        self.sinks.iter().any(|(_, o, _)| o.format == Format::Hdf5)
+        self.sinks.iter().any(|(_, _, e, _)| e.is_none())
     }
 
     /// Number of sinks.
@@ -40,43 +55,53 @@ impl Fanout {
         self.sinks.is_empty()
     }
 
-    /// Hands `batch` to every sink: `hdf5` (its image, when [`Self::needs_hdf5`]) to the HDF5
-    /// sinks, the encoded event messages to the others.
-    pub fn send(
+    /// Encodes `batch` (frames: the events' own, else `stored`) for every event format in use.
+    pub fn encode(
         &mut self,
         batch: &Batch,
+        stored: Option<&StoredFrames>,
+    ) -> anyhow::Result<Vec<Vec<Message>>> {
+        let c = self.compression;
+        self.encoders
+            .iter_mut()
+            .map(|(o, enc)| {
+                enc.encode(batch, stored, c)
+                    .map_err(|e| anyhow::anyhow!("format {:?}: {e}", o.format))
+            })
+            .collect()
+    }
+
+    /// Hands `hdf5` (the batch image, when [`Self::needs_hdf5`]) to the HDF5 sinks and the
+    /// `encoded` messages of [`Self::encode`] to the others.
+    pub fn send(
+        &mut self,
         hdf5: Option<Vec<u8>>,
+        mut encoded: Vec<Vec<Message>>,
         meta: &MessageMeta,
     ) -> anyhow::Result<()> {
-        let mut encoded = HashMap::new();
-        for (i, (opts, enc)) in self.encoders.iter_mut().enumerate() {
-            encoded.insert(i, (opts.clone(), enc.encode(batch)?));
-        }
-        let last_hdf5 = self
-            .sinks
-            .iter()
-            .rposition(|(_, o, _)| o.format == Format::Hdf5);
+        let last_user = |k: usize, e: Option<usize>, sinks: &[(_, _, Option<usize>, _)]| {
+            sinks[k + 1..].iter().all(|s| s.2 != e)
+        };
         let mut hdf5 = hdf5;
-        for (k, (name, opts, sink)) in self.sinks.iter_mut().enumerate() {
+        for k in 0..self.sinks.len() {
+            let last = last_user(k, self.sinks[k].2, &self.sinks);
+            let (name, _, enc, sink) = &mut self.sinks[k];
             let ctx = |e: TransportError| anyhow::anyhow!("sink {name}: {e}");
-            if opts.format == Format::Hdf5 {
-                let bytes = if Some(k) == last_hdf5 {
-                    hdf5.take()
-                } else {
-                    hdf5.clone()
-                }
-                .ok_or_else(|| anyhow::anyhow!("sink {name}: no HDF5 image was built"))?;
+            let Some(e) = *enc else {
+                let bytes = if last { hdf5.take() } else { hdf5.clone() }
+                    .ok_or_else(|| anyhow::anyhow!("sink {name}: no HDF5 image was built"))?;
                 sink.send(bytes, meta).map_err(ctx)?;
                 continue;
-            }
-            let (_, msgs) = encoded
-                .values()
-                .find(|(o, _)| o == opts)
-                .expect("an encoder per event format");
+            };
+            let msgs = if last {
+                std::mem::take(&mut encoded[e])
+            } else {
+                encoded[e].clone()
+            };
             for m in msgs {
                 match &m.meta {
                     None => sink.send_control(&m.bytes).map_err(ctx)?,
-                    Some(meta) => sink.send(m.bytes.clone(), meta).map_err(ctx)?,
+                    Some(meta) => sink.send(m.bytes, meta).map_err(ctx)?,
                 }
             }
         }
@@ -86,7 +111,7 @@ impl Fanout {
     /// Finishes every sink (end-of-stream) and returns its name and counts.
     pub fn finish(&mut self) -> anyhow::Result<Vec<(String, SinkStats)>> {
         let mut out = Vec::new();
-        for (name, _, sink) in &mut self.sinks {
+        for (name, _, _, sink) in &mut self.sinks {
             let st = sink
                 .finish()
                 .map_err(|e| anyhow::anyhow!("sink {name}: {e}"))?;

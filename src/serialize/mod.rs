@@ -10,18 +10,24 @@
 
 mod cbor;
 pub mod fanout;
+pub mod frames;
 pub mod msgpack;
 pub mod simplon;
 pub mod stream2;
 
+use std::cell::RefCell;
 use std::str::FromStr;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::output::{Batch, EventRecord, Frame, OutputError, read::image_info};
-
+use crate::output::bitshuffle::BlockEncoder;
+use crate::output::{
+    Batch, Compression, EventRecord, OutputError, Presence, RunMeta, StoredFrames, read::image_info,
+};
 use crate::transport::{EndOfStream, MessageMeta};
 pub use fanout::Fanout;
+pub use frames::{FrameData, FrameRef};
 
 /// Message format of a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -60,27 +66,42 @@ pub struct FormatOptions {
     /// Simplon only: prefix each message with one byte, `c` (start, end) or `m` (image), as
     /// LCLStreamer releases before PR #51 did.
     pub simplon_prefix: bool,
-    /// Photon energy (eV) used when an event has no `photon_energy_eV` scalar; without either,
-    /// the energy and wavelength keys are left out.
+    /// Photon energy (eV) for events without their own (see [`photon_energy`]); without
+    /// either, the energy and wavelength keys are left out.
     pub photon_energy_ev: Option<f64>,
 }
 
 /// hc in eV·Å: wavelength (Å) = `HC_EV_ANGSTROM` / energy (eV).
 pub const HC_EV_ANGSTROM: f64 = 12_398.419_843_320_026;
 
-/// Name of the per-event scalar holding the photon energy in eV.
-pub const PHOTON_ENERGY_SCALAR: &str = "photon_energy_eV";
+/// Name under which the photon energy (eV) is sent, and of a field read as one.
+pub const PHOTON_ENERGY_KEY: &str = "photon_energy_eV";
 
-/// A per-event number by name (the one place serializers read event scalars).
-pub fn scalar(ev: &EventRecord, name: &str) -> Option<f64> {
-    ev.scalars.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+/// The field carrying the photon energy: the one with `role: photon_energy_eV` (the CXI alias
+/// of that role), else one named `photon_energy_eV`.
+pub fn photon_energy_field(meta: &RunMeta) -> &str {
+    meta.cxi_aliases
+        .iter()
+        .find(|(_, alias)| alias == PHOTON_ENERGY_KEY)
+        .map_or(PHOTON_ENERGY_KEY, |(name, _)| name.as_str())
 }
 
-/// The event's photon energy (eV): its scalar, else the configured value.
-pub fn photon_energy(ev: &EventRecord, opts: &FormatOptions) -> Option<f64> {
-    scalar(ev, PHOTON_ENERGY_SCALAR)
+/// The event's photon energy (eV): its photon-energy field when present, finite and positive,
+/// else the sink's `photon_energy_ev`.
+pub fn photon_energy(meta: &RunMeta, ev: &EventRecord, opts: &FormatOptions) -> Option<f64> {
+    ev.scalar(photon_energy_field(meta))
         .filter(|e| e.is_finite() && *e > 0.0)
         .or(opts.photon_energy_ev)
+}
+
+/// The event's present numeric scalar fields other than the photon energy, by name.
+pub(crate) fn scalar_fields<'e>(meta: &RunMeta, ev: &'e EventRecord) -> Vec<(&'e str, f64)> {
+    let energy = photon_energy_field(meta);
+    ev.fields
+        .iter()
+        .filter(|f| f.name != energy && f.presence != Presence::Missing)
+        .filter_map(|f| Some((f.name.as_str(), f.value.as_f64()?)))
+        .collect()
 }
 
 /// One message to send: a series start (not counted as data) or a data message.
@@ -91,12 +112,25 @@ pub struct Message {
     pub bytes: Vec<u8>,
 }
 
+/// Per-thread buffers of the encoders (frames are encoded on the rayon pool).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub enc: BlockEncoder,
+    /// Decompressed pixels.
+    pub raw: Vec<u8>,
+    /// A recompressed chunk.
+    pub chunk: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
 /// Turns batches into the messages of one event format (not HDF5, which `output` builds).
 pub struct EventEncoder {
     opts: FormatOptions,
     next_seq: u64,
     started: bool,
-    scratch: crate::output::bitshuffle::BlockEncoder,
 }
 
 impl EventEncoder {
@@ -110,55 +144,66 @@ impl EventEncoder {
             opts,
             next_seq: 0,
             started: false,
-            scratch: Default::default(),
         }
     }
 
     /// The messages for `batch`: the series start before the first batch (stream2, simplon),
-    /// then one data message per event.
-    pub fn encode(&mut self, batch: &Batch) -> Result<Vec<Message>, OutputError> {
+    /// then one data message per event. Each event's frame is its own, else its chunk of
+    /// `stored` (made with `compression`). Events are encoded in parallel.
+    pub fn encode(
+        &mut self,
+        batch: &Batch,
+        stored: Option<&StoredFrames>,
+        compression: Compression,
+    ) -> Result<Vec<Message>, OutputError> {
+        let frames = batch
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| FrameRef::of(ev, i, stored, compression))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::with_capacity(batch.events.len() + 1);
-        if !self.started {
+        if !self.started
+            && let Some(first) = frames.first()
+        {
             self.started = true;
             let start = match self.opts.format {
-                Format::Stream2 => Some(stream2::start(batch, &self.opts)?),
-                Format::Simplon => Some(simplon::start(batch, &self.opts)?),
+                Format::Stream2 => Some(stream2::start(batch, first, &self.opts)),
+                Format::Simplon => Some(simplon::start(batch, first, &self.opts)),
                 _ => None,
             };
             if let Some(bytes) = start {
                 out.push(Message { meta: None, bytes });
             }
         }
-        for ev in &batch.events {
-            let frame = ev.frame.as_ref().ok_or_else(|| {
-                OutputError::InvalidBatch(format!(
-                    "event {} has no frame: format {:?} sends one frame per message (processing.send \
-                     must not be none)",
-                    ev.event_index, self.opts.format
-                ))
-            })?;
-            let seq = self.next_seq;
-            let bytes = match self.opts.format {
-                Format::Stream2 => {
-                    stream2::image(batch, ev, frame, seq, &self.opts, &mut self.scratch)?
-                }
-                Format::Simplon => {
-                    simplon::image(batch, ev, frame, seq, &self.opts, &mut self.scratch)?
-                }
-                Format::Msgpack => msgpack::image(batch, ev, frame, seq, &self.opts),
-                Format::Hdf5 => unreachable!("checked in new"),
-            };
-            self.next_seq += 1;
-            out.push(Message {
-                meta: Some(MessageMeta {
-                    run: batch.meta.run,
-                    writer_rank: batch.writer_rank,
-                    seq,
-                    events: 1,
-                }),
-                bytes,
-            });
-        }
+        let base = self.next_seq;
+        let opts = &self.opts;
+        let encoded = batch
+            .events
+            .par_iter()
+            .zip(&frames)
+            .enumerate()
+            .map(|(i, (ev, frame))| {
+                let seq = base + i as u64;
+                let bytes = SCRATCH.with_borrow_mut(|s| match opts.format {
+                    Format::Stream2 => stream2::image(batch, ev, frame, seq, opts, s),
+                    Format::Simplon => simplon::image(batch, ev, frame, seq, opts, s),
+                    Format::Msgpack => msgpack::image(batch, ev, frame, seq, opts, s),
+                    Format::Hdf5 => unreachable!("checked in new"),
+                })?;
+                Ok(Message {
+                    meta: Some(MessageMeta {
+                        run: batch.meta.run,
+                        writer_rank: batch.writer_rank,
+                        seq,
+                        events: 1,
+                    }),
+                    bytes,
+                })
+            })
+            .collect::<Result<Vec<_>, OutputError>>()?;
+        self.next_seq += encoded.len() as u64;
+        out.extend(encoded);
         Ok(out)
     }
 }
@@ -171,33 +216,6 @@ pub fn end_message(format: Format, opts_prefix: bool, eos: &EndOfStream) -> Vec<
         Format::Simplon => simplon::end(eos, opts_prefix),
         Format::Msgpack => msgpack::end(eos),
     }
-}
-
-/// Frame pixels as little-endian bytes with their element size and numpy-style dtype names.
-pub(crate) struct Pixels<'a> {
-    pub bytes: &'a [u8],
-    pub elem_size: usize,
-    /// `float32` / `uint16`.
-    pub dtype: &'static str,
-}
-
-pub(crate) fn pixels(frame: &Frame) -> Result<Pixels<'_>, OutputError> {
-    if cfg!(target_endian = "big") {
-        return Err(OutputError::InvalidBatch(
-            "event formats are written little-endian only".into(),
-        ));
-    }
-    let bytes = frame
-        .as_bytes()
-        .ok_or_else(|| OutputError::InvalidBatch("frame array is not contiguous".into()))?;
-    Ok(Pixels {
-        bytes,
-        elem_size: frame.elem_size(),
-        dtype: match frame {
-            Frame::F32(_) => "float32",
-            Frame::U16(_) => "uint16",
-        },
-    })
 }
 
 /// What a received message is.

@@ -4,14 +4,17 @@
 //! `{fs, ss, intensity}` float64 arrays in slab pixel-index coordinates (CrystFEL adds its half
 //! pixel). CrystFEL finds keys by comparing only the stored key's length, so no key here is a
 //! prefix of another key it looks up (`data`, `peak_list`, `timestamp`, `event_id`, `source`,
-//! `photon_energy_eV`). The end message `{type: "end", lclstreamer_eos: {...}}` has no `data`,
+//! `photon_energy_eV`); the event's other scalar fields, whose names the user picks, go in a
+//! `fields` map CrystFEL does not look into. The end message `{type: "end", lclstreamer_eos: {...}}` has no `data`,
 //! so CrystFEL logs it as an unreadable frame and goes on.
 
 use rmp::encode as mp;
 use serde::Deserialize;
 
-use super::{FormatOptions, Kind, PHOTON_ENERGY_SCALAR, photon_energy};
-use crate::output::{Batch, EventRecord, Frame, Peaks};
+use super::{
+    FormatOptions, FrameRef, Kind, PHOTON_ENERGY_KEY, Scratch, photon_energy, scalar_fields,
+};
+use crate::output::{Batch, EventRecord, OutputError, Peaks, PixelType};
 use crate::transport::EndOfStream;
 
 /// Writing into a `Vec<u8>` cannot fail.
@@ -52,32 +55,34 @@ fn peaks(v: &mut Vec<u8>, p: &Peaks) {
     f32s(v, &p.total_intensity);
 }
 
-/// One event: frame, peaks and identity.
-pub fn image(
+/// One event: frame, peaks and identity. The pixels go raw (`<f4`, or `<i4` for integer
+/// pixels; float16 widened to `<f4`), so a stored chunk is decompressed.
+pub(super) fn image(
     batch: &Batch,
     ev: &EventRecord,
-    frame: &Frame,
+    frame: &FrameRef,
     seq: u64,
     opts: &FormatOptions,
-) -> Vec<u8> {
-    let (ss, fs) = frame.shape();
-    let energy = photon_energy(ev, opts);
-    let mut v = Vec::with_capacity(ss * fs * 4 + 256 + 24 * ev.peaks.len());
-    let others = ev
-        .scalars
-        .iter()
-        .filter(|(k, _)| k != PHOTON_ENERGY_SCALAR)
-        .count();
-    map(&mut v, 10 + energy.is_some() as u32 + others as u32);
+    s: &mut Scratch,
+) -> Result<Vec<u8>, OutputError> {
+    let (ss, fs) = frame.shape2();
+    let raw = frame.raw(&mut s.raw)?;
+    let energy = photon_energy(&batch.meta, ev, opts);
+    let scalars = scalar_fields(&batch.meta, ev);
+    let mut v = Vec::with_capacity(ss * fs * 4 + 256 + 24 * ev.peaks.len() + 32 * scalars.len());
+    map(
+        &mut v,
+        10 + energy.is_some() as u32 + !scalars.is_empty() as u32,
+    );
     str(&mut v, "data");
     map(&mut v, 3);
     str(&mut v, "type");
     str(
         &mut v,
-        if matches!(frame, Frame::F32(_)) {
-            "<f4"
-        } else {
+        if frame.pixel == PixelType::U16 {
             "<i4"
+        } else {
+            "<f4"
         },
     );
     str(&mut v, "shape");
@@ -86,9 +91,17 @@ pub fn image(
     u64(&mut v, fs as u64);
     str(&mut v, "data");
     bin_header(&mut v, ss * fs * 4);
-    match frame {
-        Frame::F32(a) => v.extend(a.iter().flat_map(|x| x.to_le_bytes())),
-        Frame::U16(a) => v.extend(a.iter().flat_map(|&x| (x as i32).to_le_bytes())),
+    match frame.pixel {
+        PixelType::F32 => v.extend_from_slice(raw),
+        PixelType::U16 => v.extend(
+            raw.chunks_exact(2)
+                .flat_map(|b| (u16::from_le_bytes([b[0], b[1]]) as i32).to_le_bytes()),
+        ),
+        PixelType::F16 => v.extend(raw.chunks_exact(2).flat_map(|b| {
+            half::f16::from_le_bytes([b[0], b[1]])
+                .to_f32()
+                .to_le_bytes()
+        })),
     }
     str(&mut v, "peak_list");
     peaks(&mut v, &ev.peaks);
@@ -99,12 +112,16 @@ pub fn image(
     str(&mut v, "source");
     str(&mut v, &batch.meta.source);
     if let Some(e) = energy {
-        str(&mut v, PHOTON_ENERGY_SCALAR);
+        str(&mut v, PHOTON_ENERGY_KEY);
         f64(&mut v, e);
     }
-    for (k, x) in ev.scalars.iter().filter(|(k, _)| k != PHOTON_ENERGY_SCALAR) {
-        str(&mut v, k);
-        f64(&mut v, *x);
+    if !scalars.is_empty() {
+        str(&mut v, "fields");
+        map(&mut v, scalars.len() as u32);
+        for (k, x) in scalars {
+            str(&mut v, k);
+            f64(&mut v, x);
+        }
     }
     str(&mut v, "type");
     str(&mut v, "image");
@@ -116,7 +133,7 @@ pub fn image(
     u64(&mut v, batch.writer_rank as u64);
     str(&mut v, "seq");
     u64(&mut v, seq);
-    v
+    Ok(v)
 }
 
 /// The end message with the sender's counts.

@@ -7,9 +7,11 @@
 //! starts with one byte, `c` (start, end) or `m` (image), as older releases sent.
 
 use super::cbor::Cbor;
-use super::{FormatOptions, HC_EV_ANGSTROM, Kind, eos_from_json, field_u64, photon_energy, pixels};
-use crate::output::bitshuffle::{BlockCodec, BlockEncoder};
-use crate::output::{Batch, EventRecord, Frame, OutputError};
+use super::frames::{compress_bslz4, pixel_sum};
+use super::{
+    FormatOptions, FrameRef, HC_EV_ANGSTROM, Kind, Scratch, eos_from_json, field_u64, photon_energy,
+};
+use crate::output::{Batch, EventRecord, OutputError};
 use crate::transport::EndOfStream;
 
 /// Bitshuffle block size in elements, as LCLStreamer's serializer uses.
@@ -29,14 +31,9 @@ fn prefixed(prefix: Option<u8>, c: Cbor) -> Vec<u8> {
 }
 
 /// The start message.
-pub fn start(batch: &Batch, opts: &FormatOptions) -> Result<Vec<u8>, OutputError> {
+pub fn start(batch: &Batch, frame: &FrameRef, opts: &FormatOptions) -> Vec<u8> {
     let first = &batch.events[0];
-    let frame = first
-        .frame
-        .as_ref()
-        .ok_or_else(|| OutputError::InvalidBatch("simplon needs frames".into()))?;
-    let (ss, fs) = frame.shape();
-    let px = pixels(frame)?;
+    let (ss, fs) = frame.shape2();
     let mut c = Cbor::with_capacity(1024);
     c.map(14);
     c.str("type").str("start");
@@ -46,7 +43,7 @@ pub fn start(batch: &Batch, opts: &FormatOptions) -> Result<Vec<u8>, OutputError
     c.str("beamline").str("");
     c.str("experiment").str(&batch.meta.experiment);
     c.str("beam_type").str("X-ray");
-    c.str("image_dtype").str(px.dtype);
+    c.str("image_dtype").str(frame.pixel.kind());
     c.str("shape").str(&format!("{ss}x{fs}"));
     c.str("algorithm").str("bitshuffle-lz4");
     c.str("detector").map(3);
@@ -59,44 +56,44 @@ pub fn start(batch: &Batch, opts: &FormatOptions) -> Result<Vec<u8>, OutputError
     c.str("writer_rank").u32(batch.writer_rank);
     c.str("message_id").u64(0);
     c.str("timestamp").u64(first.timestamp);
-    Ok(prefixed(opts.simplon_prefix.then_some(b'c'), c))
+    prefixed(opts.simplon_prefix.then_some(b'c'), c)
 }
 
-/// The bitshuffle-LZ4 blocks of `bytes` without the HDF5 filter's 12-byte header.
-pub fn compress(
-    bytes: &[u8],
-    elem_size: usize,
-    enc: &mut BlockEncoder,
-) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    enc.compress_chunk(bytes, elem_size, BLOCK_ELEMS, BlockCodec::Lz4, &mut out)?;
-    out.drain(..12);
-    Ok(out)
-}
-
-/// One image message.
-pub fn image(
+/// One image message. `sum` needs the pixels, so a stored chunk is decompressed; its blocks
+/// are reused when they are already 4096 elements (uint16 and float16 at the bitshuffle
+/// default), recompressed otherwise (float32).
+pub(super) fn image(
     batch: &Batch,
     ev: &EventRecord,
-    frame: &Frame,
+    frame: &FrameRef,
     seq: u64,
     opts: &FormatOptions,
-    enc: &mut BlockEncoder,
+    s: &mut Scratch,
 ) -> Result<Vec<u8>, OutputError> {
-    let (ss, fs) = frame.shape();
-    let px = pixels(frame)?;
-    let compressed = compress(px.bytes, px.elem_size, enc)?;
-    let sum: f64 = match frame {
-        Frame::F32(a) => a.iter().map(|&v| v as f64).sum(),
-        Frame::U16(a) => a.iter().map(|&v| v as f64).sum(),
+    let (ss, fs) = frame.shape2();
+    let raw = frame.raw(&mut s.raw)?;
+    let sum = pixel_sum(frame.pixel, raw);
+    let framed = match frame.stored_bslz4(BLOCK_ELEMS) {
+        Some(chunk) => chunk,
+        None => {
+            compress_bslz4(
+                raw,
+                frame.pixel.size(),
+                BLOCK_ELEMS,
+                &mut s.enc,
+                &mut s.chunk,
+            )?;
+            &s.chunk[..]
+        }
     };
-    let energy = photon_energy(ev, opts);
-    let mut c = Cbor::with_capacity(compressed.len() + 512);
+    let compressed = &framed[12..];
+    let energy = photon_energy(&batch.meta, ev, opts);
+    let mut c = Cbor::with_capacity(compressed.len() + 512 + 32 * ev.peaks.len());
     c.map(11 + 2 * energy.is_some() as u64);
     c.str("type").str("image");
     c.str("run_id").u64(batch.meta.run as u64);
-    c.str("compressed_data").bytes(&compressed);
-    c.str("image_dtype").str(px.dtype);
+    c.str("compressed_data").bytes(compressed);
+    c.str("image_dtype").str(frame.pixel.kind());
     c.str("shape").str(&format!("{ss}x{fs}"));
     if let Some(e) = energy {
         c.str("photon_energy").f64(e);

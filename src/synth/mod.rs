@@ -7,6 +7,7 @@
 //! truth (seeded by (seed, event)) and each segment's noise (seeded by (seed, event, segment)),
 //! so the parallel generation writes identical bytes whatever the thread count.
 
+pub mod beamline;
 pub mod constants;
 pub mod detector_spec;
 pub mod encode;
@@ -15,6 +16,7 @@ pub mod run;
 pub mod scene;
 
 use crate::detector::constants::text::TextMeta;
+pub use beamline::Extras;
 pub use constants::{BadPixel, SynthConstants};
 pub use detector_spec::{Physics, SynthDetector};
 pub use encode::{Encoder, Noise, SegmentInput};
@@ -84,6 +86,10 @@ pub struct SynthParams {
     pub events_per_enable: u64,
     /// Also write the constants as psana's text `.data` files.
     pub text_constants: bool,
+    /// Beamline sources, each in its own stream after the detector's ([`beamline`]).
+    pub extras: Extras,
+    /// L1Accepts between SlowUpdates (the first comes after half as many).
+    pub events_per_slow_update: u64,
 }
 
 impl SynthParams {
@@ -101,6 +107,8 @@ impl SynthParams {
             chunk_bytes: 2 << 30,
             events_per_enable: run::EVENTS_PER_ENABLE,
             text_constants: true,
+            extras: Extras::default(),
+            events_per_slow_update: run::EVENTS_PER_SLOW_UPDATE,
         }
     }
 
@@ -128,7 +136,15 @@ impl SynthParams {
         if self.events_per_enable == 0 {
             return bad("--events-per-enable must be positive".into());
         }
+        if self.events_per_slow_update < 2 {
+            return bad("--events-per-slow-update must be at least 2".into());
+        }
         Ok(())
+    }
+
+    /// Detector streams plus one per beamline stream.
+    pub fn total_streams(&self) -> usize {
+        self.streams + self.extras.streams().len()
     }
 
     /// `<out>/<hutch>/<exp>/xtc`.
@@ -169,6 +185,56 @@ struct TruthLine<'a> {
     timestamp: u64,
     #[serde(flatten)]
     scene: &'a EventScene,
+    #[serde(flatten)]
+    beamline: Option<BeamlineTruth<'a>>,
+}
+
+/// The beamline values of one event as psana would give them: BLD of the shot, the PV values
+/// of the last SlowUpdate before it (`null` before the first), the digitizer record or `null`.
+#[derive(Serialize)]
+struct BeamlineTruth<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ebeam: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gmd: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epics: Option<serde_json::Value>,
+    /// Index of the SlowUpdate whose values are in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epics_update: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hsd: Option<Option<&'a [beamline::HsdChannel]>>,
+}
+
+impl<'a> BeamlineTruth<'a> {
+    fn new(e: Extras, ev: &'a beamline::BeamlineEvent, slow: Option<u64>, nominal_ev: f64) -> Self {
+        let b = &ev.bld;
+        BeamlineTruth {
+            ebeam: e.ebeam.then(|| {
+                serde_json::json!({
+                    "ebeamPhotonEnergy": b.photon_energy_ev,
+                    "ebeamCharge": b.charge_nc,
+                    "ebeamL3Energy": b.l3_energy_mev,
+                })
+            }),
+            gmd: e.gmd.then(
+                || serde_json::json!({"energy": b.gmd_mj, "xpos": b.gmd_xpos, "ypos": b.gmd_ypos}),
+            ),
+            epics: e.epics.then(|| {
+                let values = slow.map(|u| beamline::epics_values(u, nominal_ev));
+                beamline::EPICS_PVS
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| {
+                        let v = values.as_ref().map(|v| v[k].clone());
+                        (p.alias.to_string(), serde_json::json!(v))
+                    })
+                    .collect()
+            }),
+            epics_update: e.epics.then_some(slow),
+            hsd: e.hsd.then_some(ev.hsd.as_deref()),
+        }
+    }
 }
 
 fn check_fresh(p: &SynthParams) -> Result<(), SynthError> {
@@ -250,7 +316,22 @@ pub fn generate_with(
     })?;
     side_files.push(cm_path);
 
-    let mut writer = RunWriter::create(&p.xtc_dir(), &p.exp, p.run, det, p.streams, p.chunk_bytes)?;
+    let nominal_ev = scene.params.photon_kev * 1000.0;
+    let setup = (p.extras != Extras::default()).then_some(run::BeamlineSetup {
+        extras: p.extras,
+        seed: p.seed,
+        nominal_ev,
+    });
+    let mut writer = RunWriter::create(
+        &p.xtc_dir(),
+        &p.exp,
+        p.run,
+        det,
+        p.streams,
+        p.chunk_bytes,
+        setup,
+    )?;
+    let mut slow_update_ts = Vec::new();
     let truth_path = side.join("truth.jsonl");
     let mut truth = AtomicFile::create(&truth_path, ".tmp").map_err(io_err(&truth_path))?;
     let first_timestamp = clock.timestamp();
@@ -273,15 +354,23 @@ pub fn generate_with(
                 clock.tick += run::PAUSE_TICKS;
                 writer.transition(clock.take(), T::Enable)?;
             }
-            if e % run::EVENTS_PER_SLOW_UPDATE == run::EVENTS_PER_SLOW_UPDATE / 2 {
-                writer.transition(clock.take(), T::SlowUpdate)?;
+            if e % p.events_per_slow_update == p.events_per_slow_update / 2 {
+                let ts = clock.take();
+                writer.transition(ts, T::SlowUpdate)?;
+                slow_update_ts.push(ts);
             }
             let tick = clock.tick;
             let ts = clock.take();
-            writer.event(ts, e, tick, &raw[k * n..(k + 1) * n])?;
+            let extra =
+                setup.map(|s| beamline::BeamlineEvent::new(p.seed, e, nominal_ev, s.extras));
+            writer.event(ts, e, tick, &raw[k * n..(k + 1) * n], extra.as_ref())?;
+            let slow = writer.slow_updates.checked_sub(1);
             let line = TruthLine {
                 timestamp: ts,
                 scene: ev,
+                beamline: extra
+                    .as_ref()
+                    .map(|x| BeamlineTruth::new(p.extras, x, slow, nominal_ev)),
             };
             let w = truth.writer();
             serde_json::to_writer(&mut *w, &line).map_err(|e| SynthError::Io {
@@ -340,7 +429,10 @@ pub fn generate_with(
         last_timestamp,
     };
     let info_path = side.join("synth.json");
-    let info = synth_json(p, &scene, &summary);
+    let mut info = synth_json(p, &scene, &summary);
+    if p.extras != Extras::default() {
+        info["beamline"] = beamline_json(p, nominal_ev, &slow_update_ts);
+    }
     atomic_write_with(&info_path, |w| {
         serde_json::to_writer_pretty(&mut *w, &info)?;
         w.write_all(b"\n")
@@ -378,6 +470,42 @@ fn fill_batch(
             let mut rng = random::substream(scene.seed, 4 + ev.event, seg);
             encoder.encode_segment(k, &input, &mut rng, out);
         });
+}
+
+fn beamline_json(p: &SynthParams, nominal_ev: f64, slow_update_ts: &[u64]) -> serde_json::Value {
+    let e = p.extras;
+    let streams: Vec<serde_json::Value> = e
+        .streams()
+        .iter()
+        .enumerate()
+        .map(|(k, s)| serde_json::json!({"stream": p.streams + k, "carries": s}))
+        .collect();
+    let updates: Vec<serde_json::Value> = slow_update_ts
+        .iter()
+        .enumerate()
+        .map(|(u, ts)| {
+            serde_json::json!({"timestamp": ts, "values": beamline::epics_values(u as u64, nominal_ev)})
+        })
+        .collect();
+    serde_json::json!({
+        "extras": e,
+        "streams": streams,
+        "nominal_photon_energy_ev": nominal_ev,
+        "ebeam": "detName ebeam, alg raw 2.0.0 (lcls2 EBeamDataV7); ebeamPhotonEnergy (eV) varies per shot",
+        "gmd": "detName gmd, alg raw 2.1.0 (lcls2 GmdV1); energy in mJ per pulse",
+        "epics_pvs": if e.epics { serde_json::json!(beamline::EPICS_PVS) } else { serde_json::Value::Null },
+        "slow_updates": if e.epics { serde_json::json!(updates) } else { serde_json::Value::Null },
+        "hsd": if e.hsd {
+            serde_json::json!({
+                "channels": beamline::HSD_CHANNELS,
+                "samples": beamline::HSD_SAMPLES,
+                "rate": beamline::HSD_RATE,
+                "fex_threshold": beamline::HSD_FEX_THRESHOLD,
+                "fex_pad": beamline::HSD_FEX_PAD,
+                "layout": "raw: chanNN UINT16 (samples); fex: chanNN_startpos UINT32 (n), chanNN_peaklen UINT32 (n), chanNN_peaks UINT16 (sum of peaklen), peak i = waveform[startpos[i]..][..peaklen[i]]",
+            })
+        } else { serde_json::Value::Null },
+    })
 }
 
 fn synth_json(p: &SynthParams, scene: &Scene, s: &SynthSummary) -> serde_json::Value {

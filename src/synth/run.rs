@@ -3,6 +3,7 @@
 //! rotation at Enables, small data alongside.
 
 use super::SynthError;
+use super::beamline::{self, BeamlineEvent, ExtraStream, Extras};
 use super::detector_spec::SynthDetector;
 use crate::detector::model::Family;
 use crate::xtc::smalldata::{
@@ -90,10 +91,28 @@ pub fn stream_segments(nsegs: usize, nstreams: usize, s: usize) -> std::ops::Ran
     s * nsegs / nstreams..(s + 1) * nsegs / nstreams
 }
 
+/// What a stream carries.
+#[derive(Debug, Clone)]
+enum Role {
+    /// These slab positions of the detector.
+    Detector(std::ops::Range<usize>),
+    /// A beamline source.
+    Beamline(ExtraStream),
+}
+
 struct StreamOut {
     w: StreamWriter,
     node: u32,
-    segs: std::ops::Range<usize>,
+    role: Role,
+}
+
+/// The beamline sources of a run and what their values derive from.
+#[derive(Debug, Clone, Copy)]
+pub struct BeamlineSetup {
+    pub extras: Extras,
+    pub seed: u64,
+    /// Nominal photon energy, eV.
+    pub nominal_ev: f64,
 }
 
 /// Writes all streams of one run.
@@ -103,8 +122,11 @@ pub struct RunWriter {
     run: u32,
     chunk_bytes: u64,
     streams: Vec<StreamOut>,
-    /// Datagrams written per stream (all streams get the same sequence).
+    beamline: Option<BeamlineSetup>,
+    /// Datagrams written per detector stream (they all get the same sequence).
     pub dgrams: u64,
+    /// SlowUpdates written so far.
+    pub slow_updates: u64,
 }
 
 fn raw_id(node: u32, k: usize) -> NamesId {
@@ -116,7 +138,7 @@ fn config_id(node: u32, k: usize) -> NamesId {
 }
 
 impl RunWriter {
-    /// Opens `nstreams` streams in `xtc_dir`.
+    /// Opens `nstreams` detector streams in `xtc_dir`, then one per beamline stream.
     pub fn create(
         xtc_dir: &Path,
         exp: &str,
@@ -124,13 +146,20 @@ impl RunWriter {
         det: &SynthDetector,
         nstreams: usize,
         chunk_bytes: u64,
+        beamline: Option<BeamlineSetup>,
     ) -> Result<RunWriter, SynthError> {
-        let mut streams = Vec::with_capacity(nstreams);
-        for s in 0..nstreams {
+        let mut roles: Vec<Role> = (0..nstreams)
+            .map(|s| Role::Detector(stream_segments(det.nsegs(), nstreams, s)))
+            .collect();
+        if let Some(b) = &beamline {
+            roles.extend(b.extras.streams().into_iter().map(Role::Beamline));
+        }
+        let mut streams = Vec::with_capacity(roles.len());
+        for (s, role) in roles.into_iter().enumerate() {
             streams.push(StreamOut {
                 w: StreamWriter::create(xtc_dir, exp, run, s as u32, true)?,
                 node: s as u32,
-                segs: stream_segments(det.nsegs(), nstreams, s),
+                role,
             });
         }
         Ok(RunWriter {
@@ -139,7 +168,9 @@ impl RunWriter {
             run,
             chunk_bytes,
             streams,
+            beamline,
             dgrams: 0,
+            slow_updates: 0,
         })
     }
 
@@ -148,9 +179,22 @@ impl RunWriter {
     pub fn transition(&mut self, ts: u64, id: TransitionId) -> Result<(), SynthError> {
         for st in &mut self.streams {
             let mut b = DgramBuilder::new(ts, id, 1, st.node);
-            match id {
-                TransitionId::Configure => configure(&mut b, &self.det, st.node, st.segs.clone())?,
-                TransitionId::BeginRun => {
+            match (id, &st.role) {
+                (TransitionId::Configure, Role::Detector(segs)) => {
+                    configure(&mut b, &self.det, st.node, segs.clone())?
+                }
+                (TransitionId::Configure, Role::Beamline(kind)) => {
+                    b.add_names(runinfo_names_id(st.node), &runinfo_schema(0))?;
+                    b.add_names(chunkinfo_names_id(st.node), &chunkinfo_schema(0))?;
+                    let extras = self.beamline.map(|b| b.extras).unwrap_or_default();
+                    beamline::configure(&mut b, *kind, extras, st.node)?;
+                }
+                (TransitionId::SlowUpdate, Role::Beamline(ExtraStream::Epics)) => {
+                    let nominal = self.beamline.map_or(0.0, |b| b.nominal_ev);
+                    let values = beamline::epics_values(self.slow_updates, nominal);
+                    beamline::slow_update(&mut b, st.node, &values)?;
+                }
+                (TransitionId::BeginRun, _) => {
                     b.add_data(
                         runinfo_names_id(st.node),
                         &runinfo_schema(0),
@@ -166,18 +210,40 @@ impl RunWriter {
             }
         }
         self.dgrams += 1;
+        self.slow_updates += u64::from(id == TransitionId::SlowUpdate);
         Ok(())
     }
 
     /// Writes one L1Accept: `raw` is the whole frame in slab order; `tick` feeds the Jungfrau
-    /// hardware counters.
-    pub fn event(&mut self, ts: u64, event: u64, tick: u64, raw: &[u16]) -> Result<(), SynthError> {
+    /// hardware counters; `extra` is what the beamline streams record (those that record it).
+    pub fn event(
+        &mut self,
+        ts: u64,
+        event: u64,
+        tick: u64,
+        raw: &[u16],
+        extra: Option<&BeamlineEvent>,
+    ) -> Result<(), SynthError> {
         let det = &self.det;
         let len = det.seg_len();
         let (rows, cols) = (det.rows() as u32, det.cols() as u32);
         for st in &mut self.streams {
+            let segs = match &st.role {
+                Role::Detector(segs) => segs.clone(),
+                Role::Beamline(kind) => {
+                    let (Some(setup), Some(extra)) = (&self.beamline, extra) else {
+                        return Err(SynthError::Invalid(
+                            "a beamline stream needs its event record".into(),
+                        ));
+                    };
+                    if let Some(b) = extra.dgram(*kind, setup.extras, ts, st.node)? {
+                        st.w.write(b.bytes())?;
+                    }
+                    continue;
+                }
+            };
             let mut b = DgramBuilder::new(ts, TransitionId::L1Accept, 1, st.node);
-            for (k, slab) in st.segs.clone().enumerate() {
+            for (k, slab) in segs.enumerate() {
                 let px = &raw[slab * len..(slab + 1) * len];
                 let schema = det.raw_schema(det.segment_id(slab) as u32);
                 match det.family() {

@@ -69,14 +69,50 @@ impl std::ops::Deref for Received {
     }
 }
 
+/// A REQ consumer's pending request, retried in the lazy-pirate way: a request without a
+/// reply after `wait` is given up with its socket, and a fresh socket asks again (a request
+/// lost before a connection existed, or with one that died, is never answered otherwise).
+/// `wait` doubles after each retry up to [`REQ_RETRY_MAX`] (a slow producer is not asked
+/// ever more often) and returns to `PullConfig::req_retry` with the next reply.
+struct Req {
+    asked: Option<Instant>,
+    wait: Duration,
+    retries: u64,
+}
+
+/// Longest wait of a REQ consumer before it asks again.
+pub const REQ_RETRY_MAX: Duration = Duration::from_secs(30);
+
 enum Rx {
     Nng(NngSocket),
     Zmq {
         sock: ZmqSocket,
-        _ctx: zmq::Context,
-        /// REQ: the connection-close count when the pending request was sent.
-        asked: Option<Option<u64>>,
+        ctx: zmq::Context,
+        kind: zmq::SocketType,
+        req: Option<Req>,
+        /// Connections closed on REQ sockets given up.
+        closed_before: u64,
     },
+}
+
+fn open_zmq(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    cfg: &PullConfig,
+) -> Result<ZmqSocket, TransportError> {
+    ZmqSocket::open(ctx, kind, &cfg.url, cfg.role, |s| {
+        s.set_rcvhwm(2)?;
+        s.set_maxmsgsize(cfg.recv_max_size.min(i64::MAX as usize) as i64)?;
+        s.set_rcvtimeo(200)?;
+        s.set_linger(0)?;
+        s.set_reconnect_ivl(100)?;
+        s.set_reconnect_ivl_max(1000)?;
+        if kind == zmq::SUB {
+            s.set_subscribe(b"")?;
+        }
+        Ok(())
+    })
+    .map_err(TransportError::Zmq)
 }
 
 impl Rx {
@@ -108,32 +144,23 @@ impl Rx {
             PullSocket::ZmqReq => zmq::REQ,
         };
         let ctx = zmq::Context::new();
-        let sock = ZmqSocket::open(&ctx, kind, &cfg.url, cfg.role, |s| {
-            s.set_rcvhwm(2)?;
-            s.set_maxmsgsize(cfg.recv_max_size.min(i64::MAX as usize) as i64)?;
-            s.set_rcvtimeo(200)?;
-            s.set_linger(0)?;
-            s.set_reconnect_ivl(100)?;
-            s.set_reconnect_ivl_max(1000)?;
-            if kind == zmq::SUB {
-                s.set_subscribe(b"")?;
-            }
-            if kind == zmq::REQ {
-                s.set_req_relaxed(true)?;
-                s.set_req_correlate(true)?;
-            }
-            Ok(())
-        })
-        .map_err(TransportError::Zmq)?;
+        let sock = open_zmq(&ctx, kind, cfg)?;
         Ok(Rx::Zmq {
             sock,
-            _ctx: ctx,
-            asked: (kind == zmq::REQ).then_some(None),
+            ctx,
+            kind,
+            req: (kind == zmq::REQ).then_some(Req {
+                asked: None,
+                wait: cfg.req_retry,
+                retries: 0,
+            }),
+            closed_before: 0,
         })
     }
 
     /// The next message, or `None` after a 200 ms timeout.
-    fn recv(&mut self, url: &str) -> Result<Option<Received>, TransportError> {
+    fn recv(&mut self, cfg: &PullConfig) -> Result<Option<Received>, TransportError> {
+        let url = &cfg.url;
         match self {
             Rx::Nng(s) => match s.recv() {
                 Ok(m) => Ok(Some(Received::Nng(m))),
@@ -144,15 +171,17 @@ impl Rx {
                     source,
                 }),
             },
-            Rx::Zmq { sock, asked, .. } => {
-                if let Some(at) = asked {
-                    // A REQ asks again only when a connection closed since it asked (its
-                    // request or the reply died with it); asking while a reply is in flight
-                    // would make the socket discard that reply.
-                    let closed = sock.closed();
-                    if at.is_none_or(|c| c != closed) {
-                        match sock.socket.send(&b"next"[..], zmq::DONTWAIT) {
-                            Ok(()) => *at = Some(closed),
+            Rx::Zmq {
+                sock,
+                ctx,
+                kind,
+                req,
+                closed_before,
+            } => {
+                if let Some(r) = req {
+                    match r.asked {
+                        None => match sock.socket.send(&b"next"[..], zmq::DONTWAIT) {
+                            Ok(()) => r.asked = Some(Instant::now()),
                             Err(zmq::Error::EAGAIN) => {
                                 std::thread::sleep(Duration::from_millis(200));
                                 return Ok(None);
@@ -162,13 +191,27 @@ impl Rx {
                                     "ZeroMQ request to {url}: {e}"
                                 )));
                             }
+                        },
+                        Some(at) if at.elapsed() >= r.wait => {
+                            r.retries += 1;
+                            eprintln!(
+                                "pull: no reply from {url} {:.1} s after asking; asking again on a new socket",
+                                r.wait.as_secs_f64()
+                            );
+                            *closed_before += sock.closed();
+                            *sock = open_zmq(ctx, *kind, cfg)?;
+                            r.asked = None;
+                            r.wait = (r.wait * 2).min(REQ_RETRY_MAX.max(cfg.req_retry));
+                            return Ok(None);
                         }
+                        Some(_) => {}
                     }
                 }
                 match sock.socket.recv_msg(0) {
                     Ok(m) => {
-                        if let Some(at) = asked {
-                            *at = None;
+                        if let Some(r) = req {
+                            r.asked = None;
+                            r.wait = cfg.req_retry;
                         }
                         Ok(Some(Received::Zmq(m)))
                     }
@@ -181,10 +224,22 @@ impl Rx {
         }
     }
 
+    /// Requests given up and asked again (REQ).
+    fn retries(&self) -> u64 {
+        match self {
+            Rx::Zmq { req: Some(r), .. } => r.retries,
+            _ => 0,
+        }
+    }
+
     fn closed(&mut self) -> u64 {
         match self {
             Rx::Nng(s) => s.pipes().removed(),
-            Rx::Zmq { sock, .. } => sock.closed(),
+            Rx::Zmq {
+                sock,
+                closed_before,
+                ..
+            } => *closed_before + sock.closed(),
         }
     }
 }
@@ -206,6 +261,9 @@ pub struct PullConfig {
     /// Write each data message as `r<run>_w<rank>_s<seq>.<h5|cbor|msgpack>` here (atomically);
     /// `None` discards.
     pub out_dir: Option<PathBuf>,
+    /// ZeroMQ REQ: ask again on a new socket after this long without a reply (doubling up to
+    /// [`REQ_RETRY_MAX`] while none comes).
+    pub req_retry: Duration,
 }
 
 impl PullConfig {
@@ -219,6 +277,7 @@ impl PullConfig {
             idle_timeout: Duration::from_secs(60),
             recv_max_size: 1 << 30,
             out_dir: None,
+            req_retry: Duration::from_secs(2),
         }
     }
 }
@@ -232,6 +291,8 @@ pub struct PullSummary {
     pub eos: Vec<EndOfStream>,
     /// `(writer_rank, seq)` pairs received again (resent after a reconnect) and ignored.
     pub duplicates: Vec<(u32, u64)>,
+    /// ZeroMQ REQ: requests without a reply asked again on a new socket.
+    pub req_retries: u64,
     pub elapsed: Duration,
     /// True when all expected end-of-stream messages arrived and the counts match.
     pub complete: bool,
@@ -271,6 +332,12 @@ impl PullSummary {
                 self.duplicates.len()
             );
         }
+        if self.req_retries > 0 {
+            s += &format!(
+                "  {} requests without a reply asked again on a new socket\n",
+                self.req_retries
+            );
+        }
         if self.complete {
             s += "  complete: every announced batch and event was received\n";
         }
@@ -296,7 +363,7 @@ pub fn pull(
     let mut start = None;
     let mut last = Instant::now();
     while sum.eos.len() < cfg.producers {
-        let Some(msg) = rx.recv(&cfg.url)? else {
+        let Some(msg) = rx.recv(cfg)? else {
             if last.elapsed() >= cfg.idle_timeout {
                 sum.problems.push(format!(
                     "nothing received for {:.0} s; {} of {} end-of-stream messages arrived",
@@ -401,6 +468,7 @@ pub fn pull(
             );
         }
     }
+    sum.req_retries = rx.retries();
     sum.complete = sum.problems.is_empty();
     drop(rx);
     Ok(sum)

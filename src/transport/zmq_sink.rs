@@ -11,6 +11,11 @@
 //! applies), since libzmq silently discards what a PUB socket sends to nobody. A REP request
 //! other than the configured one (`next`) is answered with an `LCLSTREAMER-ERROR` text and
 //! counted (`rejected`).
+//!
+//! REP is served by a ROUTER socket speaking REP's envelope, with `ZMQ_ROUTER_MANDATORY`: a
+//! request whose connection closed before it was answered (it stays queued; a REQ that dials
+//! before the sink binds leaves one behind about once in 20 runs) makes the reply fail with
+//! `EHOSTUNREACH` instead of vanishing, and the message waits for the next request.
 
 use std::collections::VecDeque;
 use std::str::FromStr;
@@ -135,7 +140,7 @@ impl ZmqSink {
         let kind = match cfg.pattern {
             Pattern::Push => zmq::PUSH,
             Pattern::Pub => zmq::PUB,
-            Pattern::Rep => zmq::REP,
+            Pattern::Rep => zmq::ROUTER,
         };
         let mut endpoints = Vec::new();
         for url in urls {
@@ -149,6 +154,9 @@ impl ZmqSink {
                 s.set_reconnect_ivl_max(2000)?;
                 if cfg.pattern == Pattern::Push {
                     s.set_immediate(true)?;
+                }
+                if cfg.pattern == Pattern::Rep {
+                    s.set_router_mandatory(true)?;
                 }
                 Ok(())
             })
@@ -240,31 +248,41 @@ fn send_until(
                     false
                 }
             }
-            Pattern::Rep => match ep.sock.socket.recv_bytes(0) {
-                Ok(req) if req == cfg.request => {
-                    ep.sock
-                        .socket
-                        .send(msg, 0)
-                        .map_err(|e| zerr(&ep.sock.url, "reply to", e))?;
-                    true
-                }
-                Ok(req) => {
-                    *rejected += 1;
-                    let shown = String::from_utf8_lossy(&req[..req.len().min(40)]).into_owned();
-                    let text = format!(
-                        "malformed request #{} of {} bytes ({shown:?}); the only request is {:?}",
-                        *rejected,
-                        req.len(),
-                        String::from_utf8_lossy(&cfg.request)
-                    );
-                    eprintln!("lclstreamer: REP {}: {text}", ep.sock.url);
-                    let mut reply = ERROR_MAGIC.to_vec();
-                    reply.extend_from_slice(text.as_bytes());
-                    ep.sock
-                        .socket
-                        .send(reply, 0)
-                        .map_err(|e| zerr(&ep.sock.url, "reply to", e))?;
-                    continue;
+            Pattern::Rep => match ep.sock.socket.recv_multipart(0) {
+                Ok(parts) => {
+                    // REQ's envelope on a ROUTER: [peer id, empty delimiter, request].
+                    let (peer, req) = match &parts[..] {
+                        [peer, delim, req] if delim.is_empty() => (peer, &req[..]),
+                        [peer, ..] => (peer, &b"<not a REQ envelope>"[..]),
+                        [] => continue,
+                    };
+                    let reply =
+                        |body: &[u8]| ep.sock.socket.send_multipart([&peer[..], &[], body], 0);
+                    if req == cfg.request {
+                        match reply(msg) {
+                            Ok(()) => true,
+                            // The requester left before its answer: wait for the next one.
+                            Err(zmq::Error::EHOSTUNREACH) => continue,
+                            Err(e) => return Err(zerr(&ep.sock.url, "reply to", e)),
+                        }
+                    } else {
+                        *rejected += 1;
+                        let shown = String::from_utf8_lossy(&req[..req.len().min(40)]).into_owned();
+                        let text = format!(
+                            "malformed request #{} of {} bytes ({shown:?}); the only request is {:?}",
+                            *rejected,
+                            req.len(),
+                            String::from_utf8_lossy(&cfg.request)
+                        );
+                        eprintln!("lclstreamer: REP {}: {text}", ep.sock.url);
+                        let mut body = ERROR_MAGIC.to_vec();
+                        body.extend_from_slice(text.as_bytes());
+                        match reply(&body) {
+                            Ok(()) | Err(zmq::Error::EHOSTUNREACH) => {}
+                            Err(e) => return Err(zerr(&ep.sock.url, "reply to", e)),
+                        }
+                        continue;
+                    }
                 }
                 Err(zmq::Error::EAGAIN) => {
                     if ep.sock.closed() != ep.closed_seen {

@@ -2,6 +2,8 @@
 //! smallest key among the streams' next datagrams and join every stream whose next datagram
 //! has it. Transitions belong in every stream; L1Accepts may come from a subset (mixed rates).
 //! Nothing is dropped: a transition or event missing an expected stream is returned flagged.
+//! Over live streams no event is built while a stream that has not ended has nothing complete
+//! yet: its next datagram could have the smallest key.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -10,7 +12,8 @@ use std::path::{Path, PathBuf};
 use super::dgram::Dgram;
 use super::error::XtcError;
 use super::header::TransitionId;
-use super::index::{IndexEntry, StreamIndexer};
+use super::index::{EntrySource, IndexEntry, Poll, StreamIndexer};
+use super::live::open_either;
 use super::reader::read_dgram_at;
 use super::run::RunFiles;
 
@@ -54,14 +57,15 @@ pub struct BuildStats {
 }
 
 /// Merges per-stream index iterators into events in timestamp order.
-pub struct EventBuilder<I: Iterator<Item = Result<IndexEntry, XtcError>>> {
+pub struct EventBuilder<I: EntrySource> {
     streams: Vec<I>,
     heads: Vec<Option<IndexEntry>>,
+    ended: Vec<bool>,
     expected: Vec<bool>,
     stats: BuildStats,
 }
 
-impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
+impl<I: EntrySource> EventBuilder<I> {
     /// A builder over `streams`; `expected[i]` says whether an L1Accept without stream `i` is
     /// incomplete (e.g. the streams carrying the segments of the detector being processed).
     pub fn new(streams: Vec<I>, expected: Vec<bool>) -> Self {
@@ -71,6 +75,7 @@ impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
         Self {
             streams,
             heads: (0..n).map(|_| None).collect(),
+            ended: vec![false; n],
             expected,
             stats: BuildStats::default(),
         }
@@ -104,12 +109,43 @@ impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
         self.streams.len()
     }
 
-    /// The next event or transition, `None` when every stream is exhausted.
+    /// The next event or transition, `None` when every stream is exhausted (a live stream with
+    /// nothing complete yet is an error here: use [`EventBuilder::poll_event`]).
     pub fn next_event(&mut self) -> Result<Option<BuiltEvent>, XtcError> {
+        match self.poll_event()? {
+            Poll::Ready(e) => Ok(Some(e)),
+            Poll::End => Ok(None),
+            Poll::Pending => Err(XtcError::Layout(format!(
+                "live streams {:?} have no complete datagram yet",
+                self.pending_streams()
+            ))),
+        }
+    }
+
+    /// Streams that have not ended and have no datagram waiting.
+    pub fn pending_streams(&self) -> Vec<usize> {
+        (0..self.streams.len())
+            .filter(|&i| self.heads[i].is_none() && !self.ended[i])
+            .collect()
+    }
+
+    /// The next event or transition; `Pending` while a stream that has not ended has nothing
+    /// complete, `End` when every stream has ended.
+    pub fn poll_event(&mut self) -> Result<Poll<BuiltEvent>, XtcError> {
         let mut key: Option<(u64, bool)> = None;
-        for (s, head) in self.streams.iter_mut().zip(&mut self.heads) {
-            if head.is_none() {
-                *head = s.next().transpose()?;
+        let mut pending = false;
+        for ((s, head), ended) in self
+            .streams
+            .iter_mut()
+            .zip(&mut self.heads)
+            .zip(&mut self.ended)
+        {
+            if head.is_none() && !*ended {
+                match s.poll_entry()? {
+                    Poll::Ready(e) => *head = Some(e),
+                    Poll::Pending => pending = true,
+                    Poll::End => *ended = true,
+                }
             }
             if let Some(e) = head {
                 // Transitions sort before L1Accepts of the same key.
@@ -119,8 +155,11 @@ impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
                 }
             }
         }
+        if pending {
+            return Ok(Poll::Pending);
+        }
         let Some((ts, is_l1)) = key else {
-            return Ok(None);
+            return Ok(Poll::End);
         };
         let mut parts = Vec::new();
         let mut service = TransitionId::L1Accept;
@@ -145,7 +184,7 @@ impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
             self.stats.transitions += 1;
             self.stats.incomplete_transitions += u64::from(!missing.is_empty());
         }
-        Ok(Some(BuiltEvent {
+        Ok(Poll::Ready(BuiltEvent {
             timestamp: ts,
             service,
             parts,
@@ -154,7 +193,7 @@ impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> EventBuilder<I> {
     }
 }
 
-impl<I: Iterator<Item = Result<IndexEntry, XtcError>>> Iterator for EventBuilder<I> {
+impl<I: EntrySource> Iterator for EventBuilder<I> {
     type Item = Result<BuiltEvent, XtcError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -170,6 +209,16 @@ impl EventBuilder<StreamIndexer> {
             .streams
             .iter()
             .map(|s| StreamIndexer::open(s, use_smd))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EventBuilder::new(indexers, Vec::new()))
+    }
+
+    /// Like [`EventBuilder::for_run`] over a run still being written.
+    pub fn for_live_run(run: &RunFiles, use_smd: bool) -> Result<Self, XtcError> {
+        let indexers = run
+            .streams
+            .iter()
+            .map(|s| StreamIndexer::open_live(s, use_smd))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EventBuilder::new(indexers, Vec::new()))
     }
@@ -196,7 +245,7 @@ impl EventBuilder<StreamIndexer> {
                 ))
             })?;
         if !files.contains_key(&path) {
-            let f = File::open(&path).map_err(|e| XtcError::io(&path, 0, e))?;
+            let (f, _) = open_either(&path).map_err(|e| XtcError::io(&path, 0, e))?;
             files.insert(path.clone(), f);
         }
         let d = read_dgram_at(&files[&path], &path, loc.offset, loc.size, buf)?;

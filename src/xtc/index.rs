@@ -1,10 +1,12 @@
 //! Per-stream datagram index: where each datagram of a stream lives, from the small data when
 //! present (the bigdata is never opened) or by scanning bigdata headers otherwise, following
-//! chunk switches announced by chunkinfo.
+//! chunk switches announced by chunkinfo. A live index follows files still being written: it
+//! answers "not yet" ([`Poll::Pending`]) where a finished file would end.
 
 use super::dgram::Dgram;
 use super::error::{FormatError, XtcError};
 use super::header::{DgramHeader, NamesId, TransitionId, TypeKind};
+use super::live::{existing_name, renamed};
 use super::names::NamesLookup;
 use super::reader::{DgramReader, Truncation};
 use super::run::StreamFiles;
@@ -31,6 +33,21 @@ pub struct IndexEntry {
     pub transition: Option<Arc<Vec<u8>>>,
 }
 
+/// The next item of a source that may still be growing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll<T> {
+    Ready(T),
+    /// Nothing complete yet; the source has not ended.
+    Pending,
+    /// The source has ended.
+    End,
+}
+
+/// A stream's datagrams, one at a time, possibly while they are being written.
+pub trait EntrySource {
+    fn poll_entry(&mut self) -> Result<Poll<IndexEntry>, XtcError>;
+}
+
 impl IndexEntry {
     /// The transition id.
     pub fn service(&self) -> TransitionId {
@@ -49,11 +66,21 @@ pub struct StreamIndexer {
     pending_switch: Option<u32>,
     buf: Vec<u8>,
     truncations: Vec<(PathBuf, Truncation)>,
+    /// Bigdata file lengths by chunk, read once when small data points into them.
+    chunk_len: Vec<(u32, Option<u64>)>,
+    past_end: u64,
+    live: bool,
+    end_run: bool,
+    ended: bool,
 }
 
 impl StreamIndexer {
     /// Indexes `files`, from its small data when `use_smd` and a small-data file exists.
     pub fn open(files: &StreamFiles, use_smd: bool) -> Result<Self, XtcError> {
+        Self::open_with(files, use_smd, false)
+    }
+
+    fn open_with(files: &StreamFiles, use_smd: bool, live: bool) -> Result<Self, XtcError> {
         let chunks: Vec<(u32, PathBuf)> = files
             .chunks
             .iter()
@@ -66,8 +93,13 @@ impl StreamIndexer {
             (Some(smd), true) => (smd.clone(), true),
             _ => (first.1.clone(), false),
         };
+        let reader = if live {
+            DgramReader::open_live(&path)?
+        } else {
+            DgramReader::open(&path)?
+        };
         Ok(Self {
-            reader: DgramReader::open(&path)?,
+            reader,
             from_smd,
             lookup: NamesLookup::new(),
             smd_id: None,
@@ -76,7 +108,24 @@ impl StreamIndexer {
             pending_switch: None,
             buf: Vec::with_capacity(64 * 1024),
             truncations: Vec::new(),
+            chunk_len: Vec::new(),
+            past_end: 0,
+            live,
+            end_run: false,
+            ended: false,
         })
+    }
+
+    /// Indexes `files` while they are being written: a stream ends at its EndRun (after the
+    /// datagrams complete by then), or when its `.inprogress` file has been renamed and read to
+    /// its end; until then a missing datagram is [`Poll::Pending`].
+    pub fn open_live(files: &StreamFiles, use_smd: bool) -> Result<Self, XtcError> {
+        Self::open_with(files, use_smd, true)
+    }
+
+    /// True once the stream's EndRun was indexed.
+    pub fn saw_end_run(&self) -> bool {
+        self.end_run
     }
 
     /// True when this index comes from small data.
@@ -102,9 +151,61 @@ impl StreamIndexer {
         &self.lookup
     }
 
-    /// Files that ended inside a datagram.
+    /// Files that end inside a datagram, each listed once: a file read to its end, or a bigdata
+    /// chunk that small data points past.
     pub fn truncations(&self) -> &[(PathBuf, Truncation)] {
         &self.truncations
+    }
+
+    /// L1Accepts whose small-data location lies past the end of their bigdata chunk.
+    pub fn events_past_end(&self) -> u64 {
+        self.past_end
+    }
+
+    fn note(&mut self, path: PathBuf, t: Truncation) {
+        if !self.truncations.iter().any(|(p, _)| *p == path) {
+            self.truncations.push((path, t));
+        }
+    }
+
+    /// Checks a small-data location against its bigdata chunk's length (read once per chunk).
+    fn check_extent(&mut self, loc: Location) {
+        let cached = self
+            .chunk_len
+            .iter()
+            .find(|(c, _)| *c == loc.chunk)
+            .map(|&(_, len)| len);
+        let stale = |len: Option<u64>| len.is_none_or(|l| loc.offset.saturating_add(loc.size) > l);
+        let len = match cached {
+            Some(len) if !(self.live && stale(len)) => len,
+            _ => {
+                let len = self
+                    .chunk_path(loc.chunk)
+                    .and_then(existing_name)
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len());
+                self.chunk_len.retain(|(c, _)| *c != loc.chunk);
+                self.chunk_len.push((loc.chunk, len));
+                len
+            }
+        };
+        let Some(len) = len else {
+            return;
+        };
+        if loc.offset.saturating_add(loc.size) > len {
+            self.past_end += 1;
+            if let Some(path) = self.chunk_path(loc.chunk).map(Path::to_path_buf) {
+                let available = len.saturating_sub(loc.offset);
+                self.note(
+                    path,
+                    Truncation {
+                        offset: loc.offset,
+                        expected: loc.size,
+                        available,
+                    },
+                );
+            }
+        }
     }
 
     fn set_chunk_path(&mut self, chunk: u32, path: PathBuf) {
@@ -157,30 +258,88 @@ impl StreamIndexer {
             .ok_or_else(|| {
                 XtcError::Layout(format!("chunk {next} announced but its file is unknown"))
             })?;
-        if !path.is_file() {
+        let found = if self.live {
+            existing_name(&path)
+        } else {
+            Some(path.clone()).filter(|p| p.is_file())
+        };
+        let Some(found) = found else {
             return Err(XtcError::Layout(format!(
                 "{}: chunk {next} announced by chunkinfo is missing",
                 path.display()
             )));
-        }
-        self.reader = DgramReader::open(&path)?;
+        };
+        self.reader = if self.live {
+            DgramReader::open_live(&found)?
+        } else {
+            DgramReader::open(&found)?
+        };
         self.chunk = next;
         Ok(true)
     }
 
+    /// In live bigdata scanning: whether the chunk after the current one exists (so the current
+    /// one is complete: the writer starts a chunk only after closing the previous).
+    fn next_chunk_exists(&self) -> bool {
+        let next = self.pending_switch.or_else(|| {
+            self.chunks
+                .iter()
+                .map(|(c, _)| *c)
+                .filter(|c| *c > self.chunk)
+                .min()
+        });
+        next.and_then(|c| self.chunk_path(c))
+            .and_then(existing_name)
+            .is_some()
+    }
+
     fn record_truncation(&mut self) {
         if let Some(t) = self.reader.truncation() {
-            self.truncations.push((self.reader.path().to_path_buf(), t));
+            self.note(self.reader.path().to_path_buf(), t);
         }
     }
 
-    /// The next datagram of the stream, or `None` at its end.
+    /// The next datagram of a finished stream, or `None` at its end (a live index that has
+    /// nothing complete yet is an error here: poll it with [`EntrySource::poll_entry`]).
     pub fn next_entry(&mut self) -> Result<Option<IndexEntry>, XtcError> {
-        if self.from_smd {
-            self.next_from_smd()
-        } else {
-            self.next_from_bigdata()
+        match self.poll_entry()? {
+            Poll::Ready(e) => Ok(Some(e)),
+            Poll::End => Ok(None),
+            Poll::Pending => Err(XtcError::Layout(format!(
+                "{}: live stream has no complete datagram yet",
+                self.reader.path().display()
+            ))),
         }
+    }
+
+    fn poll_inner(&mut self) -> Result<Poll<IndexEntry>, XtcError> {
+        if self.ended {
+            return Ok(Poll::End);
+        }
+        let next = if self.from_smd {
+            self.next_from_smd()?
+        } else {
+            self.next_from_bigdata()?
+        };
+        if let Some(e) = next {
+            self.end_run |= e.service() == TransitionId::EndRun;
+            return Ok(Poll::Ready(e));
+        }
+        if self.reader.is_live() {
+            // Complete when the EndRun was read or the writer renamed the file; then whatever
+            // it holds is read, and an incomplete tail is a truncation.
+            if !(self.end_run || renamed(self.reader.path())) {
+                return Ok(Poll::Pending);
+            }
+            self.reader.finish_live()?;
+            return self.poll_inner();
+        }
+        if self.live && !self.from_smd && self.pending_switch.is_some() {
+            // The bigdata chunk ended, announced a next one that does not exist yet.
+            return Ok(Poll::Pending);
+        }
+        self.ended = true;
+        Ok(Poll::End)
     }
 
     fn next_from_smd(&mut self) -> Result<Option<IndexEntry>, XtcError> {
@@ -193,7 +352,9 @@ impl StreamIndexer {
     fn smd_step(&mut self, buf: &mut Vec<u8>) -> Result<Option<IndexEntry>, XtcError> {
         let path = self.reader.path().to_path_buf();
         let Some(d) = self.reader.next_into(buf)? else {
-            self.record_truncation();
+            if !self.reader.is_live() {
+                self.record_truncation();
+            }
             return Ok(None);
         };
         let header = d.header;
@@ -204,13 +365,15 @@ impl StreamIndexer {
                     smd_offset_size(&d, &self.lookup).map_err(|e| XtcError::format(&path, e))?
                 }
             };
+            let location = Location {
+                chunk: self.chunk,
+                offset,
+                size,
+            };
+            self.check_extent(location);
             return Ok(Some(IndexEntry {
                 header,
-                location: Some(Location {
-                    chunk: self.chunk,
-                    offset,
-                    size,
-                }),
+                location: Some(location),
                 transition: None,
             }));
         }
@@ -235,14 +398,37 @@ impl StreamIndexer {
             self.buf = buf;
             match step? {
                 Some(e) => return Ok(Some(e)),
+                None if self.reader.is_live() => {
+                    if !self.next_chunk_exists() {
+                        return Ok(None);
+                    }
+                    self.reader.finish_live()?;
+                    if let Some(e) = self.bigdata_again()? {
+                        return Ok(Some(e));
+                    }
+                    self.record_truncation();
+                    self.advance_chunk()?;
+                }
                 None => {
                     self.record_truncation();
+                    if self.live && self.pending_switch.is_some() && !self.next_chunk_exists() {
+                        return Ok(None);
+                    }
                     if !self.advance_chunk()? {
                         return Ok(None);
                     }
                 }
             }
         }
+    }
+
+    fn bigdata_again(&mut self) -> Result<Option<IndexEntry>, XtcError> {
+        let path = self.reader.path().to_path_buf();
+        let offset = self.reader.position();
+        let mut buf = std::mem::take(&mut self.buf);
+        let step = self.bigdata_step(&mut buf, &path, offset);
+        self.buf = buf;
+        step
     }
 
     fn bigdata_step(
@@ -283,6 +469,12 @@ impl StreamIndexer {
         self.reader
             .peek_service()
             .map(|s| s == Some(TransitionId::L1Accept))
+    }
+}
+
+impl EntrySource for StreamIndexer {
+    fn poll_entry(&mut self) -> Result<Poll<IndexEntry>, XtcError> {
+        self.poll_inner()
     }
 }
 

@@ -1,4 +1,6 @@
 //! Reading datagrams from files: sequential (buffered, header-only skipping) and positioned.
+//! A live reader follows a file that is still growing: an incomplete last datagram is "not yet",
+//! not a truncation, until the caller says the file is complete.
 
 use super::dgram::Dgram;
 use super::error::{FormatError, XtcError};
@@ -7,6 +9,8 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Buffer size of sequential readers: large enough for many small datagrams per syscall,
 /// small enough that skipping a large payload wastes little.
@@ -31,21 +35,64 @@ pub struct DgramReader {
     len: u64,
     truncation: Option<Truncation>,
     peeked: Option<DgramHeader>,
+    /// A header read whose datagram is not complete yet (live only).
+    partial: Option<DgramHeader>,
+    live: bool,
 }
 
 impl DgramReader {
-    /// Opens `path` for sequential reading from the start.
+    /// Opens `path` for sequential reading from the start; a DAQ file is found under either of
+    /// its names (`x.xtc2`, `x.xtc2.inprogress`: the writer may rename it at any moment), and
+    /// [`DgramReader::path`] is the name it was opened under.
     pub fn open(path: &Path) -> Result<Self, XtcError> {
-        let file = File::open(path).map_err(|e| XtcError::io(path, 0, e))?;
-        let len = file.metadata().map_err(|e| XtcError::io(path, 0, e))?.len();
+        let (file, path) = super::live::open_either(path).map_err(|e| XtcError::io(path, 0, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| XtcError::io(&path, 0, e))?
+            .len();
         Ok(Self {
             file: BufReader::with_capacity(READ_BUFFER, file),
-            path: path.to_path_buf(),
+            path,
             pos: 0,
             len,
             truncation: None,
             peeked: None,
+            partial: None,
+            live: false,
         })
+    }
+
+    /// Opens `path` to follow it while it grows: a missing or incomplete next datagram reads as
+    /// `None` without marking a truncation, and the file's length is read again on each try.
+    pub fn open_live(path: &Path) -> Result<Self, XtcError> {
+        let mut r = Self::open(path)?;
+        r.live = true;
+        Ok(r)
+    }
+
+    /// True while following a growing file.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// Declares a followed file complete: its length is read a last time, and from now on an
+    /// incomplete last datagram is a truncation.
+    pub fn finish_live(&mut self) -> Result<(), XtcError> {
+        if self.live {
+            self.refresh()?;
+            self.live = false;
+        }
+        Ok(())
+    }
+
+    fn refresh(&mut self) -> Result<(), XtcError> {
+        self.len = self
+            .file
+            .get_ref()
+            .metadata()
+            .map_err(|e| XtcError::io(&self.path, self.pos, e))?
+            .len();
+        Ok(())
     }
 
     /// The file being read.
@@ -85,16 +132,42 @@ impl DgramReader {
     }
 
     fn read_header(&mut self) -> Result<Option<DgramHeader>, XtcError> {
-        if self.truncation.is_some() || self.pos >= self.len {
+        if self.truncation.is_some() {
+            return Ok(None);
+        }
+        if let Some(h) = self.partial {
+            if self.live && h.size() > self.len - self.pos {
+                self.refresh()?;
+            }
+            let left = self.len - self.pos;
+            if h.size() <= left {
+                self.partial = None;
+                return Ok(Some(h));
+            }
+            if !self.live {
+                self.truncation = Some(Truncation {
+                    offset: self.pos,
+                    expected: h.size(),
+                    available: left,
+                });
+            }
+            return Ok(None);
+        }
+        if self.live && self.len - self.pos < DGRAM_HEADER_SIZE as u64 {
+            self.refresh()?;
+        }
+        if self.pos >= self.len {
             return Ok(None);
         }
         let left = self.len - self.pos;
         if left < DGRAM_HEADER_SIZE as u64 {
-            self.truncation = Some(Truncation {
-                offset: self.pos,
-                expected: 0,
-                available: left,
-            });
+            if !self.live {
+                self.truncation = Some(Truncation {
+                    offset: self.pos,
+                    expected: 0,
+                    available: left,
+                });
+            }
             return Ok(None);
         }
         let mut h = [0u8; DGRAM_HEADER_SIZE];
@@ -103,15 +176,8 @@ impl DgramReader {
             .map_err(|e| XtcError::io(&self.path, self.pos, e))?;
         let header =
             DgramHeader::parse(&h, self.pos).map_err(|e| XtcError::format(&self.path, e))?;
-        if header.size() > left {
-            self.truncation = Some(Truncation {
-                offset: self.pos,
-                expected: header.size(),
-                available: left,
-            });
-            return Ok(None);
-        }
-        Ok(Some(header))
+        self.partial = Some(header);
+        self.read_header()
     }
 
     /// Reads the next whole datagram into `buf` (reused) and returns a view of it.
@@ -171,7 +237,45 @@ pub fn read_dgram_at<'b>(
     }
     buf.clear();
     buf.resize(size as usize, 0);
-    file.read_exact_at(buf, offset)
-        .map_err(|e| XtcError::io(path, offset, e))?;
+    read_exact_at_patiently(file, buf, offset).map_err(|e| XtcError::io(path, offset, e))?;
     Dgram::parse(buf, offset).map_err(|e| XtcError::format(path, e))
+}
+
+/// How long positioned reads wait for bytes that a file being written does not hold yet, in
+/// milliseconds (0: a short read fails at once).
+static SHORT_READ_PATIENCE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Lets positioned reads in this process wait up to `d` for a file to grow to the bytes asked
+/// for (live runs: a payload may be read just after it was written).
+pub fn set_short_read_patience(d: Duration) {
+    SHORT_READ_PATIENCE_MS.store(d.as_millis() as u64, Ordering::Relaxed);
+}
+
+fn read_exact_at_patiently(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    let patience = Duration::from_millis(SHORT_READ_PATIENCE_MS.load(Ordering::Relaxed));
+    let start = Instant::now();
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) if start.elapsed() < patience => std::thread::sleep(Duration::from_millis(5)),
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "file ends {} bytes short of the datagram{}",
+                        buf.len() - got,
+                        if patience.is_zero() {
+                            String::new()
+                        } else {
+                            format!(" (waited {:.1} s for it)", patience.as_secs_f64())
+                        }
+                    ),
+                ));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -95,6 +95,31 @@ pub struct RunFiles {
     pub streams: Vec<StreamFiles>,
 }
 
+impl RunFiles {
+    /// Opens every listed bigdata chunk and small-data file for reading (under either name of a
+    /// file being written): the first that is not a readable regular file is the error, naming it.
+    pub fn check_readable(&self) -> Result<(), XtcError> {
+        let paths = self.streams.iter().flat_map(|s| {
+            s.chunks
+                .iter()
+                .map(|c| c.path.as_path())
+                .chain(s.smd.as_deref())
+        });
+        for p in paths {
+            // A file being written may be renamed from `.inprogress` meanwhile.
+            let (file, found) = super::live::open_either(p).map_err(|e| XtcError::io(p, 0, e))?;
+            let meta = file.metadata().map_err(|e| XtcError::io(&found, 0, e))?;
+            if !meta.is_file() {
+                return Err(XtcError::Layout(format!(
+                    "{}: not a regular file, cannot be read as XTC2",
+                    found.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `xtc` directory of an experiment under an S3DF-style root:
 /// `<root>/<hutch>/<exp>/xtc`, hutch = the first three letters of the experiment.
 pub fn xtc_dir(root: &Path, exp: &str) -> PathBuf {

@@ -48,7 +48,7 @@ fn configure_of(ix: &StreamIndexer) -> Vec<u8> {
 pub fn read_run(p: &SynthParams, use_smd: bool) -> ReadBack {
     let det = &p.detector.model.det_name;
     let run = discover(&p.out, &p.exp, p.run).unwrap();
-    assert_eq!(run.streams.len(), p.streams);
+    assert_eq!(run.streams.len(), p.total_streams());
     let mut indexers = Vec::new();
     let mut configures = Vec::new();
     for s in &run.streams {
@@ -70,7 +70,8 @@ pub fn read_run(p: &SynthParams, use_smd: bool) -> ReadBack {
     let mut transitions = Vec::new();
     let mut buf = Vec::new();
     let mut slabs = SlabAssembler::default();
-    for ev in EventBuilder::new(indexers, vec![true; n]) {
+    let expected = (0..n).map(|s| s < p.streams).collect();
+    for ev in EventBuilder::new(indexers, expected) {
         let ev = ev.unwrap();
         assert!(
             ev.complete(),
@@ -86,7 +87,7 @@ pub fn read_run(p: &SynthParams, use_smd: bool) -> ReadBack {
         let mut chunks = Vec::new();
         let mut scalars = vec![(0u64, 0u32); m.nsegs()];
         slabs.begin(&conf);
-        for part in &ev.parts {
+        for part in ev.parts.iter().filter(|part| part.stream < p.streams) {
             let loc = part.entry.location.unwrap();
             chunks.push(loc.chunk);
             let path = &paths[part.stream]

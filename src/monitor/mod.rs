@@ -1,0 +1,126 @@
+//! The live monitor rank 0 serves while a job runs (`monitor.listen` in the configuration): a
+//! page (`/`) with the hit rate over time, the peaks-per-event histogram, the latest hit with its
+//! peaks, per-rank rates and sink state; the same numbers as JSON (`/status.json`, the image at
+//! `/latest-hit.json`) and as Prometheus text (`/metrics`).
+
+pub mod metrics;
+pub mod preview;
+pub mod state;
+
+use state::{Preview, Snapshot};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const PAGE: &str = include_str!("page.html");
+
+#[derive(Default)]
+struct Shared {
+    snapshot: Mutex<Snapshot>,
+    latest: Mutex<Option<Preview>>,
+    stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running monitor; the server thread stops when this is dropped.
+pub struct Monitor {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Binds `listen` (`HOST:PORT`; port 0 picks a free one) and starts serving `initial`.
+    pub fn start(listen: &str, initial: Snapshot) -> anyhow::Result<Monitor> {
+        let server = tiny_http::Server::http(listen)
+            .map_err(|e| anyhow::anyhow!("monitor.listen {listen:?}: cannot listen: {e}"))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| anyhow::anyhow!("monitor.listen {listen:?}: not an IP address"))?;
+        let shared = Arc::new(Shared {
+            snapshot: Mutex::new(initial),
+            ..Shared::default()
+        });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("monitor".into())
+            .spawn(move || serve(&server, &s))?;
+        Ok(Monitor {
+            shared,
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Changes the snapshot.
+    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut lock(&self.shared.snapshot));
+    }
+
+    /// Replaces the latest hit.
+    pub fn set_latest_hit(&self, p: Preview) {
+        *lock(&self.shared.latest) = Some(p);
+        lock(&self.shared.snapshot).latest_hit_seq += 1;
+    }
+
+    /// A copy of the snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        lock(&self.shared.snapshot).clone()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(server: &tiny_http::Server, shared: &Shared) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let req = match server.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(_) => return,
+        };
+        let path = req.url().split('?').next().unwrap_or("").to_string();
+        let (body, kind, status) = match (req.method(), path.as_str()) {
+            (tiny_http::Method::Get, "/") => (PAGE.to_string(), "text/html; charset=utf-8", 200),
+            (tiny_http::Method::Get, "/status.json") => (
+                serde_json::to_string(&*lock(&shared.snapshot)).unwrap_or_default(),
+                "application/json",
+                200,
+            ),
+            (tiny_http::Method::Get, "/latest-hit.json") => (
+                serde_json::to_string(&*lock(&shared.latest)).unwrap_or_default(),
+                "application/json",
+                200,
+            ),
+            (tiny_http::Method::Get, "/metrics") => (
+                metrics::render(&lock(&shared.snapshot)),
+                "text/plain; version=0.0.4",
+                200,
+            ),
+            _ => ("not found\n".to_string(), "text/plain", 404),
+        };
+        let header = tiny_http::Header::from_bytes("Content-Type", kind).expect("static header");
+        let resp = tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(header);
+        // A client that went away is not the job's problem.
+        let _ = req.respond(resp);
+    }
+}
