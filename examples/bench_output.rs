@@ -6,13 +6,19 @@
 //! under DIR so the h5py reference compresses exactly the same arrays.
 //! `bench_output nng`: NNG Push0 -> Pull0 loopback throughput (TCP and IPC) and the memcpy
 //! bandwidth of this machine, measured in the same run.
+//! `bench_output zmq`: the same for ZeroMQ PUSH -> PULL over TCP loopback (socket and sink).
+//! `bench_output formats`: every sink format (hdf5, stream2, simplon, msgpack) encoding one
+//! batch from worker-compressed (bitshuffle-LZ4) frame chunks, as the writer does, on 1 and all
+//! rayon threads, beside memcpy of the same frame bytes.
 
 use std::time::Instant;
 
 use lclstreamer::output::batch::{ExampleKind, example_batch};
 use lclstreamer::output::{Compression, Frame, Layout, Serializer};
+use lclstreamer::output::{PixelType, StoredFrames};
+use lclstreamer::serialize::{EventEncoder, Format, FormatOptions};
 use lclstreamer::transport::nng_socket::NngSocket;
-use lclstreamer::transport::{MessageMeta, NngSink, NngSinkConfig, Sink};
+use lclstreamer::transport::{MessageMeta, NngSink, NngSinkConfig, Sink, ZmqSink, ZmqSinkConfig};
 
 const SS: usize = 5632;
 const FS: usize = 384;
@@ -218,6 +224,162 @@ fn nng_bench() {
     }
 }
 
+fn zmq_bench() {
+    println!(r#"{{"kind":"memcpy","gbps":{:.3}}}"#, memcpy_gbps());
+    // A fresh port per receiver: libzmq unbinds a closed socket asynchronously.
+    let free_url = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let ctx = zmq::Context::new();
+    let receiver = |url: &str, n: u64| {
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.set_rcvhwm(2).unwrap();
+        pull.bind(url).unwrap();
+        std::thread::spawn(move || {
+            let mut bytes = 0;
+            let mut start = None;
+            for _ in 0..n {
+                let m = pull.recv_msg(0).unwrap();
+                start.get_or_insert_with(Instant::now);
+                bytes += m.len() as u64;
+            }
+            (bytes, start.unwrap().elapsed().as_secs_f64())
+        })
+    };
+    for msg_mb in [8usize, 64] {
+        let msg = vec![7u8; msg_mb << 20];
+        let n = (4096 / msg_mb) as u64; // 4 GiB per run
+        let url = free_url();
+        let rx = receiver(&url, n + 1);
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.set_sndhwm(2).unwrap();
+        push.connect(&url).unwrap();
+        push.send(&msg[..], 0).unwrap(); // connection set up, not timed
+        let start = Instant::now();
+        for _ in 0..n {
+            push.send(&msg[..], 0).unwrap();
+        }
+        let (bytes, rx_secs) = rx.join().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        drop(push);
+        // The sink path: a fresh Vec per message through ZmqSink (PUSH, dial).
+        let url = free_url();
+        let rx = receiver(&url, n + 1);
+        let mut sink = ZmqSink::new(ZmqSinkConfig::new(vec![url.clone()]), 0).unwrap();
+        let sink_start = Instant::now();
+        for seq in 0..n {
+            let meta = MessageMeta {
+                run: 12,
+                writer_rank: 0,
+                seq,
+                events: 1,
+            };
+            sink.send(msg.clone(), &meta).unwrap();
+        }
+        let sink_secs = sink_start.elapsed().as_secs_f64();
+        sink.finish().unwrap();
+        let _ = rx.join().unwrap();
+        println!(
+            r#"{{"kind":"zmq","transport":"tcp","message_mb":{msg_mb},"messages":{n},"gbps":{:.3},"receiver_gbps":{:.3},"sink_gbps":{:.3}}}"#,
+            (n as f64 * msg.len() as f64) / secs / 1e9,
+            (bytes - msg.len() as u64) as f64 / rx_secs / 1e9,
+            (n as f64 * msg.len() as f64) / sink_secs / 1e9,
+        );
+    }
+}
+
+/// Memcpy of `len` bytes (frame bytes of a batch) between two fresh buffers, best of runs.
+fn memcpy_of(len: usize) -> f64 {
+    let src = vec![1u8; len];
+    let mut dst = vec![0u8; len];
+    let secs = time_it(5, 0.5, || {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    });
+    len as f64 / secs
+}
+
+fn formats_bench() {
+    let b = batch_size();
+    let threads_all = rayon::current_num_threads();
+    let c = Compression::BitshuffleLz4;
+    for (name, kind) in [
+        ("raw_u16", ExampleKind::Raw),
+        ("calib_f32", ExampleKind::Calib { quantum: None }),
+    ] {
+        let mut batch = example_batch(b, SS, FS, kind, 42);
+        let pixel = if matches!(kind, ExampleKind::Raw) {
+            PixelType::U16
+        } else {
+            PixelType::F32
+        };
+        // The worker's side: one compressed chunk per frame; the writer gets only these.
+        let chunks: Vec<Vec<u8>> = batch
+            .events
+            .iter_mut()
+            .map(|ev| {
+                let f = ev.frame.take().unwrap();
+                let mut out = Vec::new();
+                c.encode_chunk(f.as_bytes().unwrap(), f.elem_size(), &mut out)
+                    .unwrap();
+                out
+            })
+            .collect();
+        let stored = StoredFrames {
+            pixel,
+            dims: vec![SS, FS],
+            image: false,
+            chunks: chunks.iter().map(|c| &c[..]).collect(),
+        };
+        let frame_bytes = b * SS * FS * pixel.size();
+        let mem = memcpy_of(frame_bytes);
+        println!(
+            r#"{{"kind":"memcpy_batch","data":"{name}","bytes":{frame_bytes},"bps":{mem:.0}}}"#
+        );
+        for format in [
+            Format::Hdf5,
+            Format::Stream2,
+            Format::Simplon,
+            Format::Msgpack,
+        ] {
+            for threads in [1, threads_all] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut ser = Serializer::default();
+                let mut size = 0;
+                let secs = pool.install(|| {
+                    time_it(5, 1.0, || {
+                        size = if format == Format::Hdf5 {
+                            ser.serialize_stored(&batch, &stored, Layout::Cxi, c)
+                                .unwrap()
+                                .len()
+                        } else {
+                            let mut enc = EventEncoder::new(FormatOptions {
+                                format,
+                                ..Default::default()
+                            });
+                            enc.encode(&batch, Some(&stored), c)
+                                .unwrap()
+                                .iter()
+                                .map(|m| m.bytes.len())
+                                .sum()
+                        };
+                    })
+                });
+                println!(
+                    r#"{{"kind":"format","data":"{name}","format":"{format:?}","threads":{threads},"bps":{:.0},"frames_per_s":{:.1},"bytes_out":{size},"x_memcpy":{:.4}}}"#,
+                    frame_bytes as f64 / secs,
+                    b as f64 / secs,
+                    frame_bytes as f64 / secs / mem,
+                );
+            }
+        }
+    }
+}
+
 fn kernels_bench() {
     use lclstreamer::output::bitshuffle::shuffle_block;
     for (name, kind, es) in [
@@ -261,7 +423,9 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("serialize") => serialize_bench(args.get(2).expect("serialize DIR")),
         Some("nng") => nng_bench(),
+        Some("zmq") => zmq_bench(),
+        Some("formats") => formats_bench(),
         Some("kernels") => kernels_bench(),
-        _ => eprintln!("usage: bench_output serialize DIR | nng"),
+        _ => eprintln!("usage: bench_output serialize DIR | nng | zmq | formats | kernels"),
     }
 }

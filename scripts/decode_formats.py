@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Independent decoder of lclstreamer's event formats, used by tests/serialize_python.rs.
 
-Receives over ZeroMQ (pyzmq) until the end message: stream2 and simplon from a PUSH sink
-(PULL, connect), msgpack from a REP sink as CrystFEL's indexamajig does (REQ sending "next",
+Receives over ZeroMQ (pyzmq) until the end message: hdf5 (h5py + hdf5plugin), stream2 and
+simplon from a PUSH sink (PULL, connect), msgpack from a REP sink as CrystFEL's indexamajig does (REQ sending "next",
 reading exactly the keys libcrystfel/src/image-msgpack.c reads: data{type,shape,data},
 peak_list{fs,ss,intensity}). Stream V2 is decoded with cbor2 tag hooks (40, 69/84/85, 56500) and
 dectris-compression's bslz4; Simplon with cbor2 and bitshuffle.decompress_lz4 (block 4096).
@@ -49,6 +49,7 @@ def main():
     fmt, url = sys.argv[1], sys.argv[2]
     ctx = zmq.Context()
     s = ctx.socket(zmq.REQ if fmt == "msgpack" else zmq.PULL)
+    s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVTIMEO, 20000)
     s.connect(url)
     start, images = None, 0
@@ -56,6 +57,24 @@ def main():
         if fmt == "msgpack":
             s.send(b"next")
         raw = s.recv()
+        if fmt == "hdf5":
+            if raw.startswith(b"LCLSTREAMER-EOS\n"):
+                eos = json.loads(raw[len(b"LCLSTREAMER-EOS\n"):])
+                break
+            import io
+            import h5py
+            import hdf5plugin  # noqa: F401  (registers the bitshuffle filter)
+            with h5py.File(io.BytesIO(raw), "r") as f:
+                frames = f["entry_1/data_1/data"][:]
+                r = f["entry_1/result_1"]
+                n = r["nPeaks"][:]
+                energy = f["LCLS/photon_energy_eV"][:]
+                for i, img in enumerate(frames):
+                    peaks = {"fs": r["peakXPosRaw"][i, :n[i]], "ss": r["peakYPosRaw"][i, :n[i]],
+                             "intensity": r["peakTotalIntensity"][i, :n[i]]}
+                    out(int(f.attrs["writer_rank"]), int(f.attrs["seq"]), img, peaks, float(energy[i]))
+                    images += 1
+            continue
         if fmt == "msgpack":
             m = msgpack.unpackb(raw, raw=False)
             if m.get("type") == "end":

@@ -1,6 +1,7 @@
-//! Independent decoders (`.venv`: pyzmq, cbor2, dectris-compression, bitshuffle, msgpack) read
-//! the event formats off ZeroMQ sinks (`scripts/decode_formats.py`): Stream V2 and Simplon from
-//! PUSH, CrystFEL's msgpack from REP through a REQ client asking `next` as indexamajig does.
+//! Independent decoders (`.venv`: pyzmq, h5py + hdf5plugin, cbor2, dectris-compression,
+//! bitshuffle, msgpack) read every format off ZeroMQ sinks (`scripts/decode_formats.py`): HDF5,
+//! Stream V2 and Simplon from PUSH, CrystFEL's msgpack from REP through a REQ client asking
+//! `next` as indexamajig does; the event formats both from frames and from worker chunks.
 //! Every pixel sum, the first pixels, the peaks and the photon energy are compared.
 
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lclstreamer::output::batch::{ExampleKind, example_batch};
-use lclstreamer::output::{Batch, Compression, Frame, PixelType, StoredFrames};
+use lclstreamer::output::{Batch, Compression, Frame, Layout, PixelType, StoredFrames};
 use lclstreamer::serialize::{EventEncoder, Format, FormatOptions};
 use lclstreamer::transport::{Pattern, Role, Sink, ZmqSink, ZmqSinkConfig};
 
@@ -58,6 +59,7 @@ fn check(format: Format, kind: ExampleKind, frames: Frames) {
         .port();
     let url = format!("tcp://127.0.0.1:{port}");
     let fmt = match format {
+        Format::Hdf5 => "hdf5",
         Format::Stream2 => "stream2",
         Format::Simplon => "simplon",
         _ => "msgpack",
@@ -81,9 +83,11 @@ fn check(format: Format, kind: ExampleKind, frames: Frames) {
     cfg.policy = lclstreamer::transport::Policy::Drop;
     cfg.send_timeout = Duration::from_secs(10);
     let mut sink = ZmqSink::new(cfg, 2).unwrap();
-    let mut enc = EventEncoder::new(FormatOptions {
-        format,
-        ..Default::default()
+    let mut enc = (format != Format::Hdf5).then(|| {
+        EventEncoder::new(FormatOptions {
+            format,
+            ..Default::default()
+        })
     });
     let mut events = Vec::new();
     for seq in 0..2u64 {
@@ -99,6 +103,19 @@ fn check(format: Format, kind: ExampleKind, frames: Frames) {
                 ev.frame = Some(Frame::ImageF16(img.insert_axis(ndarray::Axis(0))));
             }
         }
+        if format == Format::Hdf5 {
+            let meta = lclstreamer::transport::MessageMeta {
+                run: b.meta.run,
+                writer_rank: 2,
+                seq,
+                events: 3,
+            };
+            let image = lclstreamer::output::serialize(&b, Layout::Cxi, Compression::BitshuffleLz4);
+            sink.send(image.unwrap(), &meta).unwrap();
+            events.extend(b.events);
+            continue;
+        }
+        let enc = enc.as_mut().unwrap();
         let msgs = match frames {
             Frames::Own => enc.encode(&b, None, Compression::None).unwrap(),
             Frames::Stored(_) | Frames::ImageF16 => {
@@ -189,6 +206,15 @@ fn check(format: Format, kind: ExampleKind, frames: Frames) {
             "{fmt}: photon energy {got} vs {e}"
         );
     }
+}
+
+#[test]
+fn hdf5_over_zmq_decodes_with_h5py_and_hdf5plugin() {
+    check(
+        Format::Hdf5,
+        ExampleKind::Calib { quantum: None },
+        Frames::Own,
+    );
 }
 
 #[test]

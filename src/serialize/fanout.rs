@@ -5,11 +5,13 @@ use super::{EventEncoder, Format, FormatOptions, Message};
 use crate::output::{Batch, Compression, StoredFrames};
 use crate::transport::{MessageMeta, Sink, SinkStats, TransportError};
 
+/// A sink: name, options, index of its encoder (`None`: HDF5), the sink.
+type Entry = (String, FormatOptions, Option<usize>, Box<dyn Sink>);
+
 /// Sinks and the encoders of the event formats they use.
 #[derive(Default)]
 pub struct Fanout {
-    /// Name, options, index of its encoder (`None`: HDF5), sink.
-    sinks: Vec<(String, FormatOptions, Option<usize>, Box<dyn Sink>)>,
+    sinks: Vec<Entry>,
     /// One encoder per distinct options (format, prefix, photon energy).
     encoders: Vec<(FormatOptions, EventEncoder)>,
     /// The compression of the stored frame chunks handed to [`Self::send`].
@@ -79,9 +81,8 @@ impl Fanout {
         mut encoded: Vec<Vec<Message>>,
         meta: &MessageMeta,
     ) -> anyhow::Result<()> {
-        let last_user = |k: usize, e: Option<usize>, sinks: &[(_, _, Option<usize>, _)]| {
-            sinks[k + 1..].iter().all(|s| s.2 != e)
-        };
+        let last_user =
+            |k: usize, e: Option<usize>, sinks: &[Entry]| sinks[k + 1..].iter().all(|s| s.2 != e);
         let mut hdf5 = hdf5;
         for k in 0..self.sinks.len() {
             let last = last_user(k, self.sinks[k].2, &self.sinks);

@@ -90,7 +90,7 @@ pub(super) fn image(
     c.tag(TAG_DECTRIS_COMPRESSION).array(3);
     c.str("bslz4")
         .u64(frame.pixel.size() as u64)
-        .bytes(&compressed);
+        .bytes(compressed);
     c.str("user_data")
         .map(6 + scalars.len() as u64 + 2 * energy.is_some() as u64);
     c.str("writer_rank").u32(batch.writer_rank);
