@@ -468,6 +468,14 @@ pub enum SinkConfig {
         send_timeout: Option<f64>,
         /// `by_rank` (default) or `round_robin`.
         distribute: Option<String>,
+        /// Under `block`: seconds one message may wait for a consumer before the job stops
+        /// with an error (default 600; 0 waits for ever).
+        block_timeout: Option<f64>,
+        /// Largest message sent: bigger batches are split, a bigger single event is refused.
+        max_message_bytes: Option<usize>,
+        /// Seconds `finish` waits for the end-of-stream delivery (spill, drop) and for
+        /// consumers to disconnect (default 30).
+        linger: Option<f64>,
     },
     /// `.h5` files in a directory.
     Files { dir: PathBuf },

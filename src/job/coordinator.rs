@@ -285,10 +285,22 @@ pub fn run(
             a.update(&super::summary::arp_counters(read, latest, start.elapsed()));
         }
     };
+    let mut interrupted = None;
     while finals.len() < layout.workers as usize || writers.len() < layout.writers as usize {
+        if interrupted.is_none()
+            && let Some(sig) = crate::interrupt::Interrupt::requested()
+        {
+            let name = crate::interrupt::Interrupt::name(sig);
+            eprintln!(
+                "lclstreamer: {name}: stopping after {} events; finishing what is in flight",
+                feed.events_seen
+            );
+            interrupted = Some(name.to_string());
+            feed.exhausted = true;
+        }
         serve_held(&mb, &mut feed, k, &mut delivery, &mut held, idle)?;
         let wait = if held.is_empty() {
-            Duration::from_millis(500)
+            Duration::from_millis(100)
         } else {
             crate::xtc::live::POLL
         };
@@ -321,6 +333,7 @@ pub fn run(
                 finals.insert(worker, stats);
             }
             Msg::WriterDone { stats, .. } => writers.push(stats),
+            Msg::Stop { .. } => feed.exhausted = true,
             other => anyhow::bail!("coordinator: unexpected message {other:?}"),
         }
         if last_progress.elapsed() >= progress.period() {
@@ -359,6 +372,7 @@ pub fn run(
     if cfg.source.live {
         summary.live = Some(live_summary(&feed, idle));
     }
+    summary.interrupted = interrupted;
     if let Some(a) = arp {
         a.finish(&summary.arp_counters());
     }

@@ -108,8 +108,14 @@ pub struct WriterStats {
     pub batches: u64,
     pub ns_serialize: u64,
     pub ns_send: u64,
-    /// (sink name, batches, events, bytes, spilled, dropped)
-    pub sinks: Vec<(String, u64, u64, u64, u64, u64)>,
+    /// Per sink: its name and counts.
+    pub sinks: Vec<(String, crate::transport::SinkStats)>,
+    /// Failures that stopped this writer's deliveries (the job exits non-zero).
+    pub errors: Vec<String>,
+    /// What went wrong without failing the job (an end-of-stream no consumer took).
+    pub warnings: Vec<String>,
+    /// Events received after a failure and not delivered anywhere.
+    pub undelivered: u64,
     /// (selected field, events sent without it)
     pub missing: Vec<(String, u64)>,
 }
@@ -140,6 +146,8 @@ pub enum Msg {
     WorkerFinal { worker: RoleId, stats: WorkerStats },
     /// Writer → coordinator: final counts.
     WriterDone { writer: RoleId, stats: WriterStats },
+    /// Writer → coordinator: deliveries failed; hand out no more events.
+    Stop { reason: String },
 }
 
 impl Msg {

@@ -4,7 +4,6 @@
 //! own threads and rayon.
 
 pub mod coordinator;
-pub mod interrupt;
 pub mod layout;
 pub mod messages;
 pub mod pipeline;
@@ -28,6 +27,10 @@ use summary::{Progress, Summary};
 
 /// MPI tag of every role message.
 const TAG: i32 = 7;
+
+/// How long a rank may finish its work after SIGINT/SIGTERM before it removes its unfinished
+/// files and reports: `mpirun` kills the ranks about a second after forwarding a signal.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(600);
 
 /// Options of `lclstreamer run` besides the configuration.
 #[derive(Debug, Clone, Default)]
@@ -123,16 +126,11 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
     }
     for s in &cfg.output.sinks {
         match s {
-            crate::config::SinkConfig::Nng { urls, .. } => {
+            crate::config::SinkConfig::Nng { urls, mode, .. } => {
+                let listen = mode.as_deref() == Some("listen");
                 for u in urls {
-                    if !(u.starts_with("tcp://")
-                        || u.starts_with("ipc://")
-                        || u.starts_with("inproc://"))
-                    {
-                        anyhow::bail!(
-                            "output.sinks nng url {u:?}: expected tcp://, ipc:// or inproc://"
-                        );
-                    }
+                    crate::transport::check_url(u, listen)
+                        .map_err(|e| anyhow::anyhow!("output.sinks nng url {e}"))?;
                 }
             }
             crate::config::SinkConfig::Files { dir } => {
@@ -181,6 +179,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     }
     let world = universe.world();
     let rank = world.rank() as u32;
+    if let Err(e) = crate::interrupt::Interrupt::install() {
+        eprintln!("lclstreamer: rank {rank}: cannot handle SIGINT/SIGTERM: {e}");
+    }
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _watch = crate::interrupt::watch(format!("rank {rank}"), STOP_GRACE, Arc::clone(&finished));
     let size = world.size() as u32;
     let layout = Layout::new(size, cfg.parallel.writers);
 
@@ -337,6 +340,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     let mut wire = MpiWire { world: &world };
     let wire: Option<&mut dyn Wire> = if size > 1 { Some(&mut wire) } else { None };
     let results = switch.run(rank, |id| layout.rank_of(id), wire, handles);
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut summary = None;
     for (id, r) in local.iter().zip(results) {
         match r {
@@ -348,17 +352,23 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
             }
         }
     }
-    if let Some(s) = summary {
-        print!("{}", s.render());
-        if let Some(path) = &opts.summary {
-            let written = serde_json::to_vec_pretty(&s)
-                .map_err(std::io::Error::other)
-                .and_then(|b| crate::atomic_file::write(path, &b));
-            if let Err(e) = written {
-                eprintln!("lclstreamer: {}: {e}", path.display());
-                return 1;
-            }
+    let stopped = crate::interrupt::Interrupt::requested();
+    let Some(s) = summary else {
+        return stopped.map_or(0, crate::interrupt::Interrupt::exit_code);
+    };
+    print!("{}", s.render());
+    if let Some(path) = &opts.summary {
+        let written = serde_json::to_vec_pretty(&s)
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::atomic_file::write(path, &b));
+        if let Err(e) = written {
+            eprintln!("lclstreamer: {}: {e}", path.display());
+            return 1;
         }
     }
-    0
+    match stopped {
+        Some(sig) => crate::interrupt::Interrupt::exit_code(sig),
+        None if !s.errors.is_empty() => 1,
+        None => 0,
+    }
 }

@@ -67,8 +67,20 @@ pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Vec<(String, Box<dy
                 spill_dir,
                 send_timeout,
                 distribute,
+                block_timeout,
+                max_message_bytes,
+                linger,
             } => {
                 let mut c = NngSinkConfig::new(urls.clone());
+                if let Some(l) = linger {
+                    c.linger = Duration::from_secs_f64(*l);
+                }
+                c.block_timeout = match block_timeout {
+                    Some(t) if *t > 0.0 => Some(Duration::from_secs_f64(*t)),
+                    Some(_) => None,
+                    None => c.block_timeout,
+                };
+                c.max_message_bytes = *max_message_bytes;
                 if let Some(m) = mode {
                     c.role = m
                         .parse::<Role>()
@@ -155,7 +167,110 @@ fn stored_frames(frames: &[Option<FrameMsg>]) -> anyhow::Result<Option<StoredFra
     }))
 }
 
-/// Runs one writer until all its workers are done.
+/// The writer's batches in flight to its sinks: serialises, caps message size, sends.
+struct Outbox {
+    sinks: Vec<(String, Box<dyn Sink>)>,
+    ser: Serializer,
+    meta: RunMeta,
+    index: u32,
+    h5layout: H5Layout,
+    compression: Compression,
+    /// Batches whose image is larger are split (down to single events).
+    max_bytes: Option<usize>,
+    seq: u64,
+}
+
+impl Outbox {
+    /// Serialises `records` as one batch (split in halves while larger than `max_bytes`) and
+    /// hands each image to every sink.
+    fn flush(
+        &mut self,
+        records: Vec<(EventRecord, Option<FrameMsg>)>,
+        stats: &mut WriterStats,
+    ) -> anyhow::Result<()> {
+        let n = records.len() as u64;
+        let t0 = Instant::now();
+        let (events, frames): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+        let batch = Batch {
+            meta: self.meta.clone(),
+            writer_rank: self.index,
+            seq: self.seq,
+            events,
+        };
+        let bytes = match stored_frames(&frames)? {
+            Some(f) => self
+                .ser
+                .serialize_stored(&batch, &f, self.h5layout, self.compression)?,
+            None => self
+                .ser
+                .serialize(&batch, self.h5layout, self.compression)?,
+        };
+        stats.ns_serialize += t0.elapsed().as_nanos() as u64;
+        if n > 1 && self.max_bytes.is_some_and(|m| bytes.len() > m) {
+            let mut records: Vec<_> = batch.events.into_iter().zip(frames).collect();
+            let second = records.split_off(records.len() / 2);
+            self.flush(records, stats)?;
+            return self.flush(second, stats);
+        }
+        let t1 = Instant::now();
+        let m = MessageMeta {
+            run: self.meta.run,
+            writer_rank: self.index,
+            seq: self.seq,
+            events: n,
+        };
+        self.seq += 1;
+        // The last sink takes the image itself; only the others get copies.
+        if let Some(((_, last), rest)) = self.sinks.split_last_mut() {
+            for (_, s) in rest.iter_mut() {
+                s.send(bytes.clone(), &m)?;
+            }
+            last.send(bytes, &m)?;
+        }
+        stats.ns_send += t1.elapsed().as_nanos() as u64;
+        stats.batches += 1;
+        stats.events += n;
+        crate::interrupt::note_progress(
+            &format!("writer {}", self.index),
+            format!(
+                "handed {} batches ({} events, up to seq {}) to {}",
+                stats.batches,
+                stats.events,
+                self.seq - 1,
+                self.sinks
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        Ok(())
+    }
+
+    /// Closes every sink (end-of-stream) and records its counts.
+    fn finish(&mut self, stats: &mut WriterStats) {
+        for (name, s) in self.sinks.iter_mut() {
+            match s.finish() {
+                Ok(st) => {
+                    if st.eos_undelivered > 0 {
+                        stats.warnings.push(format!(
+                            "writer {}: sink {name}: end-of-stream not delivered (no consumer at the end)",
+                            self.index
+                        ));
+                    }
+                    stats.sinks.push((name.clone(), st));
+                }
+                Err(e) => stats
+                    .errors
+                    .push(format!("writer {}: sink {name}: {e:#}", self.index)),
+            }
+        }
+    }
+}
+
+/// Runs one writer until all its workers are done. A delivery failure is reported (the job
+/// exits non-zero) rather than aborting: the writer asks the coordinator to stop, keeps taking
+/// its workers' records so nobody waits for ever, and counts them as undelivered.
 pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow::Result<()> {
     let me = mb.id;
     let index = me - 1 - layout.workers;
@@ -170,49 +285,39 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
         .compression
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
-    let mut sinks = open_sinks(cfg, index)?;
+    let mut out = Outbox {
+        sinks: open_sinks(cfg, index)?,
+        ser: Serializer::default(),
+        meta,
+        index,
+        h5layout,
+        compression,
+        max_bytes: max_message_bytes(cfg),
+        seq: 0,
+    };
     for &w in &workers {
         mb.send(w, Msg::Credit { n: CREDITS })?;
     }
-    let mut ser = Serializer::default();
     let mut stats = WriterStats::default();
     let mut pending: Vec<(EventRecord, Option<FrameMsg>)> = Vec::new();
-    let mut seq = 0u64;
-    let mut flush = |records: Vec<(EventRecord, Option<FrameMsg>)>,
-                     stats: &mut WriterStats|
+    let mut failed = false;
+    let mut deliver = |records: Vec<(EventRecord, Option<FrameMsg>)>,
+                       stats: &mut WriterStats,
+                       out: &mut Outbox|
      -> anyhow::Result<()> {
-        let n = records.len() as u64;
-        let t0 = Instant::now();
-        let (events, frames): (Vec<_>, Vec<_>) = records.into_iter().unzip();
-        let batch = Batch {
-            meta: meta.clone(),
-            writer_rank: index,
-            seq,
-            events,
-        };
-        let bytes = match stored_frames(&frames)? {
-            Some(f) => ser.serialize_stored(&batch, &f, h5layout, compression)?,
-            None => ser.serialize(&batch, h5layout, compression)?,
-        };
-        let t1 = Instant::now();
-        let m = MessageMeta {
-            run: meta.run,
-            writer_rank: index,
-            seq,
-            events: n,
-        };
-        // The last sink takes the image itself; only the others get copies.
-        if let Some(((_, last), rest)) = sinks.split_last_mut() {
-            for (_, s) in rest.iter_mut() {
-                s.send(bytes.clone(), &m)?;
-            }
-            last.send(bytes, &m)?;
+        if failed {
+            stats.undelivered += records.len() as u64;
+            return Ok(());
         }
-        stats.ns_serialize += (t1 - t0).as_nanos() as u64;
-        stats.ns_send += t1.elapsed().as_nanos() as u64;
-        stats.batches += 1;
-        stats.events += n;
-        seq += 1;
+        let n = records.len() as u64;
+        if let Err(e) = out.flush(records, stats) {
+            let reason = format!("writer {index}: {e:#}");
+            eprintln!("lclstreamer: {reason}; stopping the run");
+            stats.errors.push(reason.clone());
+            stats.undelivered += n;
+            failed = true;
+            mb.send(Layout::COORDINATOR, Msg::Stop { reason })?;
+        }
         Ok(())
     };
     let mut done = 0;
@@ -234,33 +339,37 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
                 mb.send(worker, Msg::Credit { n: 1 })?;
                 while pending.len() >= cfg.output.batch_size {
                     let rest = pending.split_off(cfg.output.batch_size);
-                    flush(std::mem::replace(&mut pending, rest), &mut stats)?;
+                    deliver(std::mem::replace(&mut pending, rest), &mut stats, &mut out)?;
                 }
             }
             Some(Msg::WorkerDone { .. }) => done += 1,
             Some(other) => anyhow::bail!("writer {me}: unexpected message {other:?}"),
         }
         if deadline.due() && !pending.is_empty() {
-            flush(std::mem::take(&mut pending), &mut stats)?;
+            deliver(std::mem::take(&mut pending), &mut stats, &mut out)?;
         }
         deadline.pending(pending.len());
     }
     if !pending.is_empty() {
-        flush(std::mem::take(&mut pending), &mut stats)?;
+        deliver(std::mem::take(&mut pending), &mut stats, &mut out)?;
     }
-    for (name, s) in sinks.iter_mut() {
-        let st = s.finish()?;
-        stats.sinks.push((
-            name.clone(),
-            st.batches,
-            st.events,
-            st.bytes,
-            st.spilled,
-            st.dropped,
-        ));
-    }
+    out.finish(&mut stats);
     mb.send(Layout::COORDINATOR, Msg::WriterDone { writer: me, stats })?;
     Ok(())
+}
+
+/// The smallest `max_message_bytes` of the configured sinks.
+fn max_message_bytes(cfg: &Config) -> Option<usize> {
+    cfg.output
+        .sinks
+        .iter()
+        .filter_map(|s| match s {
+            SinkConfig::Nng {
+                max_message_bytes, ..
+            } => *max_message_bytes,
+            SinkConfig::Files { .. } => None,
+        })
+        .min()
 }
 
 #[cfg(test)]

@@ -33,6 +33,12 @@ pub struct EndOfStream {
     /// Copies resent after a consumer disconnected (duplicates a consumer may already hold).
     #[serde(default)]
     pub resent: u64,
+    /// Sent before a consumer left and not taken when resent: the departed consumer may hold them.
+    #[serde(default)]
+    pub in_doubt: u64,
+    /// Refused: no consumer could take them (see `SinkStats::refused`).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl EndOfStream {

@@ -6,6 +6,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+static INSTALLED: std::sync::OnceLock<Arc<AtomicUsize>> = std::sync::OnceLock::new();
+
 /// The process-wide stop request.
 #[derive(Clone, Debug)]
 pub struct Interrupt {
@@ -15,7 +17,6 @@ pub struct Interrupt {
 impl Interrupt {
     /// Installs the handlers (once per process; later calls share them).
     pub fn install() -> std::io::Result<Interrupt> {
-        static INSTALLED: std::sync::OnceLock<Arc<AtomicUsize>> = std::sync::OnceLock::new();
         if let Some(r) = INSTALLED.get() {
             return Ok(Interrupt {
                 received: Arc::clone(r),
@@ -31,6 +32,15 @@ impl Interrupt {
         }
         let _ = INSTALLED.set(Arc::clone(&received));
         Ok(Interrupt { received })
+    }
+
+    /// The signal that asked this process to stop, if the handlers are installed and one came:
+    /// for code far from the roles (a sink waiting for a consumer) that must give up on a stop.
+    pub fn requested() -> Option<i32> {
+        match INSTALLED.get()?.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(s as i32),
+        }
     }
 
     /// A stop request no signal can set, for roles run in tests.
@@ -63,6 +73,64 @@ impl Interrupt {
     }
 }
 
+static PROGRESS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Records what role `who` has done so far, for [`progress_lines`].
+pub fn note_progress(who: &str, line: String) {
+    let mut p = PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+    p.insert(who.to_string(), line);
+}
+
+/// The last progress line of every role of this process: what a rank says when it is stopped
+/// before it could report through the job.
+pub fn progress_lines() -> Vec<String> {
+    let p = PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+    p.iter()
+        .map(|(who, line)| format!("{who}: {line}"))
+        .collect()
+}
+
+/// Watches for a stop request in the background: `grace` after the signal, if `finished` is
+/// still false, removes every unfinished output file ([`crate::atomic_file`]) and prints this
+/// process's progress lines under `who`, so a rank killed soon after (as `mpirun` does) leaves
+/// no partial file and says what it had done.
+pub fn watch(
+    who: String,
+    grace: std::time::Duration,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let step = std::time::Duration::from_millis(20);
+        let sig = loop {
+            if finished.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Some(s) = Interrupt::requested() {
+                break s;
+            }
+            std::thread::sleep(step);
+        };
+        let t = std::time::Instant::now();
+        while t.elapsed() < grace {
+            if finished.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(step);
+        }
+        let removed = crate::atomic_file::remove_temporaries();
+        let mut msg = format!(
+            "lclstreamer: {who}: {} {:.1} s ago and not finished; removed {removed} unfinished output files",
+            Interrupt::name(sig),
+            t.elapsed().as_secs_f64()
+        );
+        for l in progress_lines() {
+            msg += &format!("\nlclstreamer: {who}: {l}");
+        }
+        eprintln!("{msg}");
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +141,7 @@ mod tests {
         assert_eq!(i.signal(), None);
         signal_hook::low_level::raise(SIGTERM).unwrap();
         assert_eq!(i.signal(), Some(SIGTERM));
+        assert_eq!(Interrupt::requested(), Some(SIGTERM));
         assert_eq!(Interrupt::name(SIGTERM), "SIGTERM");
         assert_eq!(Interrupt::exit_code(SIGTERM), 143);
         assert_eq!(Interrupt::never().signal(), None);
