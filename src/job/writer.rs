@@ -2,6 +2,7 @@
 //! HDF5 image and hands it to every sink; at the end flushes, closes the sinks (end-of-stream)
 //! and reports its counts.
 
+use super::feed::WriterFeed;
 use super::layout::Layout;
 use super::messages::{FrameMsg, Msg, RecordMsg, WriterStats};
 use super::router::Mailbox;
@@ -104,8 +105,9 @@ pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Vec<(String, Box<dy
     Ok(out)
 }
 
-/// The record's event without its frame, and the frame (its stored chunk).
-fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>) {
+/// The record's event without its frame, the frame (its stored chunk), and when the event was
+/// found.
+fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>, u64) {
     let [fs, ss, total_intensity, max_value, npix, snr, sigma] = r.peaks;
     let event = EventRecord {
         timestamp: r.timestamp,
@@ -122,7 +124,7 @@ fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>) {
         },
         fields: r.fields,
     };
-    (event, r.frame)
+    (event, r.frame, r.seen_ns)
 }
 
 /// The frames of a batch as stored chunks; `None` when its events carry none.
@@ -155,8 +157,14 @@ fn stored_frames(frames: &[Option<FrameMsg>]) -> anyhow::Result<Option<StoredFra
     }))
 }
 
-/// Runs one writer until all its workers are done.
-pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow::Result<()> {
+/// Runs one writer until all its workers are done; reports to the monitor through `feed`.
+pub fn run(
+    mb: Mailbox,
+    layout: &Layout,
+    cfg: &Config,
+    meta: RunMeta,
+    mut feed: Option<WriterFeed>,
+) -> anyhow::Result<()> {
     let me = mb.id;
     let index = me - 1 - layout.workers;
     let workers = layout.workers_of(index);
@@ -176,14 +184,22 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
     }
     let mut ser = Serializer::default();
     let mut stats = WriterStats::default();
-    let mut pending: Vec<(EventRecord, Option<FrameMsg>)> = Vec::new();
+    let mut pending: Vec<(EventRecord, Option<FrameMsg>, u64)> = Vec::new();
+    let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
     let mut seq = 0u64;
-    let mut flush = |records: Vec<(EventRecord, Option<FrameMsg>)>,
+    let mut flush = |records: Vec<(EventRecord, Option<FrameMsg>, u64)>,
                      stats: &mut WriterStats|
      -> anyhow::Result<()> {
         let n = records.len() as u64;
         let t0 = Instant::now();
-        let (events, frames): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+        let mut seen = Vec::with_capacity(records.len());
+        let (events, frames): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .map(|(e, f, s)| {
+                seen.push(s);
+                (e, f)
+            })
+            .unzip();
         let batch = Batch {
             meta: meta.clone(),
             writer_rank: index,
@@ -212,6 +228,7 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
         stats.ns_send += t1.elapsed().as_nanos() as u64;
         stats.batches += 1;
         stats.events += n;
+        stats.latency.sent(seen, super::latency::now_ns());
         seq += 1;
         Ok(())
     };
@@ -222,7 +239,11 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             .then(|| Duration::from_secs_f64(cfg.source.live_flush)),
     );
     while done < workers.len() {
-        let msg = match deadline.wait() {
+        let wait = match (deadline.wait(), &feed) {
+            (Some(w), Some(f)) => Some(w.min(f.wait())),
+            (w, f) => w.or(f.as_ref().map(WriterFeed::wait)),
+        };
+        let msg = match wait {
             Some(w) => mb.recv_timeout(w)?,
             None => Some(mb.recv()?),
         };
@@ -244,6 +265,9 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             flush(std::mem::take(&mut pending), &mut stats)?;
         }
         deadline.pending(pending.len());
+        if let Some(t) = feed.as_mut().and_then(|f| f.tick(me, &stats, &sink_names)) {
+            mb.send(Layout::COORDINATOR, t)?;
+        }
     }
     if !pending.is_empty() {
         flush(std::mem::take(&mut pending), &mut stats)?;
