@@ -120,3 +120,54 @@ fn a_busy_address_is_one_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_job_with_an_unusable_monitor_address_stops_at_start_up() {
+    use std::process::Command;
+    const EXE: &str = env!("CARGO_BIN_EXE_lclstreamer");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(EXE)
+        .args(["synth", "--out"])
+        .arg(tmp.path())
+        .args(["--exp", "mfxmon09", "--run", "1", "--detector", "epixquad"])
+        .args(["--segments", "0", "--events", "4", "--npy-only"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let side = tmp.path().join("mfx/mfxmon09/synth/r0001");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for (listen, want) in [
+        ("not-an-address".to_string(), "not-an-address"),
+        (busy.local_addr().unwrap().to_string(), "cannot listen"),
+    ] {
+        let cfg = tmp.path().join("job.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "source: {{exp: mfxmon09, run: 1, root: {root}, detector: epixquad}}\ndetector: {{kind: epixquad, constants: {side}}}\nprocessing: {{keep: all}}\noutput: {{sinks: [{{kind: files, dir: {root}/out}}]}}\nmonitor: {{listen: \"{listen}\"}}\n",
+                root = tmp.path().display(),
+                side = side.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(EXE)
+            .args(["run", "--quiet", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("monitor.listen") && err.contains(want),
+            "{err}"
+        );
+        assert!(
+            !tmp.path().join("out").exists()
+                || std::fs::read_dir(tmp.path().join("out"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+        );
+    }
+}

@@ -178,3 +178,47 @@ fn hostname() -> Option<String> {
         .ok()
         .filter(|h| !h.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(monitor: &str) -> anyhow::Result<Config> {
+        let text = format!(
+            "source: {{files: [a.xtc2], detector: epixquad}}\nprocessing: {{keep: all}}\noutput: {{sinks: [{{kind: files, dir: out}}]}}\n{monitor}"
+        );
+        Config::parse(&text, "job.yaml", Path::new("/base"))
+    }
+
+    #[test]
+    fn the_monitor_section_is_optional_and_strict() {
+        assert!(parse("").unwrap().monitor.is_none());
+        let m = parse("monitor: {listen: \"0.0.0.0:8765\", linger: 2.5}\n")
+            .unwrap()
+            .monitor
+            .unwrap();
+        assert_eq!((m.listen.as_str(), m.linger), ("0.0.0.0:8765", 2.5));
+        assert!(m.check().is_ok());
+        let m = parse("monitor: {listen: \"127.0.0.1:0\"}\n")
+            .unwrap()
+            .monitor;
+        assert_eq!(m.unwrap().linger, 0.0);
+        let e = parse("monitor: {listen: \"x:1\", port: 3}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("monitor") && e.contains("port"), "{e}");
+        let e = parse("monitor: {linger: 1}\n").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let bad = super::MonitorConfig {
+            listen: "x:1".into(),
+            linger: -1.0,
+        };
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .contains("monitor.linger")
+        );
+    }
+}
