@@ -21,6 +21,9 @@ pub struct Config {
     pub output: Output,
     #[serde(default)]
     pub parallel: Parallel,
+    /// The live web monitor on rank 0; off when absent.
+    #[serde(default)]
+    pub monitor: Option<crate::monitor::MonitorConfig>,
 }
 
 /// Where the events come from.

@@ -4,6 +4,8 @@
 //! own threads and rayon.
 
 pub mod coordinator;
+pub mod feed;
+pub mod latency;
 pub mod layout;
 pub mod messages;
 pub mod pipeline;
@@ -100,6 +102,7 @@ struct Checked {
     run: RunFiles,
     stat: pipeline::Static,
     run_values: Vec<(String, crate::output::Value)>,
+    monitor: Option<crate::monitor::Monitor>,
 }
 
 fn check(cfg: &Config) -> anyhow::Result<Checked> {
@@ -139,10 +142,24 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
             }
         }
     }
+    // Last, so that nothing is served for a job that does not start.
+    let monitor = match &cfg.monitor {
+        Some(m) => {
+            m.check()?;
+            let snapshot = crate::monitor::state::Snapshot::new(
+                cfg.source.exp.clone().or_else(|| run.exp.clone()),
+                cfg.source.run.or(run.run),
+                cfg.source.detector.as_deref().unwrap_or(""),
+            );
+            Some(crate::monitor::Monitor::start(&m.listen, snapshot)?)
+        }
+        None => None,
+    };
     Ok(Checked {
         run,
         stat,
         run_values,
+        monitor,
     })
 }
 
@@ -198,6 +215,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
                 {
                     eprintln!("lclstreamer: detector {}", m.describe());
                 }
+                // Printed even when quiet: with port 0 it is the only way to find the page.
+                if let Some(m) = &c.monitor {
+                    eprintln!("lclstreamer: monitor: {}", m.url());
+                }
                 checked = Some(c);
             }
             Err(e) => {
@@ -215,9 +236,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
         .iter()
         .any(|&id| matches!(layout.kind(id), RoleKind::Worker(_)));
     size_rayon_pool(&world, needs_static);
-    let (run, stat, run_values) = match checked {
-        Some(c) => (Some(c.run), Some(c.stat), Some(c.run_values)),
-        None => (None, None, None),
+    let (run, stat, run_values, monitor) = match checked {
+        Some(c) => (
+            Some(c.run),
+            Some(c.stat),
+            Some(c.run_values),
+            c.monitor.map(Arc::new),
+        ),
+        None => (None, None, None, None),
     };
     let needs_values = local
         .iter()
@@ -310,13 +336,15 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     let (switch, boxes) = Switch::new(&local);
     let mut handles = Vec::new();
     for mb in boxes {
-        let (cfg, layout, stat, run, meta) = (
+        let (cfg, layout, stat, run, meta, monitor) = (
             cfg.clone(),
             layout.clone(),
             stat.clone(),
             run.clone(),
             meta.clone(),
+            monitor.clone(),
         );
+        let watched = cfg.monitor.is_some();
         let kind = layout.kind(mb.id);
         let progress = Progress::new(opts.quiet);
         handles.push(std::thread::spawn(
@@ -325,14 +353,18 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
                     RoleKind::Coordinator => {
                         let run =
                             run.ok_or_else(|| anyhow::anyhow!("coordinator without a run"))?;
-                        coordinator::run(mb, &layout, &cfg, &run, progress).map(Some)
+                        coordinator::run(mb, &layout, &cfg, &run, progress, monitor).map(Some)
                     }
                     RoleKind::Worker(_) => {
                         let stat =
                             stat.ok_or_else(|| anyhow::anyhow!("worker without constants"))?;
-                        worker::run(mb, &layout, &stat).map(|_| None)
+                        let feed = watched.then(|| feed::WorkerFeed::new(layout.workers));
+                        worker::run(mb, &layout, &stat, feed).map(|_| None)
                     }
-                    RoleKind::Writer(_) => writer::run(mb, &layout, &cfg, meta).map(|_| None),
+                    RoleKind::Writer(_) => {
+                        let feed = watched.then(feed::WriterFeed::default);
+                        writer::run(mb, &layout, &cfg, meta, feed).map(|_| None)
+                    }
                 }
             },
         ));
@@ -364,6 +396,16 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
         if let Err(e) = written {
             eprintln!("lclstreamer: {}: {e}", path.display());
             return 1;
+        }
+    }
+    if let Some(m) = monitor {
+        let linger = cfg.monitor.as_ref().map_or(0.0, |m| m.linger);
+        if linger > 0.0 && stopped.is_none() {
+            eprintln!(
+                "lclstreamer: monitor: serving the final numbers at {} for {linger} s",
+                m.url()
+            );
+            std::thread::sleep(std::time::Duration::from_secs_f64(linger));
         }
     }
     match stopped {

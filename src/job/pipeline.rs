@@ -411,6 +411,16 @@ impl Processor {
         })
     }
 
+    /// The calibrated slab of the event processed last (empty without calibration).
+    pub fn calibrated(&self) -> &[f32] {
+        &self.cal
+    }
+
+    /// The peaks `(fs, ss)` of the event processed last.
+    pub fn peak_positions(&self) -> Vec<(f32, f32)> {
+        self.peaks.peaks.iter().map(|p| (p.fs, p.ss)).collect()
+    }
+
     /// Processes one event; `Ok(None)` when it is not kept.
     pub fn process(
         &mut self,
@@ -549,6 +559,7 @@ impl Processor {
                 frame,
                 peaks: cols,
                 fields,
+                seen_ns: ev.seen_ns,
             }),
             hit,
             n,

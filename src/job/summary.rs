@@ -163,6 +163,9 @@ pub struct Summary {
     pub undelivered: u64,
     /// The signal that stopped the job before the end of the run (`SIGTERM`, `SIGINT`).
     pub interrupted: Option<String>,
+    /// Live runs: from an event's discovery by the coordinator (which polls growing files, so
+    /// this includes up to one poll interval after the write) to its batch being sent.
+    pub latency: Option<super::latency::LatencySummary>,
 }
 
 /// The eLog counters shown while the job runs.
@@ -261,6 +264,10 @@ impl Summary {
             }
         }
         let secs = |ns: u64| ns as f64 * 1e-9;
+        let mut latency = super::latency::Latency::default();
+        for w in &writers {
+            latency.merge(&w.latency);
+        }
         Summary {
             experiment: cfg.source.exp.clone().or_else(|| run.exp.clone()),
             run: cfg.source.run.or(run.run),
@@ -301,6 +308,7 @@ impl Summary {
                 send: secs(writers.iter().map(|w| w.ns_send).sum()),
             },
             live: None,
+            latency: latency.summary(),
         }
     }
 
@@ -381,6 +389,15 @@ impl Summary {
                 );
             }
             s += "\n";
+        }
+        if let Some(l) = &self.latency {
+            s += &format!(
+                "  latency discovered → sent: median {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events)\n",
+                l.median_seconds * 1e3,
+                l.p99_seconds * 1e3,
+                l.max_seconds * 1e3,
+                l.events
+            );
         }
         let st = &self.stage_seconds;
         s += &format!(

@@ -2,6 +2,7 @@
 //! HDF5 image and hands it to every sink; at the end flushes, closes the sinks (end-of-stream)
 //! and reports its counts.
 
+use super::feed::WriterFeed;
 use super::layout::Layout;
 use super::messages::{FrameMsg, Msg, RecordMsg, WriterStats};
 use super::router::Mailbox;
@@ -116,8 +117,9 @@ pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Vec<(String, Box<dy
     Ok(out)
 }
 
-/// The record's event without its frame, and the frame (its stored chunk).
-fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>) {
+/// The record's event without its frame, the frame (its stored chunk), and when the event was
+/// found.
+fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>, u64) {
     let [fs, ss, total_intensity, max_value, npix, snr, sigma] = r.peaks;
     let event = EventRecord {
         timestamp: r.timestamp,
@@ -134,7 +136,7 @@ fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>) {
         },
         fields: r.fields,
     };
-    (event, r.frame)
+    (event, r.frame, r.seen_ns)
 }
 
 /// The frames of a batch as stored chunks; `None` when its events carry none.
@@ -167,6 +169,9 @@ fn stored_frames(frames: &[Option<FrameMsg>]) -> anyhow::Result<Option<StoredFra
     }))
 }
 
+/// A record waiting for its batch: the event, its frame, when the coordinator saw it (ns).
+type Pending = (EventRecord, Option<FrameMsg>, u64);
+
 /// The writer's batches in flight to its sinks: serialises, caps message size, sends.
 struct Outbox {
     sinks: Vec<(String, Box<dyn Sink>)>,
@@ -183,14 +188,17 @@ struct Outbox {
 impl Outbox {
     /// Serialises `records` as one batch (split in halves while larger than `max_bytes`) and
     /// hands each image to every sink.
-    fn flush(
-        &mut self,
-        records: Vec<(EventRecord, Option<FrameMsg>)>,
-        stats: &mut WriterStats,
-    ) -> anyhow::Result<()> {
+    fn flush(&mut self, records: Vec<Pending>, stats: &mut WriterStats) -> anyhow::Result<()> {
         let n = records.len() as u64;
         let t0 = Instant::now();
-        let (events, frames): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+        let mut seen = Vec::with_capacity(records.len());
+        let (events, frames): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .map(|(e, f, s)| {
+                seen.push(s);
+                (e, f)
+            })
+            .unzip();
         let batch = Batch {
             meta: self.meta.clone(),
             writer_rank: self.index,
@@ -207,7 +215,13 @@ impl Outbox {
         };
         stats.ns_serialize += t0.elapsed().as_nanos() as u64;
         if n > 1 && self.max_bytes.is_some_and(|m| bytes.len() > m) {
-            let mut records: Vec<_> = batch.events.into_iter().zip(frames).collect();
+            let mut records: Vec<Pending> = batch
+                .events
+                .into_iter()
+                .zip(frames)
+                .zip(seen)
+                .map(|((e, f), s)| (e, f, s))
+                .collect();
             let second = records.split_off(records.len() / 2);
             self.flush(records, stats)?;
             return self.flush(second, stats);
@@ -230,6 +244,7 @@ impl Outbox {
         stats.ns_send += t1.elapsed().as_nanos() as u64;
         stats.batches += 1;
         stats.events += n;
+        stats.latency.sent(seen, super::latency::now_ns());
         crate::interrupt::note_progress(
             &format!("writer {}", self.index),
             format!(
@@ -237,14 +252,14 @@ impl Outbox {
                 stats.batches,
                 stats.events,
                 self.seq - 1,
-                self.sinks
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.sink_names().join(", ")
             ),
         );
         Ok(())
+    }
+
+    fn sink_names(&self) -> Vec<String> {
+        self.sinks.iter().map(|(n, _)| n.clone()).collect()
     }
 
     /// Closes every sink (end-of-stream) and records its counts.
@@ -268,10 +283,17 @@ impl Outbox {
     }
 }
 
-/// Runs one writer until all its workers are done. A delivery failure is reported (the job
-/// exits non-zero) rather than aborting: the writer asks the coordinator to stop, keeps taking
-/// its workers' records so nobody waits for ever, and counts them as undelivered.
-pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow::Result<()> {
+/// Runs one writer until all its workers are done; reports to the monitor through `feed`. A
+/// delivery failure is reported (the job exits non-zero) rather than aborting: the writer asks
+/// the coordinator to stop, keeps taking its workers' records so nobody waits for ever, and
+/// counts them as undelivered.
+pub fn run(
+    mb: Mailbox,
+    layout: &Layout,
+    cfg: &Config,
+    meta: RunMeta,
+    mut feed: Option<WriterFeed>,
+) -> anyhow::Result<()> {
     let me = mb.id;
     let index = me - 1 - layout.workers;
     let workers = layout.workers_of(index);
@@ -299,27 +321,26 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
         mb.send(w, Msg::Credit { n: CREDITS })?;
     }
     let mut stats = WriterStats::default();
-    let mut pending: Vec<(EventRecord, Option<FrameMsg>)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let sink_names = out.sink_names();
     let mut failed = false;
-    let mut deliver = |records: Vec<(EventRecord, Option<FrameMsg>)>,
-                       stats: &mut WriterStats,
-                       out: &mut Outbox|
-     -> anyhow::Result<()> {
-        if failed {
-            stats.undelivered += records.len() as u64;
-            return Ok(());
-        }
-        let n = records.len() as u64;
-        if let Err(e) = out.flush(records, stats) {
-            let reason = format!("writer {index}: {e:#}");
-            eprintln!("lclstreamer: {reason}; stopping the run");
-            stats.errors.push(reason.clone());
-            stats.undelivered += n;
-            failed = true;
-            mb.send(Layout::COORDINATOR, Msg::Stop { reason })?;
-        }
-        Ok(())
-    };
+    let mut deliver =
+        |records: Vec<Pending>, stats: &mut WriterStats, out: &mut Outbox| -> anyhow::Result<()> {
+            if failed {
+                stats.undelivered += records.len() as u64;
+                return Ok(());
+            }
+            let n = records.len() as u64;
+            if let Err(e) = out.flush(records, stats) {
+                let reason = format!("writer {index}: {e:#}");
+                eprintln!("lclstreamer: {reason}; stopping the run");
+                stats.errors.push(reason.clone());
+                stats.undelivered += n;
+                failed = true;
+                mb.send(Layout::COORDINATOR, Msg::Stop { reason })?;
+            }
+            Ok(())
+        };
     let mut done = 0;
     let mut deadline = FlushDeadline::new(
         cfg.source
@@ -327,7 +348,11 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             .then(|| Duration::from_secs_f64(cfg.source.live_flush)),
     );
     while done < workers.len() {
-        let msg = match deadline.wait() {
+        let wait = match (deadline.wait(), &feed) {
+            (Some(w), Some(f)) => Some(w.min(f.wait())),
+            (w, f) => w.or(f.as_ref().map(WriterFeed::wait)),
+        };
+        let msg = match wait {
             Some(w) => mb.recv_timeout(w)?,
             None => Some(mb.recv()?),
         };
@@ -349,6 +374,9 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             deliver(std::mem::take(&mut pending), &mut stats, &mut out)?;
         }
         deadline.pending(pending.len());
+        if let Some(t) = feed.as_mut().and_then(|f| f.tick(me, &stats, &sink_names)) {
+            mb.send(Layout::COORDINATOR, t)?;
+        }
     }
     if !pending.is_empty() {
         deliver(std::mem::take(&mut pending), &mut stats, &mut out)?;
