@@ -62,6 +62,19 @@ impl Wire for MpiWire<'_> {
     }
 }
 
+/// This process's rank as the launcher tells it before MPI starts (Open MPI, MPICH/PMI,
+/// Slurm), if launched by one.
+pub fn launcher_rank() -> Option<u32> {
+    [
+        "OMPI_COMM_WORLD_RANK",
+        "PMI_RANK",
+        "PMIX_RANK",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
 /// Finds the run's files from the configuration.
 pub fn run_files(cfg: &Config) -> anyhow::Result<RunFiles> {
     let s = &cfg.source;

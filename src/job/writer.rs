@@ -205,7 +205,7 @@ impl Outbox {
             seq: self.seq,
             events,
         };
-        let bytes = match stored_frames(&frames)? {
+        let mut bytes = match stored_frames(&frames)? {
             Some(f) => self
                 .ser
                 .serialize_stored(&batch, &f, self.h5layout, self.compression)?,
@@ -235,26 +235,23 @@ impl Outbox {
         };
         self.seq += 1;
         // The last sink takes the image itself; only the others get copies.
-        if let Some(((_, last), rest)) = self.sinks.split_last_mut() {
-            for (_, s) in rest.iter_mut() {
-                s.send(bytes.clone(), &m)?;
+        let k = self.sinks.len();
+        for i in 0..k {
+            let (name, sink) = &mut self.sinks[i];
+            if i + 1 < k {
+                sink.send(bytes.clone(), &m)?;
+            } else {
+                sink.send(std::mem::take(&mut bytes), &m)?;
             }
-            last.send(bytes, &m)?;
+            crate::interrupt::note_progress(
+                &format!("writer {} sink {name}", self.index),
+                format!("took {} batches (up to seq {})", m.seq + 1, m.seq),
+            );
         }
         stats.ns_send += t1.elapsed().as_nanos() as u64;
         stats.batches += 1;
         stats.events += n;
         stats.latency.sent(seen, super::latency::now_ns());
-        crate::interrupt::note_progress(
-            &format!("writer {}", self.index),
-            format!(
-                "handed {} batches ({} events, up to seq {}) to {}",
-                stats.batches,
-                stats.events,
-                self.seq - 1,
-                self.sink_names().join(", ")
-            ),
-        );
         Ok(())
     }
 
