@@ -3,8 +3,36 @@
 
 use crate::algo::peakfinder8::Pf8Params;
 use crate::detector::model::Kind;
-use serde::Deserialize;
+use crate::output::{Compression, Layout};
+use crate::serialize::Format;
+use crate::transport::{Distribute, Pattern, Role as SinkRole};
+use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
+
+/// Deserialises a value written as a string in its `FromStr` form (`zstd:3`).
+fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+/// What a sink does with a message no consumer takes in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// Wait (up to `block_timeout` for NNG).
+    #[default]
+    Block,
+    /// Write it into `spill_dir`.
+    Spill,
+    /// Count it and go on.
+    Drop,
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,6 +49,9 @@ pub struct Config {
     pub output: Output,
     #[serde(default)]
     pub parallel: Parallel,
+    /// The live web monitor on rank 0; off when absent.
+    #[serde(default)]
+    pub monitor: Option<crate::monitor::MonitorConfig>,
 }
 
 /// Where the events come from.
@@ -459,39 +490,47 @@ pub enum SinkConfig {
         urls: Vec<String>,
         /// `dial` (default) or `listen`.
         #[serde(default)]
-        mode: Option<String>,
+        mode: Option<SinkRole>,
         /// `block` (default), `spill` (needs `spill_dir`) or `drop`.
         #[serde(default)]
-        policy: Option<String>,
+        policy: Option<PolicyKind>,
         spill_dir: Option<PathBuf>,
         /// Send timeout in seconds before the policy applies.
         send_timeout: Option<f64>,
         /// `by_rank` (default) or `round_robin`.
-        distribute: Option<String>,
+        distribute: Option<Distribute>,
+        /// Under `block`: seconds one message may wait for a consumer before the job stops
+        /// with an error (default 600; 0 waits for ever).
+        block_timeout: Option<f64>,
+        /// Largest message sent: bigger batches are split, a bigger single event is refused.
+        max_message_bytes: Option<usize>,
+        /// Seconds `finish` waits for the end-of-stream delivery (spill, drop) and for
+        /// consumers to disconnect (default 30).
+        linger: Option<f64>,
     },
     /// ZeroMQ PUSH, PUB or REP to consumers, in the sink's message format.
     Zmq {
         urls: Vec<String>,
         /// `push` (default), `pub` or `rep` (each request `next` gets the next message).
         #[serde(default)]
-        pattern: Option<String>,
+        pattern: Option<Pattern>,
         /// `dial` (connect, default) or `listen` (bind).
         #[serde(default)]
-        mode: Option<String>,
+        mode: Option<SinkRole>,
         /// `block` (default), `spill` (needs `spill_dir`) or `drop`.
         #[serde(default)]
-        policy: Option<String>,
+        policy: Option<PolicyKind>,
         spill_dir: Option<PathBuf>,
         /// Send timeout in seconds before the policy applies.
         send_timeout: Option<f64>,
         /// `by_rank` (default) or `round_robin`.
-        distribute: Option<String>,
+        distribute: Option<Distribute>,
         /// Send high-water mark in messages (default 2).
         hwm: Option<i32>,
         /// Seconds `finish` waits for the end-of-stream delivery and for consumers to leave.
         linger: Option<f64>,
         /// `hdf5` (default), `stream2`, `simplon` or `msgpack`.
-        format: Option<String>,
+        format: Option<Format>,
         /// Simplon: prefix messages with one byte `c`/`m` as LCLStreamer before PR #51 did.
         #[serde(default)]
         simplon_prefix: bool,
@@ -509,22 +548,16 @@ pub struct Output {
     #[serde(default = "batch_size")]
     pub batch_size: usize,
     /// `cxi` (default) or `lclstreamer`.
-    #[serde(default = "cxi")]
-    pub layout: String,
+    #[serde(default)]
+    pub layout: Layout,
     /// `bitshuffle_lz4` (default), `zstd[:L]`, `gzip[:L]`, `bitshuffle_zstd[:L]`, `none`.
-    #[serde(default = "bslz4")]
-    pub compression: String,
+    #[serde(default, deserialize_with = "parsed")]
+    pub compression: Compression,
     pub sinks: Vec<SinkConfig>,
 }
 
 fn batch_size() -> usize {
     16
-}
-fn cxi() -> String {
-    "cxi".into()
-}
-fn bslz4() -> String {
-    "bitshuffle_lz4".into()
 }
 
 /// Rank layout.

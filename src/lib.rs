@@ -12,6 +12,7 @@ pub mod detector;
 pub mod eval;
 pub mod huge_pages;
 pub mod inspect;
+pub mod interrupt;
 pub mod job;
 pub mod monitor;
 pub mod output;

@@ -256,7 +256,10 @@ fn main() -> anyhow::Result<()> {
             let mut cfg = match lclstreamer::config::Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("lclstreamer: {e:#}");
+                    // Every rank reads the configuration; only the first one says what is wrong.
+                    if lclstreamer::job::launcher_rank().unwrap_or(0) == 0 {
+                        eprintln!("lclstreamer: {e:#}");
+                    }
                     std::process::exit(1);
                 }
             };

@@ -267,6 +267,28 @@ fn live_case(name: &str, c: Case) -> Outcome {
     if c.late.is_none() {
         assert!(p50 < 1.0, "{name}: median latency {p50:.3} s");
     }
+    // The job's own measure, discovered → sent, lies inside written → received for every
+    // event (same host), so its quantiles cannot exceed the consumer's (1.6 % histogram error).
+    let l = &s["latency"];
+    let (m, q) = (
+        l["median_seconds"].as_f64().unwrap(),
+        l["p99_seconds"].as_f64().unwrap(),
+    );
+    println!(
+        "{name}: summary latency discovered → sent: median {:.0} ms, p99 {:.0} ms",
+        m * 1e3,
+        q * 1e3
+    );
+    assert_eq!(l["events"].as_u64(), Some(n), "{name}: {l}");
+    assert!(0.0 < m && m <= q, "{name}: {l}");
+    assert!(
+        m <= p50 * 1.02 + 1e-3,
+        "{name}: {m} > consumer median {p50}"
+    );
+    assert!(q <= lat[lat.len() - 1] * 1.02 + 1e-3, "{name}: {l}");
+    if c.late.is_none() {
+        assert!(m < 1.0, "{name}: summary median latency {m:.3} s");
+    }
     let left: Vec<_> = walk(&xtc(&live))
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".inprogress"))

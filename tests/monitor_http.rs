@@ -36,9 +36,9 @@ fn the_endpoints_serve_the_snapshot() {
             name: "nng:tcp://127.0.0.1:5555".into(),
             batches: 7,
             events: 25,
-            bytes: 1 << 20,
-            spilled: 1,
-            dropped: 0,
+            bytes: Some(1 << 20),
+            spilled: Some(1),
+            dropped: None,
             consumers: Some(2),
         });
     });
@@ -68,12 +68,18 @@ fn the_endpoints_serve_the_snapshot() {
         "lclstreamer_rank_events_total{role=\"worker\",rank=\"1\"} 100",
         "lclstreamer_sink_spilled_total{sink=\"nng:tcp://127.0.0.1:5555\"} 1",
         "lclstreamer_sink_consumers{sink=\"nng:tcp://127.0.0.1:5555\"} 2",
+        "lclstreamer_events_sent_total 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "{line} missing from\n{text}"
         );
     }
+    assert!(
+        !text.contains("lclstreamer_sink_dropped_total{"),
+        "a count not known yet is left out:\n{text}"
+    );
+    assert!(!text.contains("lclstreamer_latency_seconds{"), "{text}");
     // Every sample line is `name{labels} number` after its HELP/TYPE lines.
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let v = l.rsplit(' ').next().unwrap();
@@ -113,4 +119,55 @@ fn a_busy_address_is_one_clear_error() {
         err.contains("monitor.listen") && err.contains(&m.addr().to_string()),
         "{err}"
     );
+}
+
+#[test]
+fn a_job_with_an_unusable_monitor_address_stops_at_start_up() {
+    use std::process::Command;
+    const EXE: &str = env!("CARGO_BIN_EXE_lclstreamer");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(EXE)
+        .args(["synth", "--out"])
+        .arg(tmp.path())
+        .args(["--exp", "mfxmon09", "--run", "1", "--detector", "epixquad"])
+        .args(["--segments", "0", "--events", "4", "--npy-only"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let side = tmp.path().join("mfx/mfxmon09/synth/r0001");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for (listen, want) in [
+        ("not-an-address".to_string(), "not-an-address"),
+        (busy.local_addr().unwrap().to_string(), "cannot listen"),
+    ] {
+        let cfg = tmp.path().join("job.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "source: {{exp: mfxmon09, run: 1, root: {root}, detector: epixquad}}\ndetector: {{kind: epixquad, constants: {side}}}\nprocessing: {{keep: all}}\noutput: {{sinks: [{{kind: files, dir: {root}/out}}]}}\nmonitor: {{listen: \"{listen}\"}}\n",
+                root = tmp.path().display(),
+                side = side.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(EXE)
+            .args(["run", "--quiet", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("monitor.listen") && err.contains(want),
+            "{err}"
+        );
+        assert!(
+            !tmp.path().join("out").exists()
+                || std::fs::read_dir(tmp.path().join("out"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+        );
+    }
 }

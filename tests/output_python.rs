@@ -201,6 +201,7 @@ fn batches_of_worker_compressed_chunks_decode_to_the_frames_in_hdf5plugin() {
                             ),
                             peaks: Default::default(),
                             fields: Vec::new(),
+                            seen_ns: 0,
                         }
                     })
                     .collect();

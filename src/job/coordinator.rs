@@ -3,6 +3,7 @@
 //! the events that follow it, and gathers the final counts. On a live run a request that finds
 //! no event yet is held until events arrive, the run ends, or the idle timeout passes.
 
+use super::feed::Board;
 use super::layout::Layout;
 use super::messages::{EventDesc, Msg, Part, RoleId, TransitionMsg, WorkerStats, WriterStats};
 use super::router::Mailbox;
@@ -35,6 +36,8 @@ struct Feed {
     last_data: Instant,
     /// Set when a live run ended for want of data.
     idle_end: bool,
+    /// A live run: events carry the time they were found (latency).
+    live: bool,
 }
 
 impl Feed {
@@ -93,6 +96,11 @@ impl Feed {
                 }
             };
             self.last_data = Instant::now();
+            let seen_ns = if self.live {
+                super::latency::now_ns()
+            } else {
+                0
+            };
             if ev.service.is_transition() {
                 self.transition(&ev)?;
                 if !events.is_empty() {
@@ -143,6 +151,7 @@ impl Feed {
                 index,
                 timestamp: ev.timestamp,
                 parts,
+                seen_ns,
             });
         }
         Ok((events, mark))
@@ -171,6 +180,7 @@ fn open_feed(cfg: &Config, run: &RunFiles) -> anyhow::Result<Feed> {
         incomplete_reports: 0,
         last_data: Instant::now(),
         idle_end: false,
+        live: cfg.source.live,
     })
 }
 
@@ -259,14 +269,16 @@ fn serve_held(
     Ok(())
 }
 
-/// Runs the coordinator until every worker and writer has reported.
+/// Runs the coordinator until every worker and writer has reported; feeds `monitor` if given.
 pub fn run(
     mb: Mailbox,
     layout: &Layout,
     cfg: &Config,
     run: &RunFiles,
     progress: Progress,
+    monitor: Option<std::sync::Arc<crate::monitor::Monitor>>,
 ) -> anyhow::Result<Summary> {
+    let mut board = monitor.map(|m| Board::new(m, layout));
     let start = Instant::now();
     let mut feed = open_feed(cfg, run)?;
     let k = cfg.parallel.events_per_unit.max(1);
@@ -285,14 +297,30 @@ pub fn run(
             a.update(&super::summary::arp_counters(read, latest, start.elapsed()));
         }
     };
+    let mut interrupted = None;
     while finals.len() < layout.workers as usize || writers.len() < layout.writers as usize {
+        if interrupted.is_none()
+            && let Some(sig) = crate::interrupt::Interrupt::requested()
+        {
+            let name = crate::interrupt::Interrupt::name(sig);
+            eprintln!(
+                "lclstreamer: {name}: stopping after {} events; finishing what is in flight",
+                feed.events_seen
+            );
+            interrupted = Some(name.to_string());
+            feed.exhausted = true;
+        }
         serve_held(&mb, &mut feed, k, &mut delivery, &mut held, idle)?;
         let wait = if held.is_empty() {
-            Duration::from_millis(500)
+            Duration::from_millis(100)
         } else {
             crate::xtc::live::POLL
         };
-        let Some(msg) = mb.recv_timeout(wait)? else {
+        let msg = mb.recv_timeout(wait)?;
+        if let Some(b) = &mut board {
+            b.publish(feed.events_seen, &latest);
+        }
+        let Some(msg) = msg else {
             if last_progress.elapsed() >= progress.period() {
                 report(feed.events_seen, &latest);
                 last_progress = Instant::now();
@@ -320,7 +348,32 @@ pub fn run(
             Msg::WorkerFinal { worker, stats } => {
                 finals.insert(worker, stats);
             }
-            Msg::WriterDone { stats, .. } => writers.push(stats),
+            Msg::WriterDone { writer, stats } => {
+                if let Some(b) = &mut board {
+                    let names = stats.sinks.iter().map(|k| k.0.clone()).collect();
+                    b.writer_tick(writer, stats.clone(), names);
+                }
+                writers.push(stats);
+            }
+            Msg::Stop { .. } => feed.exhausted = true,
+            Msg::WorkerTick {
+                worker,
+                peaks,
+                preview,
+            } => {
+                if let Some(b) = &mut board {
+                    b.worker_tick(worker, peaks, preview);
+                }
+            }
+            Msg::WriterTick {
+                writer,
+                stats,
+                sinks,
+            } => {
+                if let Some(b) = &mut board {
+                    b.writer_tick(writer, stats, sinks);
+                }
+            }
             other => anyhow::bail!("coordinator: unexpected message {other:?}"),
         }
         if last_progress.elapsed() >= progress.period() {
@@ -359,8 +412,12 @@ pub fn run(
     if cfg.source.live {
         summary.live = Some(live_summary(&feed, idle));
     }
+    summary.interrupted = interrupted;
     if let Some(a) = arp {
         a.finish(&summary.arp_counters());
+    }
+    if let Some(b) = &mut board {
+        b.finish(&summary, &finals);
     }
     Ok(summary)
 }

@@ -23,6 +23,8 @@ pub struct EventDesc {
     pub index: u64,
     pub timestamp: u64,
     pub parts: Vec<Part>,
+    /// Live runs: when the coordinator found the event (ns since the epoch); 0 otherwise.
+    pub seen_ns: u64,
 }
 
 /// A transition as every worker must see it: per-stream datagram bytes.
@@ -83,6 +85,8 @@ pub struct RecordMsg {
     pub peaks: [Vec<f32>; 7],
     /// `hit`, `n_peaks` (when peak finding runs) and the selected data.
     pub fields: Vec<crate::output::Field>,
+    /// The event's [`EventDesc::seen_ns`].
+    pub seen_ns: u64,
 }
 
 /// Counts a worker keeps.
@@ -108,10 +112,18 @@ pub struct WriterStats {
     pub batches: u64,
     pub ns_serialize: u64,
     pub ns_send: u64,
-    /// (sink name, batches, events, bytes, spilled, dropped)
-    pub sinks: Vec<(String, u64, u64, u64, u64, u64)>,
+    /// Per sink: its name and counts.
+    pub sinks: Vec<(String, crate::transport::SinkStats)>,
+    /// Failures that stopped this writer's deliveries (the job exits non-zero).
+    pub errors: Vec<String>,
+    /// What went wrong without failing the job (an end-of-stream no consumer took).
+    pub warnings: Vec<String>,
+    /// Events received after a failure and not delivered anywhere.
+    pub undelivered: u64,
     /// (selected field, events sent without it)
     pub missing: Vec<(String, u64)>,
+    /// Live runs: latency of the events sent.
+    pub latency: super::latency::Latency,
 }
 
 /// Everything the roles say to each other.
@@ -140,6 +152,21 @@ pub enum Msg {
     WorkerFinal { worker: RoleId, stats: WorkerStats },
     /// Writer → coordinator: final counts.
     WriterDone { writer: RoleId, stats: WriterStats },
+    /// Writer → coordinator: deliveries failed; hand out no more events.
+    Stop { reason: String },
+    /// Worker → coordinator, with the monitor on: peaks-per-event counts so far (bins of
+    /// `monitor::state::PEAK_BINS`) and maybe a preview of a recent hit.
+    WorkerTick {
+        worker: RoleId,
+        peaks: Vec<u64>,
+        preview: Option<Box<crate::monitor::state::Preview>>,
+    },
+    /// Writer → coordinator, with the monitor on: counts so far and the sinks' names.
+    WriterTick {
+        writer: RoleId,
+        stats: WriterStats,
+        sinks: Vec<String>,
+    },
 }
 
 impl Msg {

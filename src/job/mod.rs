@@ -4,7 +4,8 @@
 //! own threads and rayon.
 
 pub mod coordinator;
-pub mod interrupt;
+pub mod feed;
+pub mod latency;
 pub mod layout;
 pub mod messages;
 pub mod pipeline;
@@ -28,6 +29,10 @@ use summary::{Progress, Summary};
 
 /// MPI tag of every role message.
 const TAG: i32 = 7;
+
+/// How long a rank may finish its work after SIGINT/SIGTERM before it removes its unfinished
+/// files and reports: `mpirun` kills the ranks about a second after forwarding a signal.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(600);
 
 /// Options of `lclstreamer run` besides the configuration.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +60,19 @@ impl Wire for MpiWire<'_> {
             .immediate_matched_probe_with_tag(TAG)?;
         Some((msg, status).matched_receive_vec::<u8>().0)
     }
+}
+
+/// This process's rank as the launcher tells it before MPI starts (Open MPI, MPICH/PMI,
+/// Slurm), if launched by one.
+pub fn launcher_rank() -> Option<u32> {
+    [
+        "OMPI_COMM_WORLD_RANK",
+        "PMI_RANK",
+        "PMIX_RANK",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 /// Finds the run's files from the configuration.
@@ -97,6 +115,7 @@ struct Checked {
     run: RunFiles,
     stat: pipeline::Static,
     run_values: Vec<(String, crate::output::Value)>,
+    monitor: Option<crate::monitor::Monitor>,
 }
 
 fn check(cfg: &Config) -> anyhow::Result<Checked> {
@@ -107,14 +126,6 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
     }
     let stat = load_static(cfg, &run)?;
     let run_values = select::check_and_run_values(&cfg.data, &run)?;
-    cfg.output
-        .layout
-        .parse::<crate::output::Layout>()
-        .map_err(|e| anyhow::anyhow!("output.layout: {e}"))?;
-    cfg.output
-        .compression
-        .parse::<crate::output::Compression>()
-        .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?;
     if cfg.output.sinks.is_empty() {
         anyhow::bail!("output.sinks: at least one sink is needed");
     }
@@ -123,21 +134,11 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
     }
     for s in &cfg.output.sinks {
         match s {
-            crate::config::SinkConfig::Nng { urls, .. }
-            | crate::config::SinkConfig::Zmq { urls, .. } => {
-                if let crate::config::SinkConfig::Zmq { .. } = s {
-                    writer::zmq_sink_config(s)?;
-                }
-                for u in urls {
-                    if !(u.starts_with("tcp://")
-                        || u.starts_with("ipc://")
-                        || u.starts_with("inproc://"))
-                    {
-                        anyhow::bail!(
-                            "output.sinks url {u:?}: expected tcp://, ipc:// or inproc://"
-                        );
-                    }
-                }
+            crate::config::SinkConfig::Nng { .. } => {
+                writer::nng_sink_config(s)?;
+            }
+            crate::config::SinkConfig::Zmq { .. } => {
+                writer::zmq_sink_config(s)?;
             }
             crate::config::SinkConfig::Files { dir } => {
                 std::fs::create_dir_all(dir)
@@ -145,10 +146,24 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
             }
         }
     }
+    // Last, so that nothing is served for a job that does not start.
+    let monitor = match &cfg.monitor {
+        Some(m) => {
+            m.check()?;
+            let snapshot = crate::monitor::state::Snapshot::new(
+                cfg.source.exp.clone().or_else(|| run.exp.clone()),
+                cfg.source.run.or(run.run),
+                cfg.source.detector.as_deref().unwrap_or(""),
+            );
+            Some(crate::monitor::Monitor::start(&m.listen, snapshot)?)
+        }
+        None => None,
+    };
     Ok(Checked {
         run,
         stat,
         run_values,
+        monitor,
     })
 }
 
@@ -185,6 +200,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     }
     let world = universe.world();
     let rank = world.rank() as u32;
+    if let Err(e) = crate::interrupt::Interrupt::install() {
+        eprintln!("lclstreamer: rank {rank}: cannot handle SIGINT/SIGTERM: {e}");
+    }
     let size = world.size() as u32;
     let layout = Layout::new(size, cfg.parallel.writers);
 
@@ -198,6 +216,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
                     && let Some(m) = &c.stat.model
                 {
                     eprintln!("lclstreamer: detector {}", m.describe());
+                }
+                // Printed even when quiet: with port 0 it is the only way to find the page.
+                if let Some(m) = &c.monitor {
+                    eprintln!("lclstreamer: monitor: {}", m.url());
                 }
                 checked = Some(c);
             }
@@ -216,9 +238,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
         .iter()
         .any(|&id| matches!(layout.kind(id), RoleKind::Worker(_)));
     size_rayon_pool(&world, needs_static);
-    let (run, stat, run_values) = match checked {
-        Some(c) => (Some(c.run), Some(c.stat), Some(c.run_values)),
-        None => (None, None, None),
+    let (run, stat, run_values, monitor) = match checked {
+        Some(c) => (
+            Some(c.run),
+            Some(c.stat),
+            Some(c.run_values),
+            c.monitor.map(Arc::new),
+        ),
+        None => (None, None, None, None),
     };
     let needs_values = local
         .iter()
@@ -308,16 +335,19 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
             .collect(),
     };
     let cfg = Arc::new(cfg);
+    let watch = crate::interrupt::watch(format!("rank {rank}"), STOP_GRACE);
     let (switch, boxes) = Switch::new(&local);
     let mut handles = Vec::new();
     for mb in boxes {
-        let (cfg, layout, stat, run, meta) = (
+        let (cfg, layout, stat, run, meta, monitor) = (
             cfg.clone(),
             layout.clone(),
             stat.clone(),
             run.clone(),
             meta.clone(),
+            monitor.clone(),
         );
+        let watched = cfg.monitor.is_some();
         let kind = layout.kind(mb.id);
         let progress = Progress::new(opts.quiet);
         handles.push(std::thread::spawn(
@@ -326,14 +356,18 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
                     RoleKind::Coordinator => {
                         let run =
                             run.ok_or_else(|| anyhow::anyhow!("coordinator without a run"))?;
-                        coordinator::run(mb, &layout, &cfg, &run, progress).map(Some)
+                        coordinator::run(mb, &layout, &cfg, &run, progress, monitor).map(Some)
                     }
                     RoleKind::Worker(_) => {
                         let stat =
                             stat.ok_or_else(|| anyhow::anyhow!("worker without constants"))?;
-                        worker::run(mb, &layout, &stat).map(|_| None)
+                        let feed = watched.then(|| feed::WorkerFeed::new(layout.workers));
+                        worker::run(mb, &layout, &stat, feed).map(|_| None)
                     }
-                    RoleKind::Writer(_) => writer::run(mb, &layout, &cfg, meta).map(|_| None),
+                    RoleKind::Writer(_) => {
+                        let feed = watched.then(feed::WriterFeed::default);
+                        writer::run(mb, &layout, &cfg, meta, feed).map(|_| None)
+                    }
                 }
             },
         ));
@@ -341,6 +375,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     let mut wire = MpiWire { world: &world };
     let wire: Option<&mut dyn Wire> = if size > 1 { Some(&mut wire) } else { None };
     let results = switch.run(rank, |id| layout.rank_of(id), wire, handles);
+    drop(watch);
     let mut summary = None;
     for (id, r) in local.iter().zip(results) {
         match r {
@@ -352,17 +387,33 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
             }
         }
     }
-    if let Some(s) = summary {
-        print!("{}", s.render());
-        if let Some(path) = &opts.summary {
-            let written = serde_json::to_vec_pretty(&s)
-                .map_err(std::io::Error::other)
-                .and_then(|b| crate::atomic_file::write(path, &b));
-            if let Err(e) = written {
-                eprintln!("lclstreamer: {}: {e}", path.display());
-                return 1;
-            }
+    let stopped = crate::interrupt::Interrupt::requested();
+    let Some(s) = summary else {
+        return stopped.map_or(0, crate::interrupt::Interrupt::exit_code);
+    };
+    print!("{}", s.render());
+    if let Some(path) = &opts.summary {
+        let written = serde_json::to_vec_pretty(&s)
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::atomic_file::write(path, &b));
+        if let Err(e) = written {
+            eprintln!("lclstreamer: {}: {e}", path.display());
+            return 1;
         }
     }
-    0
+    if let Some(m) = monitor {
+        let linger = cfg.monitor.as_ref().map_or(0.0, |m| m.linger);
+        if linger > 0.0 && stopped.is_none() {
+            eprintln!(
+                "lclstreamer: monitor: serving the final numbers at {} for {linger} s",
+                m.url()
+            );
+            std::thread::sleep(std::time::Duration::from_secs_f64(linger));
+        }
+    }
+    match stopped {
+        Some(sig) => crate::interrupt::Interrupt::exit_code(sig),
+        None if !s.errors.is_empty() => 1,
+        None => 0,
+    }
 }

@@ -167,11 +167,7 @@ impl Static {
     /// name the offending file.
     pub fn load(cfg: &Config, model: Option<DetectorModel>) -> anyhow::Result<Static> {
         let steps = cfg.steps()?;
-        let compression = cfg
-            .output
-            .compression
-            .parse()
-            .map_err(|e| anyhow::anyhow!("output.compression: {e}"))?;
+        let compression = cfg.output.compression;
         let Some(model) = model else {
             if cfg.processing.image.is_some() {
                 anyhow::bail!(
@@ -411,6 +407,16 @@ impl Processor {
         })
     }
 
+    /// The calibrated slab of the event processed last (empty without calibration).
+    pub fn calibrated(&self) -> &[f32] {
+        &self.cal
+    }
+
+    /// The peaks `(fs, ss)` of the event processed last.
+    pub fn peak_positions(&self) -> Vec<(f32, f32)> {
+        self.peaks.peaks.iter().map(|p| (p.fs, p.ss)).collect()
+    }
+
     /// Processes one event; `Ok(None)` when it is not kept.
     pub fn process(
         &mut self,
@@ -549,6 +555,7 @@ impl Processor {
                 frame,
                 peaks: cols,
                 fields,
+                seen_ns: ev.seen_ns,
             }),
             hit,
             n,

@@ -76,6 +76,11 @@ pub struct SinkSummary {
     pub bytes: u64,
     pub spilled: u64,
     pub dropped: u64,
+    pub in_doubt: u64,
+    pub refused: u64,
+    pub resent: u64,
+    /// URLs (summed over writers) the end-of-stream could not be delivered to.
+    pub eos_undelivered: u64,
 }
 
 /// Events sent without one selected field's value.
@@ -150,6 +155,17 @@ pub struct Summary {
     pub stage_seconds: StageTimes,
     /// Set for a live run.
     pub live: Option<LiveSummary>,
+    /// Failures that stopped deliveries; the job exits 1.
+    pub errors: Vec<String>,
+    /// Problems that did not fail the job.
+    pub warnings: Vec<String>,
+    /// Events processed but not delivered because of a failure or a stop.
+    pub undelivered: u64,
+    /// The signal that stopped the job before the end of the run (`SIGTERM`, `SIGINT`).
+    pub interrupted: Option<String>,
+    /// Live runs: from an event's discovery by the coordinator (which polls growing files, so
+    /// this includes up to one poll interval after the write) to its batch being sent.
+    pub latency: Option<super::latency::LatencySummary>,
 }
 
 /// The eLog counters shown while the job runs.
@@ -215,7 +231,7 @@ impl Summary {
         let hits = sum(|s| s.hits);
         let mut sinks: Vec<SinkSummary> = Vec::new();
         for w in &writers {
-            for (name, b, e, by, sp, dr) in &w.sinks {
+            for (name, st) in &w.sinks {
                 let s = match sinks.iter_mut().position(|s| &s.name == name) {
                     Some(i) => &mut sinks[i],
                     None => {
@@ -226,11 +242,15 @@ impl Summary {
                         sinks.last_mut().expect("pushed")
                     }
                 };
-                s.batches += b;
-                s.events += e;
-                s.bytes += by;
-                s.spilled += sp;
-                s.dropped += dr;
+                s.batches += st.batches;
+                s.events += st.events;
+                s.bytes += st.bytes;
+                s.spilled += st.spilled;
+                s.dropped += st.dropped;
+                s.in_doubt += st.in_doubt;
+                s.refused += st.refused;
+                s.resent += st.resent;
+                s.eos_undelivered += st.eos_undelivered;
             }
         }
         let mut missing: Vec<MissingSummary> = Vec::new();
@@ -244,6 +264,10 @@ impl Summary {
             }
         }
         let secs = |ns: u64| ns as f64 * 1e-9;
+        let mut latency = super::latency::Latency::default();
+        for w in &writers {
+            latency.merge(&w.latency);
+        }
         Summary {
             experiment: cfg.source.exp.clone().or_else(|| run.exp.clone()),
             run: cfg.source.run.or(run.run),
@@ -269,6 +293,10 @@ impl Summary {
             sinks,
             missing,
             truncated_files,
+            errors: writers.iter().flat_map(|w| w.errors.clone()).collect(),
+            warnings: writers.iter().flat_map(|w| w.warnings.clone()).collect(),
+            undelivered: writers.iter().map(|w| w.undelivered).sum(),
+            interrupted: None,
             wall_seconds: wall.as_secs_f64(),
             events_per_second: events_read as f64 / wall.as_secs_f64().max(1e-9),
             stage_seconds: StageTimes {
@@ -280,6 +308,7 @@ impl Summary {
                 send: secs(writers.iter().map(|w| w.ns_send).sum()),
             },
             live: None,
+            latency: latency.summary(),
         }
     }
 
@@ -306,9 +335,35 @@ impl Summary {
         );
         for k in &self.sinks {
             s += &format!(
-                "  sink {}: {} batches, {} events, {} bytes, {} spilled, {} dropped\n",
+                "  sink {}: {} batches, {} events, {} bytes, {} spilled, {} dropped",
                 k.name, k.batches, k.events, k.bytes, k.spilled, k.dropped
             );
+            for (n, what) in [
+                (k.in_doubt, "in doubt"),
+                (k.refused, "refused"),
+                (k.resent, "resent"),
+                (k.eos_undelivered, "end-of-stream undelivered"),
+            ] {
+                if n > 0 {
+                    s += &format!(", {n} {what}");
+                }
+            }
+            s += "\n";
+        }
+        if let Some(sig) = &self.interrupted {
+            s += &format!(
+                "  INTERRUPTED by {sig}: the run was not read to its end; {} events read\n",
+                self.events_read
+            );
+        }
+        if self.undelivered > 0 {
+            s += &format!("  undelivered: {} events\n", self.undelivered);
+        }
+        for e in &self.errors {
+            s += &format!("  ERROR: {e}\n");
+        }
+        for w in &self.warnings {
+            s += &format!("  warning: {w}\n");
         }
         for m in &self.missing {
             s += &format!(
@@ -334,6 +389,15 @@ impl Summary {
                 );
             }
             s += "\n";
+        }
+        if let Some(l) = &self.latency {
+            s += &format!(
+                "  latency discovered → sent: median {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events)\n",
+                l.median_seconds * 1e3,
+                l.p99_seconds * 1e3,
+                l.max_seconds * 1e3,
+                l.events
+            );
         }
         let st = &self.stage_seconds;
         s += &format!(

@@ -2,6 +2,7 @@
 //! payloads itself (positioned reads), runs the pipeline on rayon, and sends the kept events to
 //! its writer within the writer's credit.
 
+use super::feed::WorkerFeed;
 use super::layout::Layout;
 use super::messages::{Msg, RecordMsg, TransitionMsg, WorkerStats};
 use super::pipeline::{Processor, RunConf, Static, Timings};
@@ -63,8 +64,13 @@ pub fn pool_threads(cores: usize, local_workers: usize, hosts_worker: bool) -> u
     }
 }
 
-/// Runs one worker until the coordinator ends the run.
-pub fn run(mb: Mailbox, layout: &Layout, st: &Static) -> anyhow::Result<()> {
+/// Runs one worker until the coordinator ends the run; reports to the monitor through `feed`.
+pub fn run(
+    mb: Mailbox,
+    layout: &Layout,
+    st: &Static,
+    mut feed: Option<WorkerFeed>,
+) -> anyhow::Result<()> {
     let me = mb.id;
     let writer = layout.writer_of(me - 1);
     let mut stats = WorkerStats::default();
@@ -101,7 +107,7 @@ pub fn run(mb: Mailbox, layout: &Layout, st: &Static) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     state.files.insert((stream, chunk), (path, f));
                 }
-                let records = process(st, &mut state, &events, &mut stats)?;
+                let records = process(st, &mut state, &events, &mut stats, feed.as_mut())?;
                 stats.units += 1;
                 if !records.is_empty() {
                     while credits == 0 {
@@ -124,6 +130,9 @@ pub fn run(mb: Mailbox, layout: &Layout, st: &Static) -> anyhow::Result<()> {
                     mb.send(Layout::COORDINATOR, Msg::Ready { worker: me, stats })?;
                     outstanding += 1;
                 }
+                if let Some(t) = feed.as_mut().and_then(|f| f.tick(me, false)) {
+                    mb.send(Layout::COORDINATOR, t)?;
+                }
             }
             Msg::End { transitions } => {
                 outstanding -= 1;
@@ -141,6 +150,9 @@ pub fn run(mb: Mailbox, layout: &Layout, st: &Static) -> anyhow::Result<()> {
         }
     }
     mb.send(writer, Msg::WorkerDone { worker: me })?;
+    if let Some(t) = feed.as_mut().and_then(|f| f.tick(me, true)) {
+        mb.send(Layout::COORDINATOR, t)?;
+    }
     mb.send(Layout::COORDINATOR, Msg::WorkerFinal { worker: me, stats })?;
     Ok(())
 }
@@ -150,6 +162,7 @@ fn process(
     state: &mut State,
     events: &[super::messages::EventDesc],
     stats: &mut WorkerStats,
+    mut feed: Option<&mut WorkerFeed>,
 ) -> anyhow::Result<Vec<RecordMsg>> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -160,6 +173,12 @@ fn process(
         .ok_or_else(|| anyhow::anyhow!("events arrived before any Configure"))?;
     let pool = Mutex::new(std::mem::take(&mut state.pool));
     let files = &state.files;
+    if let Some(f) = &feed {
+        f.arm();
+    }
+    let watch = feed.as_deref();
+    let slab_shape = conf.det.as_ref().map(|c| c.model.slab_shape());
+    let geometry = st.geometry.as_ref().map(|g| &g.0);
     let results: Vec<_> = events
         .par_iter()
         .map(|ev| {
@@ -170,16 +189,29 @@ fn process(
             };
             let mut t: Timings = (0, 0, 0, 0);
             let r = p.process(st, conf, files, ev, &mut t);
+            let preview = match (&r, watch, slab_shape) {
+                (Ok((_, true, _)), Some(f), Some(shape)) if f.take() => f.make(
+                    geometry,
+                    p.calibrated(),
+                    shape,
+                    &p.peak_positions(),
+                    ev.index,
+                ),
+                _ => None,
+            };
             if let Ok(mut g) = pool.lock() {
                 g.push(p);
             }
-            Ok::<_, String>((ev.index, r, t))
+            Ok::<_, String>((ev.index, r, t, preview))
         })
         .collect();
     state.pool = pool.into_inner().unwrap_or_default();
     let mut out = Vec::new();
     for r in results {
-        let (index, r, t) = r.map_err(|e| anyhow::anyhow!(e))?;
+        let (index, r, t, preview) = r.map_err(|e| anyhow::anyhow!(e))?;
+        if let (Some(f), Some(p)) = (feed.as_deref_mut(), preview) {
+            f.offer(p);
+        }
         stats.ns_read += t.0;
         stats.ns_calib += t.1;
         stats.ns_peaks += t.2;
@@ -189,6 +221,9 @@ fn process(
                 stats.processed += 1;
                 stats.hits += u64::from(hit);
                 stats.peaks += n as u64;
+                if let Some(f) = feed.as_deref_mut() {
+                    f.count(n);
+                }
                 out.extend(rec);
             }
             Err(d) => {

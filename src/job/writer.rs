@@ -2,46 +2,82 @@
 //! HDF5 image and hands it to every sink; at the end flushes, closes the sinks (end-of-stream)
 //! and reports its counts.
 
+use super::feed::WriterFeed;
 use super::layout::Layout;
 use super::messages::{FrameMsg, Msg, RecordMsg, WriterStats};
 use super::router::Mailbox;
 use super::worker::CREDITS;
-use crate::config::{Config, SinkConfig};
+use crate::config::{Config, PolicyKind, SinkConfig};
 use crate::output::{
     Batch, Compression, EventRecord, Layout as H5Layout, Peaks, RunMeta, Serializer, StoredFrames,
 };
-use crate::serialize::{Fanout, Format, FormatOptions};
+use crate::serialize::{Fanout, FormatOptions};
 use crate::transport::{
-    Distribute, FileSink, MessageMeta, NngSink, NngSinkConfig, Pattern, Policy, Role, ZmqSink,
-    ZmqSinkConfig,
+    FileSink, MessageMeta, NngSink, NngSinkConfig, Policy, Role, ZmqSink, ZmqSinkConfig,
 };
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn parse_policy(
-    policy: &Option<String>,
-    spill_dir: &Option<std::path::PathBuf>,
-    kind: &str,
+/// The transport policy of a sink entry (`spill` needs its `spill_dir`).
+fn policy(
+    kind: Option<PolicyKind>,
+    spill_dir: &Option<PathBuf>,
+    sink: &str,
 ) -> anyhow::Result<Policy> {
-    Ok(match policy.as_deref().unwrap_or("block") {
-        "block" => Policy::Block,
-        "drop" => Policy::Drop,
-        "spill" => {
+    Ok(match kind.unwrap_or_default() {
+        PolicyKind::Block => Policy::Block,
+        PolicyKind::Drop => Policy::Drop,
+        PolicyKind::Spill => {
             Policy::Spill(spill_dir.clone().ok_or_else(|| {
-                anyhow::anyhow!("output.sinks {kind}: policy spill needs spill_dir")
+                anyhow::anyhow!("output.sinks {sink}: policy spill needs spill_dir")
             })?)
         }
-        other => anyhow::bail!("output.sinks {kind} policy {other:?}: block, spill or drop"),
     })
 }
 
-fn parse_distribute(d: &Option<String>, kind: &str) -> anyhow::Result<Distribute> {
-    Ok(match d.as_deref().unwrap_or("by_rank") {
-        "by_rank" => Distribute::ByRank,
-        "round_robin" => Distribute::RoundRobin,
-        other => {
-            anyhow::bail!("output.sinks {kind} distribute {other:?}: by_rank or round_robin")
-        }
-    })
+fn seconds(key: &str, sink: &str, t: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(t)
+        .map_err(|e| anyhow::anyhow!("output.sinks {sink} {key}: {t}: {e}"))
+}
+
+/// The NNG sink a `kind: nng` entry describes; every check a sink entry needs, so rank 0 can
+/// run it before data moves.
+pub fn nng_sink_config(s: &SinkConfig) -> anyhow::Result<NngSinkConfig> {
+    let SinkConfig::Nng {
+        urls,
+        mode,
+        policy: kind,
+        spill_dir,
+        send_timeout,
+        distribute,
+        block_timeout,
+        max_message_bytes,
+        linger,
+    } = s
+    else {
+        anyhow::bail!("not an nng sink");
+    };
+    let mut c = NngSinkConfig::new(urls.clone());
+    c.role = mode.unwrap_or_default();
+    c.policy = policy(*kind, spill_dir, "nng")?;
+    c.distribute = distribute.unwrap_or_default();
+    if let Some(t) = send_timeout {
+        c.send_timeout = seconds("send_timeout", "nng", *t)?;
+    }
+    if let Some(t) = linger {
+        c.linger = seconds("linger", "nng", *t)?;
+    }
+    c.block_timeout = match block_timeout {
+        Some(t) if *t == 0.0 => None,
+        Some(t) => Some(seconds("block_timeout", "nng", *t)?),
+        None => c.block_timeout,
+    };
+    c.max_message_bytes = *max_message_bytes;
+    for u in urls {
+        crate::transport::check_url(u, c.role == Role::Listen)
+            .map_err(|e| anyhow::anyhow!("output.sinks nng url {e}"))?;
+    }
+    Ok(c)
 }
 
 /// The ZeroMQ sink and message format a `kind: zmq` sink entry describes.
@@ -50,7 +86,7 @@ pub fn zmq_sink_config(s: &SinkConfig) -> anyhow::Result<(ZmqSinkConfig, FormatO
         urls,
         pattern,
         mode,
-        policy,
+        policy: kind,
         spill_dir,
         send_timeout,
         distribute,
@@ -63,39 +99,34 @@ pub fn zmq_sink_config(s: &SinkConfig) -> anyhow::Result<(ZmqSinkConfig, FormatO
     else {
         anyhow::bail!("not a zmq sink");
     };
-    let e = |k: &str, m: String| anyhow::anyhow!("output.sinks zmq {k}: {m}");
     let mut c = ZmqSinkConfig::new(urls.clone());
-    if let Some(p) = pattern {
-        c.pattern = p.parse::<Pattern>().map_err(|m| e("pattern", m))?;
-    }
-    if let Some(m) = mode {
-        c.role = m.parse::<Role>().map_err(|m| e("mode", m))?;
-    }
-    c.policy = parse_policy(policy, spill_dir, "zmq")?;
-    c.distribute = parse_distribute(distribute, "zmq")?;
+    c.pattern = pattern.unwrap_or_default();
+    c.role = mode.unwrap_or_default();
+    c.policy = policy(*kind, spill_dir, "zmq")?;
+    c.distribute = distribute.unwrap_or_default();
     if let Some(t) = send_timeout {
-        c.send_timeout =
-            Duration::try_from_secs_f64(*t).map_err(|m| e("send_timeout", m.to_string()))?;
+        c.send_timeout = seconds("send_timeout", "zmq", *t)?;
     }
     if let Some(t) = linger {
-        c.linger = Duration::try_from_secs_f64(*t).map_err(|m| e("linger", m.to_string()))?;
+        c.linger = seconds("linger", "zmq", *t)?;
     }
     if let Some(h) = hwm {
         if *h < 1 {
-            return Err(e("hwm", format!("{h}: at least 1")));
+            anyhow::bail!("output.sinks zmq hwm {h}: at least 1");
         }
         c.hwm = *h;
     }
     let opts = FormatOptions {
-        format: match format {
-            Some(f) => f.parse::<Format>().map_err(|m| e("format", m))?,
-            None => Format::Hdf5,
-        },
+        format: format.unwrap_or_default(),
         simplon_prefix: *simplon_prefix,
         photon_energy_ev: *photon_energy_ev,
     };
     c.format = opts.format;
     c.simplon_prefix = opts.simplon_prefix;
+    for u in urls {
+        crate::transport::check_url(u, c.role == Role::Listen)
+            .map_err(|e| anyhow::anyhow!("output.sinks zmq url {e}"))?;
+    }
     Ok((c, opts))
 }
 
@@ -135,12 +166,7 @@ impl FlushDeadline {
 
 /// Builds the configured sinks for writer `rank` (its index among writers).
 pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Fanout> {
-    let compression: Compression = cfg
-        .output
-        .compression
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("output.compression: {e}"))?;
-    let mut out = Fanout::new(compression);
+    let mut out = Fanout::new(cfg.output.compression);
     for s in &cfg.output.sinks {
         match s {
             SinkConfig::Files { dir } => {
@@ -150,25 +176,8 @@ pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Fanout> {
                     Box::new(FileSink::new(dir)?),
                 );
             }
-            SinkConfig::Nng {
-                urls,
-                mode,
-                policy,
-                spill_dir,
-                send_timeout,
-                distribute,
-            } => {
-                let mut c = NngSinkConfig::new(urls.clone());
-                if let Some(m) = mode {
-                    c.role = m
-                        .parse::<Role>()
-                        .map_err(|e| anyhow::anyhow!("output.sinks nng mode: {e}"))?;
-                }
-                c.policy = parse_policy(policy, spill_dir, "nng")?;
-                if let Some(t) = send_timeout {
-                    c.send_timeout = Duration::from_secs_f64(*t);
-                }
-                c.distribute = parse_distribute(distribute, "nng")?;
+            SinkConfig::Nng { urls, .. } => {
+                let c = nng_sink_config(s)?;
                 out.push(
                     format!("nng:{}", urls.join(",")),
                     FormatOptions::default(),
@@ -186,8 +195,9 @@ pub fn open_sinks(cfg: &Config, rank: u32) -> anyhow::Result<Fanout> {
     Ok(out)
 }
 
-/// The record's event without its frame, and the frame (its stored chunk).
-fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>) {
+/// The record's event without its frame, the frame (its stored chunk), and when the event was
+/// found.
+fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>, u64) {
     let [fs, ss, total_intensity, max_value, npix, snr, sigma] = r.peaks;
     let event = EventRecord {
         timestamp: r.timestamp,
@@ -204,7 +214,7 @@ fn to_record(r: RecordMsg) -> (EventRecord, Option<FrameMsg>) {
         },
         fields: r.fields,
     };
-    (event, r.frame)
+    (event, r.frame, r.seen_ns)
 }
 
 /// The frames of a batch as stored chunks; `None` when its events carry none.
@@ -237,65 +247,166 @@ fn stored_frames(frames: &[Option<FrameMsg>]) -> anyhow::Result<Option<StoredFra
     }))
 }
 
-/// Runs one writer until all its workers are done.
-pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow::Result<()> {
-    let me = mb.id;
-    let index = me - 1 - layout.workers;
-    let workers = layout.workers_of(index);
-    let h5layout: H5Layout = cfg
-        .output
-        .layout
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
-    let compression: Compression = cfg
-        .output
-        .compression
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
-    let mut sinks = open_sinks(cfg, index)?;
-    for &w in &workers {
-        mb.send(w, Msg::Credit { n: CREDITS })?;
-    }
-    let mut ser = Serializer::default();
-    let mut stats = WriterStats::default();
-    let mut pending: Vec<(EventRecord, Option<FrameMsg>)> = Vec::new();
-    let mut seq = 0u64;
-    let mut flush = |records: Vec<(EventRecord, Option<FrameMsg>)>,
-                     stats: &mut WriterStats|
-     -> anyhow::Result<()> {
+/// A record waiting for its batch: the event, its frame, when the coordinator saw it (ns).
+type Pending = (EventRecord, Option<FrameMsg>, u64);
+
+/// The writer's batches in flight to its sinks: serialises, caps message size, sends.
+struct Outbox {
+    sinks: Fanout,
+    ser: Serializer,
+    meta: RunMeta,
+    index: u32,
+    h5layout: H5Layout,
+    compression: Compression,
+    /// Batches whose image is larger are split (down to single events).
+    max_bytes: Option<usize>,
+    seq: u64,
+}
+
+impl Outbox {
+    /// Serialises `records` as one batch (split in halves while larger than `max_bytes`) and
+    /// hands each image to every sink.
+    fn flush(&mut self, records: Vec<Pending>, stats: &mut WriterStats) -> anyhow::Result<()> {
         let n = records.len() as u64;
         let t0 = Instant::now();
-        let (events, frames): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+        let mut seen = Vec::with_capacity(records.len());
+        let (events, frames): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .map(|(e, f, s)| {
+                seen.push(s);
+                (e, f)
+            })
+            .unzip();
         let batch = Batch {
-            meta: meta.clone(),
-            writer_rank: index,
-            seq,
+            meta: self.meta.clone(),
+            writer_rank: self.index,
+            seq: self.seq,
             events,
         };
         let stored = stored_frames(&frames)?;
-        let bytes = if !sinks.needs_hdf5() {
+        let bytes = if !self.sinks.needs_hdf5() {
             None
         } else if let Some(f) = &stored {
-            Some(ser.serialize_stored(&batch, f, h5layout, compression)?)
+            Some(
+                self.ser
+                    .serialize_stored(&batch, f, self.h5layout, self.compression)?,
+            )
         } else {
-            Some(ser.serialize(&batch, h5layout, compression)?)
+            Some(
+                self.ser
+                    .serialize(&batch, self.h5layout, self.compression)?,
+            )
         };
-        let encoded = sinks.encode(&batch, stored.as_ref())?;
+        let size = bytes.as_ref().map_or(0, Vec::len);
+        if n > 1 && self.max_bytes.is_some_and(|m| size > m) {
+            drop(stored);
+            let mut records: Vec<Pending> = batch
+                .events
+                .into_iter()
+                .zip(frames)
+                .zip(seen)
+                .map(|((e, f), s)| (e, f, s))
+                .collect();
+            let second = records.split_off(records.len() / 2);
+            stats.ns_serialize += t0.elapsed().as_nanos() as u64;
+            self.flush(records, stats)?;
+            return self.flush(second, stats);
+        }
+        let encoded = self.sinks.encode(&batch, stored.as_ref())?;
+        stats.ns_serialize += t0.elapsed().as_nanos() as u64;
         let t1 = Instant::now();
         let m = MessageMeta {
-            run: meta.run,
-            writer_rank: index,
-            seq,
+            run: self.meta.run,
+            writer_rank: self.index,
+            seq: self.seq,
             events: n,
         };
-        sinks.send(bytes, encoded, &m)?;
-        stats.ns_serialize += (t1 - t0).as_nanos() as u64;
+        self.seq += 1;
+        self.sinks.send(bytes, encoded, &m)?;
         stats.ns_send += t1.elapsed().as_nanos() as u64;
         stats.batches += 1;
         stats.events += n;
-        seq += 1;
+        stats.latency.sent(seen, super::latency::now_ns());
         Ok(())
+    }
+
+    fn sink_names(&self) -> Vec<String> {
+        self.sinks.names()
+    }
+
+    /// Closes every sink (end-of-stream) and records its counts.
+    fn finish(&mut self, stats: &mut WriterStats) {
+        for (name, r) in self.sinks.finish() {
+            match r {
+                Ok(st) => {
+                    if st.eos_undelivered > 0 {
+                        stats.warnings.push(format!(
+                            "writer {}: sink {name}: end-of-stream not delivered (no consumer at the end)",
+                            self.index
+                        ));
+                    }
+                    stats.sinks.push((name, st));
+                }
+                Err(e) => stats
+                    .errors
+                    .push(format!("writer {}: sink {name}: {e:#}", self.index)),
+            }
+        }
+    }
+}
+
+/// Runs one writer until all its workers are done; reports to the monitor through `feed`. A
+/// delivery failure is reported (the job exits non-zero) rather than aborting: the writer asks
+/// the coordinator to stop, keeps taking its workers' records so nobody waits for ever, and
+/// counts them as undelivered.
+pub fn run(
+    mb: Mailbox,
+    layout: &Layout,
+    cfg: &Config,
+    meta: RunMeta,
+    mut feed: Option<WriterFeed>,
+) -> anyhow::Result<()> {
+    let me = mb.id;
+    let index = me - 1 - layout.workers;
+    let workers = layout.workers_of(index);
+    let mut out = Outbox {
+        sinks: {
+            let mut f = open_sinks(cfg, index)?;
+            f.set_owner(format!("writer {index}"));
+            f
+        },
+        ser: Serializer::default(),
+        meta,
+        index,
+        h5layout: cfg.output.layout,
+        compression: cfg.output.compression,
+        max_bytes: max_message_bytes(cfg),
+        seq: 0,
     };
+    for &w in &workers {
+        mb.send(w, Msg::Credit { n: CREDITS })?;
+    }
+    let mut stats = WriterStats::default();
+    let mut pending: Vec<Pending> = Vec::new();
+    let sink_names = out.sink_names();
+    let mut failed = false;
+    let mut deliver =
+        |records: Vec<Pending>, stats: &mut WriterStats, out: &mut Outbox| -> anyhow::Result<()> {
+            if failed {
+                stats.undelivered += records.len() as u64;
+                return Ok(());
+            }
+            let n = records.len() as u64;
+            if let Err(e) = out.flush(records, stats) {
+                let reason = format!("writer {index}: {e:#}");
+                eprintln!("lclstreamer: {reason}; stopping the run");
+                stats.errors.push(reason.clone());
+                stats.undelivered += n;
+                failed = true;
+                mb.send(Layout::COORDINATOR, Msg::Stop { reason })?;
+            }
+            Ok(())
+        };
     let mut done = 0;
     let mut deadline = FlushDeadline::new(
         cfg.source
@@ -303,7 +414,11 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
             .then(|| Duration::from_secs_f64(cfg.source.live_flush)),
     );
     while done < workers.len() {
-        let msg = match deadline.wait() {
+        let wait = match (deadline.wait(), &feed) {
+            (Some(w), Some(f)) => Some(w.min(f.wait())),
+            (w, f) => w.or(f.as_ref().map(WriterFeed::wait)),
+        };
+        let msg = match wait {
             Some(w) => mb.recv_timeout(w)?,
             None => Some(mb.recv()?),
         };
@@ -315,27 +430,40 @@ pub fn run(mb: Mailbox, layout: &Layout, cfg: &Config, meta: RunMeta) -> anyhow:
                 mb.send(worker, Msg::Credit { n: 1 })?;
                 while pending.len() >= cfg.output.batch_size {
                     let rest = pending.split_off(cfg.output.batch_size);
-                    flush(std::mem::replace(&mut pending, rest), &mut stats)?;
+                    deliver(std::mem::replace(&mut pending, rest), &mut stats, &mut out)?;
                 }
             }
             Some(Msg::WorkerDone { .. }) => done += 1,
             Some(other) => anyhow::bail!("writer {me}: unexpected message {other:?}"),
         }
         if deadline.due() && !pending.is_empty() {
-            flush(std::mem::take(&mut pending), &mut stats)?;
+            deliver(std::mem::take(&mut pending), &mut stats, &mut out)?;
         }
         deadline.pending(pending.len());
+        if let Some(t) = feed.as_mut().and_then(|f| f.tick(me, &stats, &sink_names)) {
+            mb.send(Layout::COORDINATOR, t)?;
+        }
     }
     if !pending.is_empty() {
-        flush(std::mem::take(&mut pending), &mut stats)?;
+        deliver(std::mem::take(&mut pending), &mut stats, &mut out)?;
     }
-    for (name, st) in sinks.finish()? {
-        stats.sinks.push((
-            name, st.batches, st.events, st.bytes, st.spilled, st.dropped,
-        ));
-    }
+    out.finish(&mut stats);
     mb.send(Layout::COORDINATOR, Msg::WriterDone { writer: me, stats })?;
     Ok(())
+}
+
+/// The smallest `max_message_bytes` of the configured sinks.
+fn max_message_bytes(cfg: &Config) -> Option<usize> {
+    cfg.output
+        .sinks
+        .iter()
+        .filter_map(|s| match s {
+            SinkConfig::Nng {
+                max_message_bytes, ..
+            } => *max_message_bytes,
+            SinkConfig::Zmq { .. } | SinkConfig::Files { .. } => None,
+        })
+        .min()
 }
 
 #[cfg(test)]

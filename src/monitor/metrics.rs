@@ -67,6 +67,39 @@ pub fn render(s: &Snapshot) -> String {
         "Events done per second since the start.",
     );
     let _ = writeln!(o, "lclstreamer_events_per_second {}", s.events_per_second);
+    for (name, help, v) in [
+        ("events_sent", "Events the writers sent.", s.events_sent),
+        ("batches_sent", "Batches the writers sent.", s.batches),
+    ] {
+        let n = format!("lclstreamer_{name}_total");
+        family(&mut o, &n, "counter", help);
+        let _ = writeln!(o, "{n} {v}");
+    }
+    if let Some(l) = &s.latency {
+        family(
+            &mut o,
+            "lclstreamer_latency_seconds",
+            "gauge",
+            "Live runs: from an event's discovery by the coordinator to its batch being sent.",
+        );
+        let _ = writeln!(
+            o,
+            "lclstreamer_latency_seconds{{quantile=\"0.5\"}} {}",
+            l.median_seconds
+        );
+        let _ = writeln!(
+            o,
+            "lclstreamer_latency_seconds{{quantile=\"0.99\"}} {}",
+            l.p99_seconds
+        );
+        family(
+            &mut o,
+            "lclstreamer_latency_events_total",
+            "counter",
+            "Events the latency quantiles are over.",
+        );
+        let _ = writeln!(o, "lclstreamer_latency_events_total {}", l.events);
+    }
     family(
         &mut o,
         "lclstreamer_peaks_per_event",
@@ -100,18 +133,28 @@ pub fn render(s: &Snapshot) -> String {
     for (name, help, get) in [
         (
             "batches",
-            "Batches sent.",
-            (|x| x.batches) as fn(&SinkState) -> u64,
+            "Batches sent (handed to the sink while the job runs).",
+            (|x| Some(x.batches)) as fn(&SinkState) -> Option<u64>,
         ),
-        ("events", "Events sent.", |x| x.events),
-        ("bytes", "Bytes sent.", |x| x.bytes),
-        ("spilled", "Batches spilled to disk.", |x| x.spilled),
-        ("dropped", "Batches dropped by policy.", |x| x.dropped),
+        ("events", "Events sent.", |x| Some(x.events)),
+        ("bytes", "Bytes sent (known at the end).", |x| x.bytes),
+        (
+            "spilled",
+            "Batches spilled to disk (known at the end).",
+            |x| x.spilled,
+        ),
+        (
+            "dropped",
+            "Batches dropped by policy (known at the end).",
+            |x| x.dropped,
+        ),
     ] {
         let n = format!("lclstreamer_sink_{name}_total");
         family(&mut o, &n, "counter", help);
         for k in &s.sinks {
-            let _ = writeln!(o, "{n}{{sink=\"{}\"}} {}", label(&k.name), get(k));
+            if let Some(v) = get(k) {
+                let _ = writeln!(o, "{n}{{sink=\"{}\"}} {v}", label(&k.name));
+            }
         }
     }
     family(

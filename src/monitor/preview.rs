@@ -1,6 +1,7 @@
 //! A hit's frame reduced to an 8-bit grey image the page can draw.
 
 use super::state::Preview;
+use crate::detector::assemble::Assembly;
 use base64::Engine;
 
 /// Longest side of a preview in pixels.
@@ -68,6 +69,40 @@ pub fn preview(
     })
 }
 
+/// The preview of a slab assembled by `a` (gaps black), its peaks `(fs, ss)` (slab rows of
+/// `fs` pixels) placed where their pixel lands in the image.
+pub fn assembled(
+    slab: &[f32],
+    fs: usize,
+    a: &Assembly,
+    peaks: &[(f32, f32)],
+    event_index: u64,
+) -> Option<Preview> {
+    if slab.len() != a.slab_len() || fs == 0 {
+        return None;
+    }
+    let mut image = vec![f32::NAN; a.height * a.width];
+    for (i, &v) in slab.iter().enumerate() {
+        if let Some(t) = a.target_of(i) {
+            image[t] = v;
+        }
+    }
+    let placed: Vec<(f32, f32)> = peaks
+        .iter()
+        .filter_map(|&(x, y)| {
+            let (c, r) = (x.round(), y.round());
+            if c < 0.0 || r < 0.0 || c as usize >= fs {
+                return None;
+            }
+            let t = a.target_of(r as usize * fs + c as usize)?;
+            Some(((t % a.width) as f32, (t / a.width) as f32))
+        })
+        .collect();
+    let mut p = preview(&image, a.height, a.width, &placed, event_index)?;
+    p.n_peaks = peaks.len() as u32;
+    Some(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +142,41 @@ mod tests {
         assert_eq!(px[(4000 / 11) * 35 + 100 / 11], 255);
         let (x, y) = p.peaks[0];
         assert_eq!((x as usize, y as usize), (100 / 11, 4000 / 11));
+    }
+
+    #[test]
+    fn an_assembled_preview_places_pixels_and_peaks_through_the_geometry() {
+        use crate::detector::geometry::{Geometry, Panel};
+        let panel = |name: &str, ss: usize, fsv: [f64; 3], ssv: [f64; 3], x: f64| Panel {
+            name: name.into(),
+            min_fs: 0,
+            max_fs: 2,
+            min_ss: ss,
+            max_ss: ss + 1,
+            fs: fsv,
+            ss: ssv,
+            corner_x: x,
+            corner_y: 0.0,
+            extra: Vec::new(),
+        };
+        // As in detector::assemble's test: panel b is turned 90°, slab (ss, fs) of b lands at
+        // image row fs, column 9 − (ss − 2).
+        let g = Geometry {
+            globals: Vec::new(),
+            panels: vec![
+                panel("a", 0, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], 0.0),
+                panel("b", 2, [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], 10.0),
+            ],
+        };
+        let a = Assembly::new(&g, None).unwrap();
+        let slab: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+        let p = assembled(&slab, 3, &a, &[(2.0, 3.0), (0.0, 0.0)], 5).unwrap();
+        assert_eq!((p.width, p.height, p.bin, p.n_peaks), (10, 3, 1, 2));
+        let px = decode(&p);
+        assert_eq!(px[2 * 10 + 8], 255, "slab (3, 2) = 12, the brightest");
+        assert_eq!(px[5], 0, "a gap");
+        assert_eq!(p.peaks, vec![(8.5, 2.5), (0.5, 0.5)]);
+        assert!(assembled(&slab[1..], 3, &a, &[], 0).is_none());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the monitor shows: one snapshot of the job, updated by rank 0 as reports arrive.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Upper bin edges of the peaks-per-event histogram; the last bin counts everything above.
@@ -34,21 +34,31 @@ pub struct RankRate {
     pub events_per_second: f64,
 }
 
-/// One sink's counts over all writers.
+/// One sink's counts over all writers. While the job runs, `batches` and `events` are those
+/// the writers handed to the sink; the rest is known once the sinks are finished (`None`
+/// until then, or where the transport does not tell).
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct SinkState {
     pub name: String,
     pub batches: u64,
     pub events: u64,
-    pub bytes: u64,
-    pub spilled: u64,
-    pub dropped: u64,
+    pub bytes: Option<u64>,
+    pub spilled: Option<u64>,
+    pub dropped: Option<u64>,
     /// Consumers connected now, where the transport knows it.
     pub consumers: Option<u32>,
 }
 
+/// Latency from discovery to sending (live runs), in seconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Default)]
+pub struct LatencyState {
+    pub events: u64,
+    pub median_seconds: f64,
+    pub p99_seconds: f64,
+}
+
 /// The latest hit, downsampled to 8-bit grey for the page.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Preview {
     pub event_index: u64,
     pub n_peaks: u32,
@@ -77,6 +87,11 @@ pub struct Snapshot {
     pub hits: u64,
     pub hit_rate: f64,
     pub events_per_second: f64,
+    /// Events and batches the writers sent.
+    pub events_sent: u64,
+    pub batches: u64,
+    /// Set on a live run once a batch was sent.
+    pub latency: Option<LatencyState>,
     pub history: VecDeque<Sample>,
     pub peak_bins: Vec<u32>,
     /// One count per bin of [`PEAK_BINS`], plus one for more.

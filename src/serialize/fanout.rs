@@ -16,6 +16,8 @@ pub struct Fanout {
     encoders: Vec<(FormatOptions, EventEncoder)>,
     /// The compression of the stored frame chunks handed to [`Self::send`].
     compression: Compression,
+    /// Who sends (`writer 3`), for the progress lines a stopped rank prints.
+    owner: String,
 }
 
 impl Fanout {
@@ -25,6 +27,16 @@ impl Fanout {
             compression,
             ..Default::default()
         }
+    }
+
+    /// Names the sender in the progress lines ([`crate::interrupt::note_progress`]).
+    pub fn set_owner(&mut self, owner: impl Into<String>) {
+        self.owner = owner.into();
+    }
+
+    /// The sinks' names.
+    pub fn names(&self) -> Vec<String> {
+        self.sinks.iter().map(|s| s.0.clone()).collect()
     }
 
     /// Adds a sink named `name` that takes messages of `opts.format`.
@@ -88,10 +100,17 @@ impl Fanout {
             let last = last_user(k, self.sinks[k].2, &self.sinks);
             let (name, _, enc, sink) = &mut self.sinks[k];
             let ctx = |e: TransportError| anyhow::anyhow!("sink {name}: {e}");
+            let progress = |owner: &str, name: &str| {
+                crate::interrupt::note_progress(
+                    &format!("{owner} sink {name}"),
+                    format!("took {} batches (up to seq {})", meta.seq + 1, meta.seq),
+                )
+            };
             let Some(e) = *enc else {
                 let bytes = if last { hdf5.take() } else { hdf5.clone() }
                     .ok_or_else(|| anyhow::anyhow!("sink {name}: no HDF5 image was built"))?;
                 sink.send(bytes, meta).map_err(ctx)?;
+                progress(&self.owner, name);
                 continue;
             };
             let msgs = if last {
@@ -105,19 +124,16 @@ impl Fanout {
                     Some(meta) => sink.send(m.bytes, meta).map_err(ctx)?,
                 }
             }
+            progress(&self.owner, name);
         }
         Ok(())
     }
 
-    /// Finishes every sink (end-of-stream) and returns its name and counts.
-    pub fn finish(&mut self) -> anyhow::Result<Vec<(String, SinkStats)>> {
-        let mut out = Vec::new();
-        for (name, _, _, sink) in &mut self.sinks {
-            let st = sink
-                .finish()
-                .map_err(|e| anyhow::anyhow!("sink {name}: {e}"))?;
-            out.push((name.clone(), st));
-        }
-        Ok(out)
+    /// Finishes every sink (end-of-stream): its name and counts, or why it failed.
+    pub fn finish(&mut self) -> Vec<(String, Result<SinkStats, TransportError>)> {
+        self.sinks
+            .iter_mut()
+            .map(|(name, _, _, sink)| (name.clone(), sink.finish()))
+            .collect()
     }
 }

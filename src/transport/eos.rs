@@ -36,6 +36,12 @@ pub struct EndOfStream {
     /// Malformed requests answered with an error (ZeroMQ REP sinks).
     #[serde(default)]
     pub rejected: u64,
+    /// Sent before a consumer left and not taken when resent: the departed consumer may hold them.
+    #[serde(default)]
+    pub in_doubt: u64,
+    /// Refused: no consumer could take them (see `SinkStats::refused`).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl EndOfStream {

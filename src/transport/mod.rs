@@ -11,6 +11,7 @@ pub mod nng_sink;
 pub mod nng_socket;
 pub mod pull;
 pub mod spill;
+pub mod url;
 pub mod zmq_sink;
 pub mod zmq_socket;
 
@@ -21,6 +22,7 @@ pub use file_sink::FileSink;
 pub use nng_sink::{Distribute, NngSink, NngSinkConfig, Policy, Role};
 pub use pull::{PullConfig, PullSummary, pull};
 pub use spill::push_dir;
+pub use url::check_url;
 pub use zmq_sink::{Pattern, ZmqSink, ZmqSinkConfig};
 
 /// Identity of one message (one batch image).
@@ -52,6 +54,21 @@ pub struct SinkStats {
     /// Malformed requests answered with an error (ZeroMQ REP).
     #[serde(default)]
     pub rejected: u64,
+    /// Messages in flight when a consumer left whose resent copy no consumer took: the departed
+    /// consumer may or may not hold them (a copy is in the spill directory under `spill`).
+    #[serde(default)]
+    pub in_doubt: u64,
+    #[serde(default)]
+    pub in_doubt_events: u64,
+    /// Messages no consumer can take: larger than `max_message_bytes`, or in flight each time
+    /// a connection closed (spilled under `spill`).
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub refused_events: u64,
+    /// URLs the end-of-stream message could not be delivered to.
+    #[serde(default)]
+    pub eos_undelivered: u64,
 }
 
 /// A destination for batch images.
@@ -90,6 +107,12 @@ pub enum TransportError {
     Finished,
     #[error("{0}")]
     Incomplete(String),
+    /// No consumer took a message within the block timeout.
+    #[error("{0}")]
+    Stalled(String),
+    /// A message no consumer can take under policy `block`.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl TransportError {

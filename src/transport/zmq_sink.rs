@@ -475,6 +475,8 @@ impl Sink for ZmqSink {
                 dropped_events: self.stats.dropped_events,
                 resent: self.stats.resent,
                 rejected: self.stats.rejected,
+                in_doubt: self.stats.in_doubt,
+                refused: self.stats.refused,
             };
             let msg = end_message(self.cfg.format, self.cfg.simplon_prefix, &eos);
             let mut rejected = 0;
@@ -522,12 +524,18 @@ impl Sink for ZmqSink {
         }
         self.endpoints.clear();
         if !undelivered.is_empty() {
-            return Err(TransportError::Incomplete(format!(
+            let why = format!(
                 "{}: end-of-stream not delivered to {} within {:.0} s (no consumer)",
                 self.sender,
                 undelivered.join(", "),
                 self.cfg.linger.as_secs_f64()
-            )));
+            );
+            if self.cfg.policy == Policy::Block {
+                return Err(TransportError::Incomplete(why));
+            }
+            // Under spill and drop an absent consumer is what the policy accepts: counted.
+            eprintln!("lclstreamer: {why}");
+            self.stats.eos_undelivered += undelivered.len() as u64;
         }
         Ok(self.stats)
     }
