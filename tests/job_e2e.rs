@@ -305,6 +305,63 @@ fn nng_stream_to_the_pull_consumer_loses_nothing() {
     );
 }
 
+#[test]
+fn zmq_streams_in_each_format_reach_pull_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    synth(root, 8);
+    for (i, (format, pattern, socket)) in [
+        ("stream2", "push", "zmq-pull"),
+        ("simplon", "push", "zmq-pull"),
+        ("msgpack", "rep", "zmq-req"),
+        ("hdf5", "push", "zmq-pull"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let recv = root.join(format!("received-{format}"));
+        let url = format!("tcp://127.0.0.1:{}", 15931 + i);
+        let (sink_mode, pull_mode) = match pattern {
+            "rep" => ("listen", Some("--dial")),
+            _ => ("dial", None),
+        };
+        let mut pull = Command::new(EXE)
+            .args(["pull", &url, "--socket", socket, "--timeout", "60", "--out"])
+            .arg(&recv)
+            .args(pull_mode)
+            .spawn()
+            .unwrap();
+        let cfg = config(
+            root,
+            &format!(
+                "    - {{kind: zmq, urls: [{url}], pattern: {pattern}, mode: {sink_mode}, format: {format}}}"
+            ),
+        );
+        let sum = root.join(format!("sum-{format}.json"));
+        run(3, &cfg, &sum);
+        assert!(
+            pull.wait().unwrap().success(),
+            "{format}: pull saw an incomplete stream"
+        );
+        let s = json(&sum);
+        let sent = s["events_sent"].as_u64().unwrap();
+        assert!(sent > 0);
+        assert_eq!(s["sinks"][0]["events"], sent, "{format}");
+        let files = std::fs::read_dir(&recv).unwrap().count() as u64;
+        let want = if format == "hdf5" {
+            s["batches"].as_u64().unwrap()
+        } else {
+            sent
+        };
+        assert_eq!(
+            files,
+            want,
+            "{format}: one message per {}",
+            if format == "hdf5" { "batch" } else { "event" }
+        );
+    }
+}
+
 /// Rewrites `file` without the `k`-th L1Accept (datagram boundaries from the reader).
 fn drop_l1accept(file: &Path, k: usize) {
     use lclstreamer::xtc::{DgramReader, TransitionId};

@@ -52,18 +52,35 @@ fn pixels_f64(f: &Frame) -> Vec<f64> {
 
 fn check(format: Format, kind: ExampleKind, frames: Frames) {
     let Some(py) = python() else { return };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
     let fmt = match format {
         Format::Hdf5 => "hdf5",
         Format::Stream2 => "stream2",
         Format::Simplon => "simplon",
         _ => "msgpack",
     };
+    // Bind first (another process may take a port picked in advance), then start the consumer.
+    let (mut sink, url) = (0..20)
+        .find_map(|_| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut cfg = ZmqSinkConfig::new(vec![url.clone()]);
+            cfg.pattern = if format == Format::Msgpack {
+                Pattern::Rep
+            } else {
+                Pattern::Push
+            };
+            cfg.role = Role::Listen;
+            cfg.format = format;
+            cfg.linger = Duration::from_secs(20);
+            cfg.policy = lclstreamer::transport::Policy::Drop;
+            cfg.send_timeout = Duration::from_secs(10);
+            ZmqSink::new(cfg, 2).ok().map(|s| (s, url))
+        })
+        .expect("a free port to bind");
     let child = Command::new(&py)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/decode_formats.py"))
         .args([fmt, &url])
@@ -71,18 +88,6 @@ fn check(format: Format, kind: ExampleKind, frames: Frames) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut cfg = ZmqSinkConfig::new(vec![url]);
-    cfg.pattern = if format == Format::Msgpack {
-        Pattern::Rep
-    } else {
-        Pattern::Push
-    };
-    cfg.role = Role::Listen;
-    cfg.format = format;
-    cfg.linger = Duration::from_secs(20);
-    cfg.policy = lclstreamer::transport::Policy::Drop;
-    cfg.send_timeout = Duration::from_secs(10);
-    let mut sink = ZmqSink::new(cfg, 2).unwrap();
     let mut enc = (format != Format::Hdf5).then(|| {
         EventEncoder::new(FormatOptions {
             format,

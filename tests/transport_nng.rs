@@ -480,3 +480,39 @@ fn foreign_messages_are_reported_not_fatal() {
     );
     assert!(got.lock().unwrap().is_empty());
 }
+
+#[test]
+fn a_restarted_pull_into_the_same_directory_drops_what_it_already_wrote() {
+    let out = tempfile::tempdir().unwrap();
+    let sent = batches(4, 6, 16, 16);
+    let run = |keep: usize| {
+        let url = free_url();
+        let mut cfg = pull_cfg(&url, 1);
+        cfg.out_dir = Some(out.path().to_path_buf());
+        let (h, _) = spawn_pull(cfg);
+        let mut sink = NngSink::new(sink_cfg(vec![url]), 4).unwrap();
+        send_all(&mut sink, &sent, Layout::Cxi, Compression::None);
+        sink.finish().unwrap();
+        let s = h.join().unwrap().unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in &files[keep..] {
+            std::fs::remove_file(f).unwrap();
+        }
+        s
+    };
+    let first = run(4);
+    assert!(first.complete, "{}", first.report());
+    assert_eq!((first.batches, first.resumed), (6, 0));
+    // The producer sends the whole stream again (as its resend window would after the first
+    // consumer died having written 4 batches): the restarted pull counts those 4 as its own
+    // and drops their copies.
+    let second = run(6);
+    assert!(second.complete, "{}", second.report());
+    assert_eq!((second.batches, second.resumed), (6, 4));
+    assert_eq!(second.duplicates.len(), 4);
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 6);
+}

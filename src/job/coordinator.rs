@@ -350,8 +350,16 @@ pub fn run(
             }
             Msg::WriterDone { writer, stats } => {
                 if let Some(b) = &mut board {
-                    let names = stats.sinks.iter().map(|k| k.0.clone()).collect();
-                    b.writer_tick(writer, stats.clone(), names);
+                    let sinks = stats
+                        .sinks
+                        .iter()
+                        .map(|(name, st)| crate::serialize::SinkNow {
+                            name: name.clone(),
+                            stats: *st,
+                            consumers: None,
+                        })
+                        .collect();
+                    b.writer_tick(writer, stats.clone(), sinks);
                 }
                 writers.push(stats);
             }

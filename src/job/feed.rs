@@ -12,6 +12,7 @@ use crate::detector::geometry::Geometry;
 use crate::monitor::Monitor;
 use crate::monitor::preview;
 use crate::monitor::state::{LatencyState, PEAK_BINS, Preview, RankRate, SinkState, peak_bin};
+use crate::serialize::SinkNow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -128,7 +129,12 @@ impl WriterFeed {
     }
 
     /// The report to send now, if one is due.
-    pub fn tick(&mut self, writer: RoleId, stats: &WriterStats, sinks: &[String]) -> Option<Msg> {
+    pub fn tick(
+        &mut self,
+        writer: RoleId,
+        stats: &WriterStats,
+        sinks: impl FnOnce() -> Vec<SinkNow>,
+    ) -> Option<Msg> {
         if self.last.elapsed() < TICK {
             return None;
         }
@@ -136,7 +142,7 @@ impl WriterFeed {
         Some(Msg::WriterTick {
             writer,
             stats: stats.clone(),
-            sinks: sinks.to_vec(),
+            sinks: sinks(),
         })
     }
 }
@@ -148,7 +154,7 @@ pub struct Board {
     start: Instant,
     last: Option<Instant>,
     peaks: BTreeMap<RoleId, Vec<u64>>,
-    writers: BTreeMap<RoleId, (WriterStats, Vec<String>)>,
+    writers: BTreeMap<RoleId, (WriterStats, Vec<SinkNow>)>,
     /// Per role: events and time at the previous publication (for the rates).
     prev: HashMap<RoleId, (u64, f64)>,
 }
@@ -175,7 +181,7 @@ impl Board {
     }
 
     /// Takes a writer's report.
-    pub fn writer_tick(&mut self, writer: RoleId, stats: WriterStats, sinks: Vec<String>) {
+    pub fn writer_tick(&mut self, writer: RoleId, stats: WriterStats, sinks: Vec<SinkNow>) {
         self.writers.insert(writer, (stats, sinks));
     }
 
@@ -235,21 +241,31 @@ impl Board {
         let hist = self.peaks_per_event();
         let mut sinks: Vec<SinkState> = Vec::new();
         let mut latency = super::latency::Latency::default();
-        for (w, names) in self.writers.values() {
+        for (w, now) in self.writers.values() {
             latency.merge(&w.latency);
-            for name in names {
-                let i = match sinks.iter().position(|s| &s.name == name) {
+            for k in now {
+                let i = match sinks.iter().position(|s| s.name == k.name) {
                     Some(i) => i,
                     None => {
                         sinks.push(SinkState {
-                            name: name.clone(),
+                            name: k.name.clone(),
+                            bytes: Some(0),
+                            spilled: Some(0),
+                            dropped: Some(0),
                             ..SinkState::default()
                         });
                         sinks.len() - 1
                     }
                 };
-                sinks[i].batches += w.batches;
-                sinks[i].events += w.events;
+                let s = &mut sinks[i];
+                s.batches += k.stats.batches;
+                s.events += k.stats.events;
+                s.bytes = s.bytes.map(|b| b + k.stats.bytes);
+                s.spilled = s.spilled.map(|b| b + k.stats.spilled);
+                s.dropped = s.dropped.map(|b| b + k.stats.dropped);
+                if let Some(c) = k.consumers {
+                    s.consumers = Some(s.consumers.unwrap_or(0) + c);
+                }
             }
         }
         let (sent, batches) = self

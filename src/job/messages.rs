@@ -161,11 +161,11 @@ pub enum Msg {
         peaks: Vec<u64>,
         preview: Option<Box<crate::monitor::state::Preview>>,
     },
-    /// Writer → coordinator, with the monitor on: counts so far and the sinks' names.
+    /// Writer → coordinator, with the monitor on: counts so far and the sinks' state.
     WriterTick {
         writer: RoleId,
         stats: WriterStats,
-        sinks: Vec<String>,
+        sinks: Vec<crate::serialize::SinkNow>,
     },
 }
 

@@ -330,10 +330,6 @@ impl Outbox {
         Ok(())
     }
 
-    fn sink_names(&self) -> Vec<String> {
-        self.sinks.names()
-    }
-
     /// Closes every sink (end-of-stream) and records its counts.
     fn finish(&mut self, stats: &mut WriterStats) {
         for (name, r) in self.sinks.finish() {
@@ -388,7 +384,6 @@ pub fn run(
     }
     let mut stats = WriterStats::default();
     let mut pending: Vec<Pending> = Vec::new();
-    let sink_names = out.sink_names();
     let mut failed = false;
     let mut deliver =
         |records: Vec<Pending>, stats: &mut WriterStats, out: &mut Outbox| -> anyhow::Result<()> {
@@ -440,7 +435,10 @@ pub fn run(
             deliver(std::mem::take(&mut pending), &mut stats, &mut out)?;
         }
         deadline.pending(pending.len());
-        if let Some(t) = feed.as_mut().and_then(|f| f.tick(me, &stats, &sink_names)) {
+        if let Some(t) = feed
+            .as_mut()
+            .and_then(|f| f.tick(me, &stats, || out.sinks.now()))
+        {
             mb.send(Layout::COORDINATOR, t)?;
         }
     }

@@ -8,6 +8,14 @@ use crate::transport::{MessageMeta, Sink, SinkStats, TransportError};
 /// A sink: name, options, index of its encoder (`None`: HDF5), the sink.
 type Entry = (String, FormatOptions, Option<usize>, Box<dyn Sink>);
 
+/// A sink's state while the job runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SinkNow {
+    pub name: String,
+    pub stats: SinkStats,
+    pub consumers: Option<u32>,
+}
+
 /// Sinks and the encoders of the event formats they use.
 #[derive(Default)]
 pub struct Fanout {
@@ -32,6 +40,18 @@ impl Fanout {
     /// Names the sender in the progress lines ([`crate::interrupt::note_progress`]).
     pub fn set_owner(&mut self, owner: impl Into<String>) {
         self.owner = owner.into();
+    }
+
+    /// Each sink's name, counts so far and connected consumers (where known).
+    pub fn now(&mut self) -> Vec<SinkNow> {
+        self.sinks
+            .iter_mut()
+            .map(|(name, _, _, sink)| SinkNow {
+                name: name.clone(),
+                stats: sink.stats(),
+                consumers: sink.consumers().map(|n| n as u32),
+            })
+            .collect()
     }
 
     /// The sinks' names.

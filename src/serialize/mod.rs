@@ -26,7 +26,7 @@ use crate::output::{
     Batch, Compression, EventRecord, OutputError, Presence, RunMeta, StoredFrames, read::image_info,
 };
 use crate::transport::{EndOfStream, MessageMeta};
-pub use fanout::Fanout;
+pub use fanout::{Fanout, SinkNow};
 pub use frames::{FrameData, FrameRef};
 
 /// Message format of a sink.

@@ -49,6 +49,10 @@ impl Sink for FileSink {
     fn finish(&mut self) -> Result<SinkStats, TransportError> {
         Ok(self.stats)
     }
+
+    fn stats(&self) -> SinkStats {
+        self.stats
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,12 @@ pub trait Sink {
     }
     /// Flushes, sends the end-of-stream message where the sink has one, and reports counts.
     fn finish(&mut self) -> Result<SinkStats, TransportError>;
+    /// The counts so far.
+    fn stats(&self) -> SinkStats;
+    /// Consumers connected now, where the transport knows it.
+    fn consumers(&mut self) -> Option<usize> {
+        None
+    }
 }
 
 /// Transport errors.

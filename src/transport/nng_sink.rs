@@ -506,6 +506,14 @@ impl NngSink {
 }
 
 impl Sink for NngSink {
+    fn stats(&self) -> SinkStats {
+        self.stats
+    }
+
+    fn consumers(&mut self) -> Option<usize> {
+        Some(self.endpoints.iter().map(|e| e.socket.pipes().get()).sum())
+    }
+
     fn send(&mut self, bytes: Vec<u8>, meta: &MessageMeta) -> Result<(), TransportError> {
         if self.finished {
             return Err(TransportError::Finished);

@@ -414,6 +414,14 @@ pub fn extension(format: Format) -> &'static str {
 }
 
 impl Sink for ZmqSink {
+    fn stats(&self) -> SinkStats {
+        self.stats
+    }
+
+    fn consumers(&mut self) -> Option<usize> {
+        Some(self.connections().iter().map(|c| c.1).sum())
+    }
+
     fn send(&mut self, bytes: Vec<u8>, meta: &MessageMeta) -> Result<(), TransportError> {
         if self.finished {
             return Err(TransportError::Finished);
