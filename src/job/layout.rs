@@ -53,6 +53,19 @@ impl Layout {
         }
     }
 
+    /// Every role on rank 0 of a one-rank job: `workers` workers and `writers` writers
+    /// (at least one of each; at most one writer per worker).
+    pub fn in_process(workers: u32, writers: u32) -> Layout {
+        let workers = workers.max(1);
+        let writers = writers.clamp(1, workers);
+        Layout {
+            size: 1,
+            workers,
+            writers,
+            ranks: vec![0; (1 + workers + writers) as usize],
+        }
+    }
+
     /// The coordinator's id.
     pub const COORDINATOR: RoleId = 0;
 
@@ -139,5 +152,16 @@ mod tests {
         assert_eq!(l.roles_on(1), vec![1]);
         let l = Layout::new(30, Some(4));
         assert_eq!((l.workers, l.writers), (25, 4));
+    }
+
+    #[test]
+    fn in_process_puts_every_role_on_rank_zero() {
+        let l = Layout::in_process(6, 2);
+        assert_eq!((l.size, l.workers, l.writers), (1, 6, 2));
+        assert_eq!(l.roles_on(0), (0..9).collect::<Vec<_>>());
+        assert_eq!(l.workers_of(1), vec![l.worker(1), l.worker(3), l.worker(5)]);
+        assert_eq!(l.kind(8), RoleKind::Writer(1));
+        let l = Layout::in_process(2, 5);
+        assert_eq!((l.workers, l.writers), (2, 2));
     }
 }
