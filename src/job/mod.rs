@@ -265,7 +265,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
     }
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _watch = crate::interrupt::watch(format!("rank {rank}"), STOP_GRACE, Arc::clone(&finished));
-    let layout = Layout::new(world.size() as u32, cfg.parallel.writers);
+    let frames = cfg.send() != crate::config::Send::None;
+    let layout = Layout::new(world.size() as u32, cfg.parallel.writers, frames);
     let linger = cfg.monitor.as_ref().map_or(0.0, |m| m.linger);
     let mut ranks = MpiRanks {
         world: &world,
