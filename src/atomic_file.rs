@@ -93,7 +93,10 @@ impl AtomicFile {
                 ),
             ));
         }
-        std::fs::rename(&self.tmp, &self.path)?;
+        if let Err(e) = std::fs::rename(&self.tmp, &self.path) {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e);
+        }
         Ok(self.path.clone())
     }
 }
@@ -132,5 +135,11 @@ mod tests {
 
         write(&a, b"whole").unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"whole");
+
+        // A final name that cannot be taken: the error, and no temporary left.
+        let b = dir.path().join("b.h5");
+        std::fs::create_dir(&b).unwrap();
+        assert!(write(&b, b"whole").is_err());
+        assert!(!dir.path().join("b.h5.tmp").exists());
     }
 }

@@ -564,7 +564,8 @@ fn batch_size() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Parallel {
-    /// Writer ranks; default one per 12 workers, at least one.
+    /// Writer ranks; default one per 4 workers when frames are sent, one per 48 without
+    /// (`job::layout::WORKERS_PER_WRITER`), at least one.
     pub writers: Option<usize>,
     /// Events per work unit handed to a worker.
     #[serde(default = "unit")]

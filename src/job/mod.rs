@@ -2,11 +2,15 @@
 //! workers, writers on the last ranks; roles share a rank as threads when there are fewer than
 //! three). MPI is called only from each rank's main thread (Funneled); roles compute on their
 //! own threads and rayon.
+//!
+//! Everything MPI does for the job sits behind [`Ranks`]: MPI's in this file, and [`local`]'s,
+//! where every role is a thread of one process (tests and models; no transport between ranks).
 
 pub mod coordinator;
 pub mod feed;
 pub mod latency;
 pub mod layout;
+pub mod local;
 pub mod messages;
 pub mod pipeline;
 pub mod router;
@@ -15,14 +19,17 @@ pub mod summary;
 pub mod worker;
 pub mod writer;
 
+pub use local::{run_in_process, run_with};
+
 use crate::config::Config;
 use crate::output::RunMeta;
 use crate::xtc::run::{RunFiles, discover, from_files};
 use layout::{Layout, RoleKind};
+use messages::{Msg, RoleId};
 use mpi::Threading;
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
-use router::{Switch, Wire};
+use router::{Mailbox, Switch, Wire};
 use std::path::PathBuf;
 use std::sync::Arc;
 use summary::{Progress, Summary};
@@ -39,6 +46,45 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(600);
 pub struct RunOptions {
     pub quiet: bool,
     pub summary: Option<PathBuf>,
+}
+
+/// What a job needs from the transport between its ranks.
+trait Ranks {
+    /// This process's rank.
+    fn rank(&self) -> u32;
+    /// Every rank learns whether rank 0's start-up checks passed (`ok` on rank 0).
+    fn share_verdict(&mut self, ok: bool) -> bool;
+    /// Sizes this process's rayon pool; `hosts_worker` when a worker role runs here.
+    fn size_pool(&mut self, hosts_worker: bool);
+    /// The wire to the other ranks; none when every role is in this process.
+    fn wire(&mut self) -> Option<&mut dyn Wire>;
+}
+
+/// Why a rank's part of the job did not run to its end.
+enum Failure {
+    /// Rank 0's start-up checks failed (its error; none on the other ranks): nothing ran.
+    Startup(Option<anyhow::Error>),
+    /// This rank could not prepare its roles, or one of them failed: the job cannot go on.
+    Rank(anyhow::Error),
+}
+
+/// A role body standing in for the configured one (tests and models).
+pub type StandIn = Box<dyn FnOnce(Mailbox) -> anyhow::Result<()> + Send>;
+
+/// Sees every message as it is delivered to a role of this rank (tests and models).
+pub type Tap = Box<dyn Fn(RoleId, &Msg) + Send>;
+
+/// Roles replaced by stand-ins and a tap on deliveries; empty in production.
+#[derive(Default)]
+pub struct Hooks {
+    pub stand_ins: std::collections::HashMap<RoleId, StandIn>,
+    pub tap: Option<Tap>,
+}
+
+/// What a rank's roles left: the summary on the coordinator's rank, and the monitor.
+struct Ran {
+    summary: Option<Summary>,
+    monitor: Option<Arc<crate::monitor::Monitor>>,
 }
 
 struct MpiWire<'a> {
@@ -167,22 +213,43 @@ fn check(cfg: &Config) -> anyhow::Result<Checked> {
     })
 }
 
-/// Sizes this rank's rayon pool so the ranks sharing a node do not oversubscribe its cores.
-fn size_rayon_pool(world: &SimpleCommunicator, hosts_worker: bool) {
-    use mpi::collective::{CommunicatorCollectives, SystemOperation};
-    let node = world.split_shared(world.rank());
-    let mut local_workers = 0i32;
-    node.all_reduce_into(
-        &i32::from(hosts_worker),
-        &mut local_workers,
-        SystemOperation::sum(),
-    );
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let n = worker::pool_threads(cores, local_workers as usize, hosts_worker);
-    // Fails only when a pool already exists (a second job in one process); it is kept then.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global();
+struct MpiRanks<'a> {
+    world: &'a SimpleCommunicator,
+    wire: MpiWire<'a>,
+}
+
+impl Ranks for MpiRanks<'_> {
+    fn rank(&self) -> u32 {
+        self.world.rank() as u32
+    }
+
+    fn share_verdict(&mut self, ok: bool) -> bool {
+        let mut verdict = u8::from(!ok);
+        mpi::collective::Root::broadcast_into(&self.world.process_at_rank(0), &mut verdict);
+        verdict == 0
+    }
+
+    /// Shares the node's cores among the ranks on it that host a worker.
+    fn size_pool(&mut self, hosts_worker: bool) {
+        use mpi::collective::{CommunicatorCollectives, SystemOperation};
+        let node = self.world.split_shared(self.world.rank());
+        let mut local_workers = 0i32;
+        node.all_reduce_into(
+            &i32::from(hosts_worker),
+            &mut local_workers,
+            SystemOperation::sum(),
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = worker::pool_threads(cores, local_workers as usize, hosts_worker);
+        // Fails only when a pool already exists (a second job in one process); it is kept then.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+
+    fn wire(&mut self) -> Option<&mut dyn Wire> {
+        (self.world.size() > 1).then_some(&mut self.wire as &mut dyn Wire)
+    }
 }
 
 /// Runs the job on this rank; returns the process exit code (rank 0 prints the summary).
@@ -195,26 +262,55 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
         eprintln!("lclstreamer: the MPI library does not provide MPI_THREAD_FUNNELED");
         return 2;
     }
-    if cfg.source.live {
-        crate::xtc::reader::set_short_read_patience(cfg.source.idle_timeout());
-    }
     let world = universe.world();
     let rank = world.rank() as u32;
     if let Err(e) = crate::interrupt::Interrupt::install() {
         eprintln!("lclstreamer: rank {rank}: cannot handle SIGINT/SIGTERM: {e}");
     }
-    let size = world.size() as u32;
-    let layout = Layout::new(size, cfg.parallel.writers);
+    let watch = crate::interrupt::watch(format!("rank {rank}"), STOP_GRACE);
+    let frames = cfg.send() != crate::config::Send::None;
+    let layout = Layout::new(world.size() as u32, cfg.parallel.writers, frames);
+    let linger = cfg.monitor.as_ref().map_or(0.0, |m| m.linger);
+    let mut ranks = MpiRanks {
+        world: &world,
+        wire: MpiWire { world: &world },
+    };
+    let ran = run_roles(cfg, &layout, &mut ranks, opts.quiet, Hooks::default());
+    drop(watch);
+    match ran {
+        Ok(ran) => report(ran, &opts, linger),
+        Err(Failure::Startup(e)) => {
+            if let Some(e) = e {
+                eprintln!("lclstreamer: {e:#}");
+            }
+            1
+        }
+        Err(Failure::Rank(e)) => {
+            eprintln!("lclstreamer: rank {rank}, {e:#}");
+            world.abort(1);
+        }
+    }
+}
 
+/// Checks (rank 0), prepares and runs this rank's roles until they have all finished.
+fn run_roles(
+    cfg: Config,
+    layout: &Layout,
+    ranks: &mut dyn Ranks,
+    quiet: bool,
+    mut hooks: Hooks,
+) -> Result<Ran, Failure> {
+    if cfg.source.live {
+        crate::xtc::reader::set_short_read_patience(cfg.source.idle_timeout());
+    }
+    let rank = ranks.rank();
     // Start-up checks on rank 0, reported once; every rank learns the verdict.
-    let mut verdict = 0u8;
     let mut checked = None;
+    let mut startup_error = None;
     if rank == 0 {
         match check(&cfg) {
             Ok(c) => {
-                if !opts.quiet
-                    && let Some(m) = &c.stat.model
-                {
+                if !quiet && let Some(m) = &c.stat.model {
                     eprintln!("lclstreamer: detector {}", m.describe());
                 }
                 // Printed even when quiet: with port 0 it is the only way to find the page.
@@ -223,21 +319,17 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
                 }
                 checked = Some(c);
             }
-            Err(e) => {
-                eprintln!("lclstreamer: {e:#}");
-                verdict = 1;
-            }
+            Err(e) => startup_error = Some(e),
         }
     }
-    mpi::collective::Root::broadcast_into(&world.process_at_rank(0), &mut verdict);
-    if verdict != 0 {
-        return 1;
+    if !ranks.share_verdict(startup_error.is_none()) {
+        return Err(Failure::Startup(startup_error));
     }
     let local = layout.roles_on(rank);
     let needs_static = local
         .iter()
         .any(|&id| matches!(layout.kind(id), RoleKind::Worker(_)));
-    size_rayon_pool(&world, needs_static);
+    ranks.size_pool(needs_static);
     let (run, stat, run_values, monitor) = match checked {
         Some(c) => (
             Some(c.run),
@@ -252,43 +344,100 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
         .any(|&id| matches!(layout.kind(id), RoleKind::Writer(_)));
     let run_values = match run_values {
         Some(v) => v,
-        None if needs_values => {
-            match run_files(&cfg).and_then(|r| select::check_and_run_values(&cfg.data, &r)) {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!("lclstreamer: rank {rank}: {e:#}");
-                    world.abort(1);
-                }
-            }
-        }
+        None if needs_values => run_files(&cfg)
+            .and_then(|r| select::check_and_run_values(&cfg.data, &r))
+            .map_err(Failure::Rank)?,
         None => Vec::new(),
     };
     let stat = match (stat, needs_static) {
         (Some(s), _) => Some(Arc::new(s)),
-        (None, true) => match run_files(&cfg).and_then(|r| load_static(&cfg, &r)) {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                eprintln!("lclstreamer: rank {rank}: {e:#}");
-                world.abort(1);
-            }
-        },
+        (None, true) => Some(Arc::new(
+            run_files(&cfg)
+                .and_then(|r| load_static(&cfg, &r))
+                .map_err(Failure::Rank)?,
+        )),
         (None, false) => None,
     };
-    let meta = RunMeta {
+    let meta = run_meta(&cfg, run.as_ref(), stat.as_deref(), run_values);
+    let cfg = Arc::new(cfg);
+    let (mut switch, boxes) = Switch::new(&local);
+    if let Some(t) = hooks.tap.take() {
+        switch.tap(t);
+    }
+    let mut handles = Vec::new();
+    for mb in boxes {
+        if let Some(f) = hooks.stand_ins.remove(&mb.id) {
+            handles.push(std::thread::spawn(move || f(mb).map(|()| None)));
+            continue;
+        }
+        let (cfg, layout, stat, run, meta, monitor) = (
+            cfg.clone(),
+            layout.clone(),
+            stat.clone(),
+            run.clone(),
+            meta.clone(),
+            monitor.clone(),
+        );
+        let watched = cfg.monitor.is_some();
+        let kind = layout.kind(mb.id);
+        let progress = Progress::new(quiet);
+        handles.push(std::thread::spawn(
+            move || -> anyhow::Result<Option<Summary>> {
+                match kind {
+                    RoleKind::Coordinator => {
+                        let run =
+                            run.ok_or_else(|| anyhow::anyhow!("coordinator without a run"))?;
+                        coordinator::run(mb, &layout, &cfg, &run, progress, monitor).map(Some)
+                    }
+                    RoleKind::Worker(_) => {
+                        let stat =
+                            stat.ok_or_else(|| anyhow::anyhow!("worker without constants"))?;
+                        let feed = watched.then(|| feed::WorkerFeed::new(layout.workers));
+                        worker::run(mb, &layout, &stat, feed).map(|_| None)
+                    }
+                    RoleKind::Writer(_) => {
+                        let feed = watched.then(feed::WriterFeed::default);
+                        writer::run(mb, &layout, &cfg, meta, feed).map(|_| None)
+                    }
+                }
+            },
+        ));
+    }
+    let results = switch.run(rank, |id| layout.rank_of(id), ranks.wire(), handles);
+    let mut summary = None;
+    for (id, r) in local.iter().zip(results) {
+        match r {
+            Ok(Some(s)) => summary = Some(s),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Failure::Rank(e.context(format!("{:?}", layout.kind(*id)))));
+            }
+        }
+    }
+    Ok(Ran { summary, monitor })
+}
+
+/// What every batch says about the run and the job's parameters.
+fn run_meta(
+    cfg: &Config,
+    run: Option<&RunFiles>,
+    stat: Option<&pipeline::Static>,
+    values: Vec<(String, crate::output::Value)>,
+) -> RunMeta {
+    RunMeta {
         experiment: cfg
             .source
             .exp
             .clone()
-            .or_else(|| run.as_ref().and_then(|r| r.exp.clone()))
+            .or_else(|| run.and_then(|r| r.exp.clone()))
             .unwrap_or_default(),
         run: cfg
             .source
             .run
-            .or_else(|| run.as_ref().and_then(|r| r.run))
+            .or_else(|| run.and_then(|r| r.run))
             .unwrap_or(0),
         source: cfg.source.detector.clone().unwrap_or_default(),
         segments: stat
-            .as_ref()
             .and_then(|s| s.model.as_ref())
             .map(|m| m.segments.clone())
             .unwrap_or_default(),
@@ -327,93 +476,52 @@ pub fn run(cfg: Config, opts: RunOptions) -> i32 {
                 .map(|i| ("image".to_string(), format!("{i:?}"))),
         )
         .collect(),
-        values: run_values,
+        values,
         cxi_aliases: cfg
             .data
             .iter()
             .filter_map(|e| e.role.map(|r| (e.name.clone(), r.cxi_path().to_string())))
             .collect(),
-    };
-    let cfg = Arc::new(cfg);
-    let watch = crate::interrupt::watch(format!("rank {rank}"), STOP_GRACE);
-    let (switch, boxes) = Switch::new(&local);
-    let mut handles = Vec::new();
-    for mb in boxes {
-        let (cfg, layout, stat, run, meta, monitor) = (
-            cfg.clone(),
-            layout.clone(),
-            stat.clone(),
-            run.clone(),
-            meta.clone(),
-            monitor.clone(),
-        );
-        let watched = cfg.monitor.is_some();
-        let kind = layout.kind(mb.id);
-        let progress = Progress::new(opts.quiet);
-        handles.push(std::thread::spawn(
-            move || -> anyhow::Result<Option<Summary>> {
-                match kind {
-                    RoleKind::Coordinator => {
-                        let run =
-                            run.ok_or_else(|| anyhow::anyhow!("coordinator without a run"))?;
-                        coordinator::run(mb, &layout, &cfg, &run, progress, monitor).map(Some)
-                    }
-                    RoleKind::Worker(_) => {
-                        let stat =
-                            stat.ok_or_else(|| anyhow::anyhow!("worker without constants"))?;
-                        let feed = watched.then(|| feed::WorkerFeed::new(layout.workers));
-                        worker::run(mb, &layout, &stat, feed).map(|_| None)
-                    }
-                    RoleKind::Writer(_) => {
-                        let feed = watched.then(feed::WriterFeed::default);
-                        writer::run(mb, &layout, &cfg, meta, feed).map(|_| None)
-                    }
-                }
-            },
-        ));
     }
-    let mut wire = MpiWire { world: &world };
-    let wire: Option<&mut dyn Wire> = if size > 1 { Some(&mut wire) } else { None };
-    let results = switch.run(rank, |id| layout.rank_of(id), wire, handles);
-    drop(watch);
-    let mut summary = None;
-    for (id, r) in local.iter().zip(results) {
-        match r {
-            Ok(Some(s)) => summary = Some(s),
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("lclstreamer: rank {rank}, {:?}: {e:#}", layout.kind(*id));
-                world.abort(1);
-            }
-        }
-    }
+}
+
+/// Prints and writes the summary (on the coordinator's rank), keeps the monitor up `linger`
+/// seconds; returns the process exit code.
+fn report(ran: Ran, opts: &RunOptions, linger: f64) -> i32 {
     let stopped = crate::interrupt::Interrupt::requested();
-    let Some(s) = summary else {
+    let Some(s) = ran.summary else {
         return stopped.map_or(0, crate::interrupt::Interrupt::exit_code);
     };
     print!("{}", s.render());
-    if let Some(path) = &opts.summary {
-        let written = serde_json::to_vec_pretty(&s)
-            .map_err(std::io::Error::other)
-            .and_then(|b| crate::atomic_file::write(path, &b));
-        if let Err(e) = written {
-            eprintln!("lclstreamer: {}: {e}", path.display());
-            return 1;
-        }
+    if let Some(path) = &opts.summary
+        && let Err(e) = write_summary(&s, path)
+    {
+        eprintln!("lclstreamer: {}: {e}", path.display());
+        return 1;
     }
-    if let Some(m) = monitor {
-        let linger = cfg.monitor.as_ref().map_or(0.0, |m| m.linger);
-        if linger > 0.0 && stopped.is_none() {
-            eprintln!(
-                "lclstreamer: monitor: serving the final numbers at {} for {linger} s",
-                m.url()
-            );
-            std::thread::sleep(std::time::Duration::from_secs_f64(linger));
-        }
+    if let Some(m) = ran.monitor
+        && linger > 0.0
+        && stopped.is_none()
+    {
+        eprintln!(
+            "lclstreamer: monitor: serving the final numbers at {} for {linger} s",
+            m.url()
+        );
+        std::thread::sleep(std::time::Duration::from_secs_f64(linger));
     }
     match stopped {
         Some(sig) => crate::interrupt::Interrupt::exit_code(sig),
-        None if !s.errors.is_empty() => 1,
-        None => 0,
+        None => exit_code(&s),
     }
+}
+
+/// The exit status of a job that ran to its end: 1 when deliveries failed.
+pub fn exit_code(s: &Summary) -> i32 {
+    i32::from(!s.errors.is_empty())
+}
+
+/// Writes the summary as JSON, atomically.
+fn write_summary(s: &Summary, path: &std::path::Path) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(s).map_err(std::io::Error::other)?;
+    crate::atomic_file::write(path, &bytes)
 }

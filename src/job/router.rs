@@ -54,6 +54,7 @@ pub trait Wire {
 pub struct Switch {
     inboxes: HashMap<RoleId, Sender<Msg>>,
     out_rx: Receiver<(RoleId, Msg)>,
+    tap: Option<super::Tap>,
 }
 
 impl Switch {
@@ -71,10 +72,25 @@ impl Switch {
                 out: out_tx.clone(),
             });
         }
-        (Switch { inboxes, out_rx }, boxes)
+        (
+            Switch {
+                inboxes,
+                out_rx,
+                tap: None,
+            },
+            boxes,
+        )
+    }
+
+    /// Shows every message to `tap` as it is delivered to a local role (tests and models).
+    pub fn tap(&mut self, tap: super::Tap) {
+        self.tap = Some(tap);
     }
 
     fn deliver(&self, to: RoleId, msg: Msg) {
+        if let Some(t) = &self.tap {
+            t(to, &msg);
+        }
         match self.inboxes.get(&to) {
             Some(tx) => {
                 if tx.send(msg).is_err() {

@@ -136,6 +136,9 @@ pub fn in_flight_bytes() -> usize {
 /// consumers promptly.
 pub const SLICE: Duration = Duration::from_millis(100);
 
+/// How long `finish` watches for a consumer closing again after a resend.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// A message is refused once this many connections closed while it was in flight.
 const MAX_RESENDS: u32 = 4;
 
@@ -550,7 +553,13 @@ impl Sink for NngSink {
             if self.closed() == closed && self.stats.resent == resent {
                 break;
             }
-            std::thread::sleep(2 * SLICE);
+            // A consumer refusing what was just resent closes within this time, even on a
+            // loaded machine; without resends there is no wait at all.
+            let after = self.closed();
+            let t = Instant::now();
+            while self.closed() == after && t.elapsed() < SETTLE {
+                std::thread::sleep(SLICE / 5);
+            }
         }
         let mut undelivered = Vec::new();
         for i in 0..self.endpoints.len() {
