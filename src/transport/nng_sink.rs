@@ -379,21 +379,29 @@ impl NngSink {
                     "{what} is {} bytes, more than max_message_bytes {max}",
                     m.bytes.len()
                 );
-                return self.refuse(m, resend, &why);
+                return self.refuse(m, resend.then_some(first), &why);
             }
-            Offer::NotTaken | Offer::Stopped => return self.not_taken(m, resend, &what),
+            Offer::NotTaken | Offer::Stopped => {
+                return self.not_taken(m, resend.then_some(first), &what);
+            }
         };
-        let ep = &mut self.endpoints[j];
-        if !resend {
+        if resend {
+            self.stats.resent += 1;
+            if j != first {
+                // Another URL took it: its end-of-stream announces it, not the first's.
+                self.undeliver(first, &m.meta, m.bytes.len());
+            }
+        }
+        if !resend || j != first {
+            let ep = &mut self.endpoints[j];
             ep.batches += 1;
             ep.events += m.meta.events;
             ep.bytes += m.bytes.len() as u64;
             self.stats.batches += 1;
             self.stats.events += m.meta.events;
             self.stats.bytes += m.bytes.len() as u64;
-        } else {
-            self.stats.resent += 1;
         }
+        let ep = &mut self.endpoints[j];
         ep.window_bytes += m.bytes.len();
         ep.window.push_back(m);
         while ep.window.len() > self.cfg.resend_min_messages
@@ -405,20 +413,29 @@ impl NngSink {
         Ok(())
     }
 
-    /// Moves a copy counted as delivered out of the delivered counts.
-    fn undeliver(&mut self, meta: &MessageMeta, bytes: usize) {
+    /// Moves a copy counted as delivered on endpoint `i` out of the delivered counts.
+    fn undeliver(&mut self, i: usize, meta: &MessageMeta, bytes: usize) {
+        let ep = &mut self.endpoints[i];
+        ep.batches -= 1;
+        ep.events -= meta.events;
+        ep.bytes -= bytes as u64;
         self.stats.batches -= 1;
         self.stats.events -= meta.events;
         self.stats.bytes -= bytes as u64;
     }
 
     /// Applies the policy to a message nobody took.
-    fn not_taken(&mut self, m: Sent, resend: bool, what: &str) -> Result<(), TransportError> {
+    fn not_taken(
+        &mut self,
+        m: Sent,
+        resent_from: Option<usize>,
+        what: &str,
+    ) -> Result<(), TransportError> {
         if let Policy::Spill(dir) = &self.cfg.policy {
             write_atomic(dir, &batch_file_name(&m.meta), &m.bytes)?;
         }
-        if resend {
-            self.undeliver(&m.meta, m.bytes.len());
+        if let Some(i) = resent_from {
+            self.undeliver(i, &m.meta, m.bytes.len());
             self.stats.in_doubt += 1;
             self.stats.in_doubt_events += m.meta.events;
             return Ok(());
@@ -450,7 +467,12 @@ impl NngSink {
     }
 
     /// Counts a message no consumer can take and applies the policy (`block` fails).
-    fn refuse(&mut self, m: Sent, resend: bool, why: &str) -> Result<(), TransportError> {
+    fn refuse(
+        &mut self,
+        m: Sent,
+        resent_from: Option<usize>,
+        why: &str,
+    ) -> Result<(), TransportError> {
         match &self.cfg.policy {
             Policy::Block => {
                 return Err(TransportError::Refused(why.to_string()));
@@ -461,8 +483,8 @@ impl NngSink {
             Policy::Drop => {}
         }
         eprintln!("lclstreamer: {}: {why}; counted as refused", self.sender);
-        if resend {
-            self.undeliver(&m.meta, m.bytes.len());
+        if let Some(i) = resent_from {
+            self.undeliver(i, &m.meta, m.bytes.len());
         }
         self.stats.refused += 1;
         self.stats.refused_events += m.meta.events;
@@ -499,7 +521,7 @@ impl NngSink {
                     self.endpoints[i].url,
                     m.closures
                 );
-                self.refuse(m, true, &why)?;
+                self.refuse(m, Some(i), &why)?;
             } else {
                 self.deliver(i, m, true)?;
             }

@@ -317,7 +317,7 @@ impl PullSummary {
         );
         for e in &self.eos {
             s += &format!(
-                "  end-of-stream from {} ({}): {} batches, {} events sent; spilled {} ({} events), dropped {} ({} events)\n",
+                "  end-of-stream from {} ({}): {} batches, {} events sent; spilled {} ({} events), dropped {} ({} events), refused {}, in doubt {}\n",
                 e.sender,
                 e.url,
                 e.batches,
@@ -325,7 +325,9 @@ impl PullSummary {
                 e.spilled,
                 e.spilled_events,
                 e.dropped,
-                e.dropped_events
+                e.dropped_events,
+                e.refused,
+                e.in_doubt
             );
         }
         if !self.duplicates.is_empty() {
