@@ -80,10 +80,11 @@ impl AtomicFile {
     /// Flushes, syncs and renames to the final name; returns it.
     pub fn commit(mut self) -> std::io::Result<PathBuf> {
         let out = self.out.take().expect("open until commit");
-        let f = out.into_inner().map_err(|e| e.into_error())?;
-        f.sync_data()?;
-        let mut open = open_set();
-        let registered = open.as_mut().is_some_and(|s| s.remove(&self.tmp));
+        let written = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_data());
+        let registered = open_set().as_mut().is_some_and(|s| s.remove(&self.tmp));
         if !registered {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::Interrupted,
@@ -93,7 +94,7 @@ impl AtomicFile {
                 ),
             ));
         }
-        if let Err(e) = std::fs::rename(&self.tmp, &self.path) {
+        if let Err(e) = written.and_then(|()| std::fs::rename(&self.tmp, &self.path)) {
             let _ = std::fs::remove_file(&self.tmp);
             return Err(e);
         }
