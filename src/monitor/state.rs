@@ -34,9 +34,8 @@ pub struct RankRate {
     pub events_per_second: f64,
 }
 
-/// One sink's counts over all writers. While the job runs, `batches` and `events` are those
-/// the writers handed to the sink; the rest is known once the sinks are finished (`None`
-/// until then, or where the transport does not tell).
+/// One sink's counts over all writers, from the sinks' own counts (`None` where a sink does
+/// not tell; `consumers` only for network sinks).
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct SinkState {
     pub name: String,
