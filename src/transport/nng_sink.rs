@@ -74,6 +74,16 @@ pub enum Distribute {
     RoundRobin,
 }
 
+impl Distribute {
+    /// The URLs writer `writer_rank` sends to: all of them, or URL `rank % n` with `ByRank`.
+    pub fn urls_for(self, urls: &[String], writer_rank: u32) -> Vec<&String> {
+        match self {
+            Distribute::ByRank => vec![&urls[writer_rank as usize % urls.len()]],
+            Distribute::RoundRobin => urls.iter().collect(),
+        }
+    }
+}
+
 /// Configuration of an [`NngSink`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NngSinkConfig {
@@ -246,10 +256,7 @@ impl NngSink {
         if let Policy::Spill(dir) = &cfg.policy {
             std::fs::create_dir_all(dir).map_err(|e| TransportError::io(dir, e))?;
         }
-        let urls: Vec<&String> = match cfg.distribute {
-            Distribute::ByRank => vec![&cfg.urls[writer_rank as usize % cfg.urls.len()]],
-            Distribute::RoundRobin => cfg.urls.iter().collect(),
-        };
+        let urls = cfg.distribute.urls_for(&cfg.urls, writer_rank);
         let endpoints = urls
             .into_iter()
             .map(|u| Endpoint::open(u, &cfg))

@@ -132,10 +132,7 @@ impl ZmqSink {
         if let Policy::Spill(dir) = &cfg.policy {
             std::fs::create_dir_all(dir).map_err(|e| TransportError::io(dir, e))?;
         }
-        let urls: Vec<&String> = match cfg.distribute {
-            Distribute::ByRank => vec![&cfg.urls[writer_rank as usize % cfg.urls.len()]],
-            Distribute::RoundRobin => cfg.urls.iter().collect(),
-        };
+        let urls = cfg.distribute.urls_for(&cfg.urls, writer_rank);
         let ctx = zmq::Context::new();
         let kind = match cfg.pattern {
             Pattern::Push => zmq::PUSH,
